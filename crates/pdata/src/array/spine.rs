@@ -1,0 +1,89 @@
+//! The spine: a single-level B-tree mapping array-block index to the
+//! location of the array block, and the copy-on-write of one array block
+//! with the spine kept pointing at it.
+
+use super::format::{ArrayBlock, ARRAY_VALIDATOR};
+use super::Geometry;
+use crate::block_manager::{le64, BlockRead, ReadRef, WriteRef};
+use crate::btree::{self, ValueType};
+use crate::transaction_manager::TransactionManager;
+use crate::{Error, Result};
+
+/// Spine values: le64 array-block locations, each holding one reference
+/// on its block. Array values are plain (no client counts them), so
+/// releasing an array block releases nothing else.
+pub struct SpineRefs;
+
+impl ValueType for SpineRefs {
+    fn size(&self) -> usize {
+        8
+    }
+
+    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+        for v in values.chunks_exact(8) {
+            tm.inc(le64(v, 0))?;
+        }
+        Ok(())
+    }
+
+    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+        for v in values.chunks_exact(8) {
+            tm.dec(le64(v, 0))?;
+        }
+        Ok(())
+    }
+}
+
+/// Location of array block `index`, if the spine has it.
+pub fn lookup_block(r: &impl BlockRead, root: u64, index: u64) -> Result<Option<u64>> {
+    let mut v = [0u8; 8];
+    Ok(btree::lookup(r, root, &[index], &mut v)?.then(|| u64::from_le_bytes(v)))
+}
+
+/// Read-locks the array block at `loc` and checks it holds `g`'s values.
+pub fn read_block(r: &impl BlockRead, loc: u64, g: Geometry) -> Result<ReadRef> {
+    let b = r.read_lock(loc, &ARRAY_VALIDATOR)?;
+    ArrayBlock(&b)
+        .check_geometry(g.value_size)
+        .map_err(|reason| Error::corrupt(loc, "array block", reason))?;
+    Ok(b)
+}
+
+/// Read-locks array block `index`; `NotFound` when the spine lacks it.
+pub fn read_block_at(r: &impl BlockRead, root: u64, g: Geometry, index: u64) -> Result<ReadRef> {
+    let loc = lookup_block(r, root, index)?.ok_or(Error::NotFound)?;
+    read_block(r, loc, g)
+}
+
+/// Makes array block `index` writable. Returns the new spine root and the
+/// write-locked block (drop it before the next call on `tm`).
+///
+/// When shadowing moves the block, the spine slot is overwritten with the
+/// new location. The old location gets one reference first: the overwrite
+/// releases one (through [`SpineRefs::dec`]), and `shadow` already dropped
+/// the one the slot held. This keeps the old block's count right whether
+/// or not the spine leaf is shared: a shared leaf's copy duplicates the
+/// slot (+1) before the overwrite (-1), so the original leaf keeps its
+/// reference.
+pub fn shadow_block(
+    tm: &mut TransactionManager,
+    root: u64,
+    g: Geometry,
+    index: u64,
+) -> Result<(u64, WriteRef)> {
+    let loc = lookup_block(tm, root, index)?.ok_or(Error::NotFound)?;
+    // Check the block before changing any count.
+    drop(read_block(tm, loc, g)?);
+    // If the block was shared, its copy duplicates its values; plain
+    // values have nothing to count.
+    let (w, _shared) = tm.shadow(loc, &ARRAY_VALIDATOR)?;
+    let new = w.loc();
+    if new == loc {
+        return Ok((root, w));
+    }
+    drop(w);
+    tm.inc(loc)?;
+    let (root, _) = btree::insert(tm, root, &[index], &new.to_le_bytes(), &mut SpineRefs)?;
+    let w = tm.write_lock_shadowed(new, &ARRAY_VALIDATOR)?;
+    Ok((root, w))
+}

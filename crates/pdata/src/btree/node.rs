@@ -1,0 +1,317 @@
+//! B-tree node format (one 4096-byte block):
+//!
+//! ```text
+//! 0  csum u32 | 4 flags u32 | 8 blocknr u64 | 16 nr_entries u32
+//! 20 max_entries u32 | 24 value_size u32 | 28 padding u32
+//! 32 keys[max_entries] le64 | values[max_entries] (value_size each)
+//! ```
+//!
+//! Values start after `max_entries` keys, not after `nr_entries`.
+
+use crate::block_manager::{le32, le64, put_le32, put_le64, Validator};
+use crate::checksum::{seal, SALT_BTREE_NODE};
+use crate::{Block, Error, Result, BLOCK_SIZE};
+
+pub const CSUM_OFFSET: usize = 0;
+pub const FLAGS_OFFSET: usize = 4;
+pub const BLOCKNR_OFFSET: usize = 8;
+pub const NR_ENTRIES_OFFSET: usize = 16;
+pub const MAX_ENTRIES_OFFSET: usize = 20;
+pub const VALUE_SIZE_OFFSET: usize = 24;
+pub const HEADER_SIZE: usize = 32;
+
+pub const INTERNAL_NODE: u32 = 1;
+pub const LEAF_NODE: u32 = 2;
+
+/// Size of an internal node's values (child block numbers).
+pub const INTERNAL_VALUE_SIZE: usize = 8;
+
+/// Capacity of a node for `value_size`: the largest multiple of 3 that fits.
+pub const fn max_entries(value_size: usize) -> u32 {
+    let fit = (BLOCK_SIZE - HEADER_SIZE) / (8 + value_size);
+    (3 * (fit / 3)) as u32
+}
+
+/// A read-only view of a node.
+#[derive(Clone, Copy)]
+pub struct Node<'a>(pub &'a Block);
+
+impl<'a> Node<'a> {
+    pub fn flags(&self) -> u32 {
+        le32(self.0, FLAGS_OFFSET)
+    }
+    pub fn is_leaf(&self) -> bool {
+        self.flags() & LEAF_NODE != 0
+    }
+    pub fn is_internal(&self) -> bool {
+        !self.is_leaf()
+    }
+    pub fn blocknr(&self) -> u64 {
+        le64(self.0, BLOCKNR_OFFSET)
+    }
+    pub fn nr_entries(&self) -> usize {
+        le32(self.0, NR_ENTRIES_OFFSET) as usize
+    }
+    pub fn max_entries(&self) -> usize {
+        le32(self.0, MAX_ENTRIES_OFFSET) as usize
+    }
+    pub fn value_size(&self) -> usize {
+        le32(self.0, VALUE_SIZE_OFFSET) as usize
+    }
+    pub fn key(&self, i: usize) -> u64 {
+        le64(self.0, HEADER_SIZE + 8 * i)
+    }
+    fn value_offset(&self, i: usize) -> usize {
+        HEADER_SIZE + 8 * self.max_entries() + i * self.value_size()
+    }
+    pub fn value(&self, i: usize) -> &'a [u8] {
+        let off = self.value_offset(i);
+        &self.0[off..off + self.value_size()]
+    }
+    /// Value `i` read as a le64 (child pointers, sub-tree roots, block_time).
+    pub fn value_u64(&self, i: usize) -> u64 {
+        le64(self.0, self.value_offset(i))
+    }
+    /// All live values, packed.
+    pub fn values(&self) -> &'a [u8] {
+        let off = self.value_offset(0);
+        &self.0[off..off + self.nr_entries() * self.value_size()]
+    }
+    pub fn keys(&self) -> impl Iterator<Item = u64> + 'a {
+        let n = *self;
+        (0..n.nr_entries()).map(move |i| n.key(i))
+    }
+
+    /// Largest index whose key is <= `x`, or None if every key is > x.
+    pub fn lower_bound(&self, x: u64) -> Option<usize> {
+        let (mut lo, mut hi) = (0usize, self.nr_entries());
+        // Invariant: keys[..lo] <= x < keys[hi..]
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) <= x {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+
+    /// Smallest index whose key is >= `x` (nr_entries if none).
+    pub fn upper_bound(&self, x: u64) -> usize {
+        let (mut lo, mut hi) = (0usize, self.nr_entries());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.key(mid) < x {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Index of exactly `x`.
+    pub fn find(&self, x: u64) -> Option<usize> {
+        self.lower_bound(x).filter(|&i| self.key(i) == x)
+    }
+
+    /// Structural soundness: capacity fits the block, nr <= max, one node type.
+    pub fn check_shape(&self) -> std::result::Result<(), String> {
+        let flags = self.flags();
+        if flags != INTERNAL_NODE && flags != LEAF_NODE {
+            return Err(format!("bad node flags {flags:#x}"));
+        }
+        let (nr, max, vs) = (self.nr_entries(), self.max_entries(), self.value_size());
+        if vs == 0 || HEADER_SIZE + (8 + vs) * max > BLOCK_SIZE {
+            return Err(format!(
+                "max_entries {max} with value_size {vs} overflows the block"
+            ));
+        }
+        if nr > max {
+            return Err(format!("nr_entries {nr} > max_entries {max}"));
+        }
+        if flags == INTERNAL_NODE && vs != INTERNAL_VALUE_SIZE {
+            return Err(format!("internal node with value_size {vs}"));
+        }
+        Ok(())
+    }
+
+    /// Keys strictly increasing.
+    pub fn check_key_order(&self) -> std::result::Result<(), String> {
+        for i in 1..self.nr_entries() {
+            if self.key(i - 1) >= self.key(i) {
+                return Err(format!(
+                    "keys out of order at {}: {} >= {}",
+                    i,
+                    self.key(i - 1),
+                    self.key(i)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mutable view of a node.
+pub struct NodeMut<'a>(pub &'a mut Block);
+
+impl<'a> NodeMut<'a> {
+    pub fn view(&self) -> Node<'_> {
+        Node(self.0)
+    }
+
+    /// Turns the block into an empty node.
+    pub fn init(&mut self, flags: u32, max_entries: u32, value_size: usize) {
+        self.0.fill(0);
+        put_le32(self.0, FLAGS_OFFSET, flags);
+        put_le32(self.0, MAX_ENTRIES_OFFSET, max_entries);
+        put_le32(self.0, VALUE_SIZE_OFFSET, value_size as u32);
+    }
+
+    pub fn set_nr_entries(&mut self, n: usize) {
+        put_le32(self.0, NR_ENTRIES_OFFSET, n as u32);
+    }
+    pub fn set_key(&mut self, i: usize, k: u64) {
+        put_le64(self.0, HEADER_SIZE + 8 * i, k);
+    }
+    fn value_offset(&self, i: usize) -> usize {
+        self.view().value_offset(i)
+    }
+    pub fn set_value(&mut self, i: usize, v: &[u8]) {
+        let off = self.value_offset(i);
+        self.0[off..off + v.len()].copy_from_slice(v);
+    }
+    pub fn set_value_u64(&mut self, i: usize, v: u64) {
+        let off = self.value_offset(i);
+        put_le64(self.0, off, v);
+    }
+
+    /// Inserts (k, v) at `i`, shifting later entries up. Caller ensures room.
+    pub fn insert_at(&mut self, i: usize, k: u64, v: &[u8]) {
+        let n = self.view();
+        let (nr, max, vs) = (n.nr_entries(), n.max_entries(), n.value_size());
+        debug_assert!(nr < max && i <= nr && v.len() == vs);
+        let kbase = HEADER_SIZE;
+        let vbase = HEADER_SIZE + 8 * max;
+        self.0
+            .copy_within(kbase + 8 * i..kbase + 8 * nr, kbase + 8 * (i + 1));
+        self.0
+            .copy_within(vbase + vs * i..vbase + vs * nr, vbase + vs * (i + 1));
+        self.set_key(i, k);
+        self.set_value(i, v);
+        self.set_nr_entries(nr + 1);
+    }
+
+    /// Deletes entry `i`, shifting later entries down.
+    pub fn delete_at(&mut self, i: usize) {
+        let n = self.view();
+        let (nr, max, vs) = (n.nr_entries(), n.max_entries(), n.value_size());
+        debug_assert!(i < nr);
+        let kbase = HEADER_SIZE;
+        let vbase = HEADER_SIZE + 8 * max;
+        self.0
+            .copy_within(kbase + 8 * (i + 1)..kbase + 8 * nr, kbase + 8 * i);
+        self.0
+            .copy_within(vbase + vs * (i + 1)..vbase + vs * nr, vbase + vs * i);
+        self.set_nr_entries(nr - 1);
+    }
+}
+
+/// Entries lifted out of nodes, to be spread over nodes again.
+#[derive(Default)]
+pub struct Entries {
+    pub keys: Vec<u64>,
+    pub values: Vec<u8>,
+    pub value_size: usize,
+}
+
+impl Entries {
+    /// Appends every entry of `node`.
+    pub fn take_from(&mut self, node: Node<'_>) {
+        self.value_size = node.value_size();
+        self.keys.extend(node.keys());
+        self.values.extend_from_slice(node.values());
+    }
+
+    /// Writes entries [from, from + n) into `node` (whose header is kept).
+    pub fn put_into(&self, node: &mut NodeMut<'_>, from: usize, n: usize) {
+        let vs = self.value_size;
+        for j in 0..n {
+            node.set_key(j, self.keys[from + j]);
+            node.set_value(j, &self.values[(from + j) * vs..(from + j + 1) * vs]);
+        }
+        node.set_nr_entries(n);
+    }
+}
+
+/// Validator of B-tree nodes.
+pub struct NodeValidator;
+
+pub static NODE_VALIDATOR: NodeValidator = NodeValidator;
+
+impl Validator for NodeValidator {
+    fn name(&self) -> &'static str {
+        "btree node"
+    }
+
+    fn check(&self, loc: u64, data: &Block) -> Result<()> {
+        crate::block_manager::check_location_and_checksum(
+            self.name(),
+            loc,
+            data,
+            BLOCKNR_OFFSET,
+            SALT_BTREE_NODE,
+        )?;
+        Node(data)
+            .check_shape()
+            .map_err(|r| Error::corrupt(loc, self.name(), r))
+    }
+
+    fn prepare_for_write(&self, loc: u64, data: &mut Block) -> Result<()> {
+        let n = Node(data);
+        n.check_shape()
+            .and_then(|_| n.check_key_order())
+            .map_err(|r| Error::corrupt(loc, "btree node (before write)", r))?;
+        put_le64(data, BLOCKNR_OFFSET, loc);
+        seal(data, SALT_BTREE_NODE);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacities() {
+        assert_eq!(max_entries(4), 336);
+        assert_eq!(max_entries(8), 252);
+        assert_eq!(max_entries(12), 201);
+        assert_eq!(max_entries(16), 168);
+        assert_eq!(max_entries(24), 126);
+    }
+
+    #[test]
+    fn search() {
+        let mut b = [0u8; BLOCK_SIZE];
+        let mut n = NodeMut(&mut b);
+        n.init(LEAF_NODE, max_entries(8), 8);
+        for (i, k) in [10u64, 20, 30].iter().enumerate() {
+            n.insert_at(i, *k, &k.to_le_bytes());
+        }
+        let v = n.view();
+        assert_eq!(v.lower_bound(5), None);
+        assert_eq!(v.lower_bound(10), Some(0));
+        assert_eq!(v.lower_bound(25), Some(1));
+        assert_eq!(v.lower_bound(99), Some(2));
+        assert_eq!(v.upper_bound(5), 0);
+        assert_eq!(v.upper_bound(21), 2);
+        assert_eq!(v.upper_bound(31), 3);
+        assert_eq!(v.find(20), Some(1));
+        assert_eq!(v.find(21), None);
+        n.delete_at(0);
+        assert_eq!(n.view().keys().collect::<Vec<_>>(), vec![20, 30]);
+        assert_eq!(n.view().value_u64(1), 30);
+    }
+}

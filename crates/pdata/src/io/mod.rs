@@ -1,0 +1,78 @@
+//! Block I/O: devices addressed in 4096-byte metadata blocks.
+//!
+//! Everything above this layer sees a device only through [`BlockDevice`], so
+//! fault-injecting and recording devices can wrap any of them.
+
+mod file;
+mod memory;
+
+pub use file::FileDevice;
+pub use memory::MemoryDevice;
+
+use crate::Block;
+use std::io;
+
+/// A device of 4096-byte blocks. Methods take `&self`: implementations use
+/// positioned I/O, so one device can serve several readers at once.
+pub trait BlockDevice: Send + Sync {
+    /// Number of whole blocks on the device.
+    fn nr_blocks(&self) -> u64;
+
+    /// Reads `bufs.len()` consecutive blocks starting at `first`.
+    fn read_blocks(&self, first: u64, bufs: &mut [&mut Block]) -> io::Result<()>;
+
+    /// Writes `bufs.len()` consecutive blocks starting at `first`.
+    /// Success means the device accepted the data, not that it is durable.
+    fn write_blocks(&self, first: u64, bufs: &[&Block]) -> io::Result<()>;
+
+    /// Makes every write that completed before the call durable.
+    fn flush(&self) -> io::Result<()>;
+
+    /// Grows the device to `nr_blocks` where that is possible (regular
+    /// files, memory); devices of fixed size refuse.
+    fn grow(&self, nr_blocks: u64) -> io::Result<()> {
+        let _ = nr_blocks;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this device cannot be grown",
+        ))
+    }
+
+    fn read_block(&self, loc: u64, buf: &mut Block) -> io::Result<()> {
+        self.read_blocks(loc, &mut [buf])
+    }
+
+    fn write_block(&self, loc: u64, buf: &Block) -> io::Result<()> {
+        self.write_blocks(loc, &[buf])
+    }
+}
+
+impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
+    fn nr_blocks(&self) -> u64 {
+        (**self).nr_blocks()
+    }
+    fn read_blocks(&self, first: u64, bufs: &mut [&mut Block]) -> io::Result<()> {
+        (**self).read_blocks(first, bufs)
+    }
+    fn write_blocks(&self, first: u64, bufs: &[&Block]) -> io::Result<()> {
+        (**self).write_blocks(first, bufs)
+    }
+    fn flush(&self) -> io::Result<()> {
+        (**self).flush()
+    }
+    fn grow(&self, nr_blocks: u64) -> io::Result<()> {
+        (**self).grow(nr_blocks)
+    }
+}
+
+pub(crate) fn out_of_range(first: u64, count: usize, nr_blocks: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "blocks {}..{} beyond the end of the device ({} blocks)",
+            first,
+            first + count as u64,
+            nr_blocks
+        ),
+    )
+}

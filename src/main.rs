@@ -1,0 +1,51 @@
+//! `pdt`: one multi-call binary for the persistent-data tools.
+//!
+//! `pdt TOOL ARGS...`, or the tool itself when invoked through a link named
+//! after it (`thin_check -> pdt`).
+
+mod tools;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    let invoked = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("pdt")
+        .to_string();
+    let tool = if tools::find(&invoked).is_some() {
+        invoked
+    } else {
+        if args.len() < 2 || args[1] == "-h" || args[1] == "--help" {
+            print_usage();
+            return if args.len() < 2 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        if args[1] == "-V" || args[1] == "--version" {
+            println!("pdt {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        args.remove(0);
+        args[0].clone()
+    };
+    match tools::find(&tool) {
+        Some(t) => (t.run)(&args[1..]),
+        None => {
+            eprintln!("pdt: unknown tool '{tool}' (pdt --help lists them)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_usage() {
+    println!("usage: pdt TOOL [ARGS...]   (or run a link named after the tool)\n\ntools:");
+    for t in tools::TOOLS {
+        println!("  {:<14} {}", t.name, t.about);
+    }
+}

@@ -1,0 +1,29 @@
+//! The tools `pdt` dispatches to.
+
+mod demo;
+mod thin_exec;
+
+use std::process::ExitCode;
+
+pub struct Tool {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub run: fn(&[String]) -> ExitCode,
+}
+
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        name: "demo",
+        about: "a short demonstration on a pool in a temporary file",
+        run: demo::run,
+    },
+    Tool {
+        name: "thin_exec",
+        about: "apply pool operations to thin-pool metadata, one per line",
+        run: thin_exec::run,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Tool> {
+    TOOLS.iter().find(|t| t.name == name)
+}

@@ -1,0 +1,256 @@
+//! `thin_exec META [SCRIPT]`: pool operations, one per line, applied as the
+//! kernel's pool would. One output line per operation: `ok`, a value, or
+//! `error: MESSAGE`. Input that ends without `commit` is aborted.
+
+use anyhow::{anyhow, bail, Context, Result};
+use pdata::io::{BlockDevice, FileDevice};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use thin::ThinMetadata;
+
+const USAGE: &str = "usage: thin_exec [--force] [--stop-on-error] META [SCRIPT]
+
+Applies pool operations to the thin-pool metadata file or device META, one
+per line, from SCRIPT or standard input. Prints one line per operation: ok,
+the value asked for, or 'error: MESSAGE'. Exits 1 if any operation failed.
+
+operations:
+  format DATA_BLOCK_SECTORS NR_DATA_BLOCKS   create_thin DEV
+  create_snap DEV ORIGIN                     delete DEV
+  set_transaction_id OLD NEW                 provision DEV VBLOCK
+  alloc                                      insert DEV VBLOCK DBLOCK
+  lookup DEV VBLOCK                          remove DEV VBLOCK
+  remove_range DEV BEGIN END                 reserve_metadata_snap
+  release_metadata_snap                      resize_data NR_DATA_BLOCKS
+  resize_metadata NR_METADATA_BLOCKS         commit
+  abort
+";
+
+struct Options {
+    force: bool,
+    stop_on_error: bool,
+    meta: PathBuf,
+    script: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Option<Options>> {
+    let mut force = false;
+    let mut stop_on_error = false;
+    let mut pos = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--force" | "-f" => force = true,
+            "--stop-on-error" => stop_on_error = true,
+            s if s.starts_with('-') && s.len() > 1 => bail!("unknown option '{s}'"),
+            s => pos.push(PathBuf::from(s)),
+        }
+    }
+    if pos.is_empty() || pos.len() > 2 {
+        bail!("expected META [SCRIPT]");
+    }
+    Ok(Some(Options {
+        force,
+        stop_on_error,
+        meta: pos[0].clone(),
+        script: pos.get(1).cloned(),
+    }))
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("thin_exec: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(&opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("thin_exec: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The session: metadata opened lazily (the first line may be `format`).
+struct Session {
+    dev: Arc<dyn BlockDevice>,
+    md: Option<ThinMetadata>,
+    force: bool,
+}
+
+impl Session {
+    fn md(&mut self) -> Result<&mut ThinMetadata> {
+        if self.md.is_none() {
+            self.md = Some(ThinMetadata::open(self.dev.clone(), true)?);
+        }
+        Ok(self.md.as_mut().expect("opened above"))
+    }
+
+    fn apply(&mut self, words: &[&str]) -> Result<String> {
+        let num = |i: usize| -> Result<u64> {
+            let w = words
+                .get(i)
+                .ok_or_else(|| anyhow!("'{}' needs more arguments", words[0]))?;
+            w.parse::<u64>()
+                .map_err(|_| anyhow!("'{w}' is not a number"))
+        };
+        let arity = |n: usize| -> Result<()> {
+            if words.len() != n + 1 {
+                bail!(
+                    "'{}' takes {} argument(s), not {}",
+                    words[0],
+                    n,
+                    words.len() - 1
+                );
+            }
+            Ok(())
+        };
+        let ok = || Ok("ok".to_string());
+        match words[0] {
+            "format" => {
+                arity(2)?;
+                let size =
+                    u32::try_from(num(1)?).map_err(|_| anyhow!("data block size too large"))?;
+                let md = ThinMetadata::format(self.dev.clone(), size, num(2)?, self.force)?;
+                self.md = Some(md);
+                ok()
+            }
+            "create_thin" => {
+                arity(1)?;
+                self.md()?.create_thin(num(1)?)?;
+                ok()
+            }
+            "create_snap" => {
+                arity(2)?;
+                self.md()?.create_snap(num(1)?, num(2)?)?;
+                ok()
+            }
+            "delete" => {
+                arity(1)?;
+                self.md()?.delete(num(1)?)?;
+                ok()
+            }
+            "set_transaction_id" => {
+                arity(2)?;
+                self.md()?.set_transaction_id(num(1)?, num(2)?)?;
+                ok()
+            }
+            "provision" => {
+                arity(2)?;
+                Ok(self.md()?.provision(num(1)?, num(2)?)?.to_string())
+            }
+            "alloc" => {
+                arity(0)?;
+                Ok(self.md()?.alloc()?.to_string())
+            }
+            "insert" => {
+                arity(3)?;
+                self.md()?.insert(num(1)?, num(2)?, num(3)?)?;
+                ok()
+            }
+            "lookup" => {
+                arity(2)?;
+                Ok(match self.md()?.lookup(num(1)?, num(2)?)? {
+                    Some((b, t)) => format!("{b} {t}"),
+                    None => "unmapped".to_string(),
+                })
+            }
+            "remove" => {
+                arity(2)?;
+                self.md()?.remove(num(1)?, num(2)?)?;
+                ok()
+            }
+            "remove_range" => {
+                arity(3)?;
+                self.md()?.remove_range(num(1)?, num(2)?, num(3)?)?;
+                ok()
+            }
+            "reserve_metadata_snap" => {
+                arity(0)?;
+                self.md()?.reserve_metadata_snap()?;
+                ok()
+            }
+            "release_metadata_snap" => {
+                arity(0)?;
+                self.md()?.release_metadata_snap()?;
+                ok()
+            }
+            "resize_data" => {
+                arity(1)?;
+                self.md()?.resize_data(num(1)?)?;
+                ok()
+            }
+            "resize_metadata" => {
+                arity(1)?;
+                self.md()?.resize_metadata(num(1)?)?;
+                ok()
+            }
+            "commit" => {
+                arity(0)?;
+                self.md()?.commit()?;
+                ok()
+            }
+            "abort" => {
+                arity(0)?;
+                self.md()?.abort()?;
+                ok()
+            }
+            other => bail!("unknown operation '{other}'"),
+        }
+    }
+}
+
+fn execute(opts: &Options) -> Result<bool> {
+    let dev: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::open(&opts.meta, true)
+            .with_context(|| format!("cannot open {}", opts.meta.display()))?,
+    );
+    let input: Box<dyn BufRead> = match &opts.script {
+        Some(p) => Box::new(BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        )),
+        None => Box::new(BufReader::new(std::io::stdin())),
+    };
+    let mut session = Session {
+        dev,
+        md: None,
+        force: opts.force,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut all_ok = true;
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", n + 1))?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match session.apply(&words) {
+            Ok(s) => writeln!(out, "{s}")?,
+            Err(e) => {
+                all_ok = false;
+                writeln!(out, "error: {e:#}")?;
+                if opts.stop_on_error {
+                    break;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    // Whatever follows the last commit is dropped: nothing of it is on disk.
+    if let Some(md) = session.md.as_mut() {
+        let _ = md.abort();
+    }
+    Ok(all_ok)
+}
