@@ -268,7 +268,7 @@ impl ThinMetadata {
                 md.sb.data_mapping_root,
                 &[dev],
                 &root.to_le_bytes(),
-                &mut NoRefs(8),
+                &mut SubtreeRefs(&mut md.data_sm),
             )?
             .0;
             let time = md.sb.time;
@@ -305,7 +305,7 @@ impl ThinMetadata {
                 md.sb.data_mapping_root,
                 &[dev],
                 &origin_root.to_le_bytes(),
-                &mut NoRefs(8),
+                &mut SubtreeRefs(&mut md.data_sm),
             )?
             .0;
             md.sb.time += 1;
@@ -503,7 +503,7 @@ impl ThinMetadata {
                 md.sb.data_mapping_root,
                 &[dev],
                 &new_root.to_le_bytes(),
-                &mut NoRefs(8),
+                &mut SubtreeRefs(&mut md.data_sm),
             )?
             .0;
             md.set_details(
