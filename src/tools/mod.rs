@@ -2,6 +2,7 @@
 
 mod demo;
 mod thin_exec;
+mod torture;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,11 @@ pub const TOOLS: &[Tool] = &[
         name: "demo",
         about: "a short demonstration on a pool in a temporary file",
         run: demo::run,
+    },
+    Tool {
+        name: "torture",
+        about: "crash states and I/O errors at every point of a workload",
+        run: torture::run,
     },
     Tool {
         name: "thin_exec",

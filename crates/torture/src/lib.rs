@@ -1,0 +1,1 @@
+//! Crash-state enumeration and I/O-error injection.
