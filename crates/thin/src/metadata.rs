@@ -64,7 +64,7 @@ impl ThinMetadata {
         force: bool,
     ) -> Result<Self> {
         if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&data_block_size)
-            || data_block_size % MIN_DATA_BLOCK_SIZE != 0
+            || !data_block_size.is_multiple_of(MIN_DATA_BLOCK_SIZE)
         {
             return Err(ThinError::Invalid(format!(
                 "data block size {data_block_size} sectors: it must be a multiple of {MIN_DATA_BLOCK_SIZE} between {MIN_DATA_BLOCK_SIZE} and {MAX_DATA_BLOCK_SIZE}"
