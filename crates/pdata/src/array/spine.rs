@@ -5,6 +5,7 @@
 use super::format::{ArrayBlock, ARRAY_VALIDATOR};
 use super::Geometry;
 use crate::block_manager::{le64, BlockRead, ReadRef, WriteRef};
+use crate::btree::node::{Node, NODE_VALIDATOR};
 use crate::btree::{self, ValueType};
 use crate::transaction_manager::TransactionManager;
 use crate::{Error, Result};
@@ -65,15 +66,26 @@ pub fn read_block_at(r: &impl BlockRead, root: u64, g: Geometry, index: u64) -> 
 /// or not the spine leaf is shared: a shared leaf's copy duplicates the
 /// slot (+1) before the overwrite (-1), so the original leaf keeps its
 /// reference.
+///
+/// The kernel shadows the array block before the spine path, which is
+/// wrong if a spine node above a block of this transaction is shared;
+/// [`path_is_shared`] covers that case (no kernel client creates it).
 pub fn shadow_block(
     tm: &mut TransactionManager,
-    root: u64,
+    mut root: u64,
     g: Geometry,
     index: u64,
 ) -> Result<(u64, WriteRef)> {
     let loc = lookup_block(tm, root, index)?.ok_or(Error::NotFound)?;
     // Check the block before changing any count.
     drop(read_block(tm, loc, g)?);
+    // A block of this transaction with one reference is written in place.
+    // That is only right if no spine node above it is shared (an array
+    // cloned by taking a reference on its root in this transaction): then
+    // unshare the path first, so the block's count shows the sharing.
+    if tm.is_shadowed(loc) && path_is_shared(tm, root, index)? {
+        root = btree::insert(tm, root, &[index], &loc.to_le_bytes(), &mut SpineRefs)?.0;
+    }
     // If the block was shared, its copy duplicates its values; plain
     // values have nothing to count.
     let (w, _shared) = tm.shadow(loc, &ARRAY_VALIDATOR)?;
@@ -83,7 +95,35 @@ pub fn shadow_block(
     }
     drop(w);
     tm.inc(loc)?;
-    let (root, _) = btree::insert(tm, root, &[index], &new.to_le_bytes(), &mut SpineRefs)?;
+    root = btree::insert(tm, root, &[index], &new.to_le_bytes(), &mut SpineRefs)?.0;
     let w = tm.write_lock_shadowed(new, &ARRAY_VALIDATOR)?;
     Ok((root, w))
+}
+
+/// Deepest spine walked: far beyond any real tree, it stops cycles.
+const MAX_DEPTH: usize = 64;
+
+/// True when a spine node on the path to key `index` has more than one
+/// reference.
+fn path_is_shared(tm: &TransactionManager, root: u64, index: u64) -> Result<bool> {
+    let mut loc = root;
+    for _ in 0..MAX_DEPTH {
+        if tm.ref_count(loc)? > 1 {
+            return Ok(true);
+        }
+        let b = tm.read_lock(loc, &NODE_VALIDATOR)?;
+        let n = Node(&b);
+        if n.is_leaf() {
+            return Ok(false);
+        }
+        let Some(i) = n.lower_bound(index) else {
+            return Ok(false);
+        };
+        loc = n.value_u64(i);
+    }
+    Err(Error::corrupt(
+        root,
+        "array spine",
+        "spine too deep (a cycle?)",
+    ))
 }
