@@ -1,6 +1,7 @@
 //! The tools `pdt` dispatches to.
 
 mod demo;
+mod thin_check;
 mod thin_exec;
 mod torture;
 
@@ -22,6 +23,11 @@ pub const TOOLS: &[Tool] = &[
         name: "torture",
         about: "crash states and I/O errors at every point of a workload",
         run: torture::run,
+    },
+    Tool {
+        name: "thin_check",
+        about: "validate thin-pool metadata",
+        run: thin_check::run,
     },
     Tool {
         name: "thin_exec",
