@@ -26,6 +26,12 @@ operations:
   release_metadata_snap                      resize_data NR_DATA_BLOCKS
   resize_metadata NR_METADATA_BLOCKS         commit
   abort
+
+provision is alloc + insert. insert maps a block from alloc, or shares a
+block already mapped (its count goes up); like the kernel, a pool tells
+shared blocks apart only by snapshot times, so share blocks only between a
+device and its snapshots. Blocks from alloc that are still unmapped at
+commit are released rather than leaked.
 ";
 
 struct Options {
