@@ -375,11 +375,19 @@ impl ThinMetadata {
         if self.data_sm.nr_free() == 0 {
             return Err(pdata::Error::NoSpace("data").into());
         }
-        self.mutate(|md| {
-            let b = md.data_sm.new_block(&mut md.tm)?;
-            md.unmapped_allocs.insert(b);
-            Ok(b)
-        })
+        // Finding no free block changes nothing: that error leaves the
+        // transaction alive; any other is a failure part-way.
+        match self.data_sm.new_block(&mut self.tm) {
+            Ok(b) => {
+                self.unmapped_allocs.insert(b);
+                Ok(b)
+            }
+            Err(e @ pdata::Error::NoSpace(_)) => Err(e.into()),
+            Err(e) => {
+                self.tm.poison(format!("a metadata operation failed: {e}"));
+                Err(e.into())
+            }
+        }
     }
 
     /// Maps `vblock` of `dev` to `dblock`, replacing any old mapping. A block
@@ -590,6 +598,16 @@ impl ThinMetadata {
         if nr_blocks > MAX_DATA_BLOCK + 1 {
             return Err(ThinError::Invalid(format!(
                 "{nr_blocks} data blocks: block numbers must fit in 40 bits"
+            )));
+        }
+        // Every new bitmap is a metadata block, plus index-tree nodes.
+        let new_bitmaps = pdata::space_map::format::nr_bitmaps(nr_blocks)
+            - pdata::space_map::format::nr_bitmaps(self.data_sm.nr_blocks());
+        let needed = new_bitmaps as u64 + new_bitmaps as u64 / 50 + 64;
+        if needed > self.tm.nr_free_metadata_blocks() {
+            return Err(ThinError::Invalid(format!(
+                "{nr_blocks} data blocks need about {needed} more metadata blocks; {} are free",
+                self.tm.nr_free_metadata_blocks()
             )));
         }
         self.mutate(|md| Ok(md.data_sm.extend(&mut md.tm, nr_blocks)?))

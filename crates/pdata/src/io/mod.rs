@@ -4,10 +4,19 @@
 //! fault-injecting and recording devices can wrap any of them.
 
 mod file;
+mod flakey;
 mod memory;
+mod recording;
 
 pub use file::FileDevice;
+pub use flakey::{
+    Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
+};
 pub use memory::MemoryDevice;
+pub use recording::{
+    apply_sectors, crash_image, durable_prefix, image_at, in_flight, Event, RecordingDevice,
+    SECTORS_PER_BLOCK, SECTOR_SIZE, WHOLE_BLOCK,
+};
 
 use crate::Block;
 use std::io;
