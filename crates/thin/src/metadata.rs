@@ -63,6 +63,23 @@ impl ThinMetadata {
         nr_data_blocks: u64,
         force: bool,
     ) -> Result<Self> {
+        Self::format_with_cache(
+            dev,
+            data_block_size,
+            nr_data_blocks,
+            force,
+            DEFAULT_CACHE_BLOCKS,
+        )
+    }
+
+    /// `format` with a block cache of `cache_blocks` blocks.
+    pub fn format_with_cache(
+        dev: Arc<dyn BlockDevice>,
+        data_block_size: u32,
+        nr_data_blocks: u64,
+        force: bool,
+        cache_blocks: usize,
+    ) -> Result<Self> {
         if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&data_block_size)
             || !data_block_size.is_multiple_of(MIN_DATA_BLOCK_SIZE)
         {
@@ -75,7 +92,7 @@ impl ThinMetadata {
                 "{nr_data_blocks} data blocks: block numbers must fit in 40 bits"
             )));
         }
-        let bm = BlockManager::new(dev, DEFAULT_CACHE_BLOCKS, true);
+        let bm = BlockManager::new(dev, cache_blocks, true);
         if !force && bm.read_raw(SUPERBLOCK_LOCATION)?.iter().any(|&b| b != 0) {
             return Err(ThinError::AlreadyFormatted);
         }
@@ -115,7 +132,16 @@ impl ThinMetadata {
 
     /// Opens existing metadata; `writable` false refuses every change.
     pub fn open(dev: Arc<dyn BlockDevice>, writable: bool) -> Result<Self> {
-        let bm = BlockManager::new(dev, DEFAULT_CACHE_BLOCKS, writable);
+        Self::open_with_cache(dev, writable, DEFAULT_CACHE_BLOCKS)
+    }
+
+    /// `open` with a block cache of `cache_blocks` blocks.
+    pub fn open_with_cache(
+        dev: Arc<dyn BlockDevice>,
+        writable: bool,
+        cache_blocks: usize,
+    ) -> Result<Self> {
+        let bm = BlockManager::new(dev, cache_blocks, writable);
         let sb = read_superblock(&bm, writable)?;
         let tm = TransactionManager::open(bm, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&sb.data_sm_root);

@@ -13,6 +13,9 @@ use thin::check::check;
 use thin::format::block_time::BlockTime;
 use thin::ThinMetadata;
 
+/// A small cache, so dirty blocks are evicted (written back) mid-transaction.
+const CACHE_BLOCKS: usize = 64;
+
 /// Metadata device size at the start (4 MiB).
 pub const DEVICE_BLOCKS: u64 = 1024;
 /// Data blocks at format time.
@@ -363,8 +366,14 @@ impl Workload for ThinWorkload {
     }
 
     fn format(&self, dev: Arc<dyn BlockDevice>, mutation: bool) -> Result<ThinSession, String> {
-        let mut md =
-            ThinMetadata::format(dev.clone(), DATA_BLOCK_SIZE, DATA_BLOCKS, false).map_err(e2s)?;
+        let mut md = ThinMetadata::format_with_cache(
+            dev.clone(),
+            DATA_BLOCK_SIZE,
+            DATA_BLOCKS,
+            false,
+            CACHE_BLOCKS,
+        )
+        .map_err(e2s)?;
         if mutation {
             md.transaction_manager_mut().enable_seed_bug_mutation();
         }
@@ -390,7 +399,7 @@ impl Workload for ThinWorkload {
         let ThinState::Pool(p) = committed else {
             return Err("opening an unformatted device".into());
         };
-        let mut md = ThinMetadata::open(dev.clone(), true).map_err(e2s)?;
+        let mut md = ThinMetadata::open_with_cache(dev.clone(), true, CACHE_BLOCKS).map_err(e2s)?;
         if mutation {
             md.transaction_manager_mut().enable_seed_bug_mutation();
         }
@@ -569,7 +578,8 @@ impl Session for ThinSession {
                 self.model = self.committed.clone();
             }
             Op::Reopen => {
-                let mut md = ThinMetadata::open(self.dev.clone(), true).map_err(e2s)?;
+                let mut md = ThinMetadata::open_with_cache(self.dev.clone(), true, CACHE_BLOCKS)
+                    .map_err(e2s)?;
                 if self.mutation {
                     md.transaction_manager_mut().enable_seed_bug_mutation();
                 }
