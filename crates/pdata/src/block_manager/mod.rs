@@ -42,6 +42,8 @@ struct Entry {
 
 struct State {
     map: FxHashMap<u64, Entry>,
+    /// Blocks write-locked since they were last written: flush candidates.
+    dirty: rustc_hash::FxHashSet<u64>,
     clock: u64,
     poisoned: Option<String>,
 }
@@ -51,6 +53,8 @@ pub struct BlockManager {
     state: Mutex<State>,
     capacity: usize,
     writable: bool,
+    /// Mirrors `State::poisoned.is_some()`, for a lock-free fast path.
+    poison_flag: std::sync::atomic::AtomicBool,
     /// Test-only: keep writing after a write error (the pre-fix kernel did).
     poison_on_error: std::sync::atomic::AtomicBool,
 }
@@ -118,11 +122,13 @@ impl BlockManager {
             dev,
             state: Mutex::new(State {
                 map: FxHashMap::default(),
+                dirty: Default::default(),
                 clock: 0,
                 poisoned: None,
             }),
             capacity: capacity.max(64),
             writable,
+            poison_flag: std::sync::atomic::AtomicBool::new(false),
             poison_on_error: std::sync::atomic::AtomicBool::new(true),
         }
     }
@@ -141,7 +147,15 @@ impl BlockManager {
 
     /// Why the manager refuses to write, if it does.
     pub fn poisoned(&self) -> Option<String> {
+        if !self.is_poisoned() {
+            return None;
+        }
         self.state.lock().poisoned.clone()
+    }
+
+    /// True once a write or flush failed (until `reset`).
+    pub fn is_poisoned(&self) -> bool {
+        self.poison_flag.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Test-only switch that reproduces the pre-fix kernel: write errors do
@@ -170,6 +184,8 @@ impl BlockManager {
             && st.poisoned.is_none()
         {
             st.poisoned = Some(why);
+            self.poison_flag
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -181,9 +197,13 @@ impl BlockManager {
     }
 
     /// Finds or loads block `loc`, validating it on load.
-    fn slot(&self, loc: u64, v: &'static dyn Validator) -> Result<Slot> {
+    fn slot(&self, loc: u64, v: &'static dyn Validator, for_write: bool) -> Result<Slot> {
         self.check_bounds(loc)?;
         let mut st = self.state.lock();
+        if for_write {
+            Self::check_not_poisoned(&st)?;
+            st.dirty.insert(loc);
+        }
         st.clock += 1;
         let clock = st.clock;
         if let Some(e) = st.map.get_mut(&loc) {
@@ -221,16 +241,22 @@ impl BlockManager {
 
     /// Takes a shared lock on `loc`, reading and validating it if it is not cached.
     pub fn read_lock(&self, loc: u64, v: &'static dyn Validator) -> Result<ReadRef> {
-        let slot = self.slot(loc, v)?;
-        let guard = slot.try_read_arc().ok_or(Error::Locked { block: loc })?;
+        let slot = self.slot(loc, v, false)?;
+        let guard = slot
+            .try_read_arc()
+            .ok_or_else(|| Error::Locked { block: loc })?;
         Ok(ReadRef { loc, guard })
     }
 
     /// Takes an exclusive lock on `loc`, reading and validating it if needed.
     pub fn write_lock(&self, loc: u64, v: &'static dyn Validator) -> Result<WriteRef> {
-        self.check_writable()?;
-        let slot = self.slot(loc, v)?;
-        let mut guard = slot.try_write_arc().ok_or(Error::Locked { block: loc })?;
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        let slot = self.slot(loc, v, true)?;
+        let mut guard = slot
+            .try_write_arc()
+            .ok_or_else(|| Error::Locked { block: loc })?;
         guard.dirty = true;
         Ok(WriteRef { loc, guard })
     }
@@ -241,6 +267,7 @@ impl BlockManager {
         self.check_bounds(loc)?;
         let mut st = self.state.lock();
         st.clock += 1;
+        st.dirty.insert(loc);
         let clock = st.clock;
         let slot = match st.map.get_mut(&loc) {
             Some(e) => {
@@ -266,7 +293,9 @@ impl BlockManager {
             }
         };
         drop(st);
-        let mut guard = slot.try_write_arc().ok_or(Error::Locked { block: loc })?;
+        let mut guard = slot
+            .try_write_arc()
+            .ok_or_else(|| Error::Locked { block: loc })?;
         guard.data.fill(0);
         guard.dirty = true;
         Ok(WriteRef { loc, guard })
@@ -320,6 +349,7 @@ impl BlockManager {
         }
         for loc in victims {
             st.map.remove(&loc);
+            st.dirty.remove(&loc);
         }
         Ok(())
     }
@@ -329,6 +359,9 @@ impl BlockManager {
     /// the kernel's buffer cache, a failed write is not retried.
     fn write_dirty(&self, st: &mut State, mut locs: Vec<u64>) -> Result<()> {
         locs.sort_unstable();
+        for loc in &locs {
+            st.dirty.remove(loc);
+        }
         let mut guards = Vec::with_capacity(locs.len());
         for &loc in &locs {
             let e = st.map.get(&loc).ok_or_else(|| {
@@ -336,7 +369,10 @@ impl BlockManager {
                     "block {loc} vanished from the cache during write-back"
                 ))
             })?;
-            let mut g = e.slot.try_write_arc().ok_or(Error::Locked { block: loc })?;
+            let mut g = e
+                .slot
+                .try_write_arc()
+                .ok_or_else(|| Error::Locked { block: loc })?;
             e.validator.prepare_for_write(loc, &mut g.data)?;
             guards.push((loc, g));
         }
@@ -384,14 +420,18 @@ impl BlockManager {
             return Err(Error::ReadOnly);
         }
         let dirty: Vec<u64> = st
-            .map
+            .dirty
             .iter()
-            .filter(|(_, e)| match e.slot.try_read() {
-                Some(b) => b.dirty,
-                None => true, // write-locked: write_dirty reports it
+            .copied()
+            .filter(|loc| match st.map.get(loc) {
+                Some(e) => match e.slot.try_read() {
+                    Some(b) => b.dirty,
+                    None => true, // write-locked: write_dirty reports it
+                },
+                None => false,
             })
-            .map(|(&loc, _)| loc)
             .collect();
+        st.dirty.clear();
         self.write_dirty(&mut st, dirty)?;
         if let Err(e) = self.dev.flush() {
             self.poison(&mut st, format!("device flush failed: {e}"));
@@ -420,6 +460,7 @@ impl BlockManager {
             }
         }
         st.map.remove(&loc);
+        st.dirty.remove(&loc);
         if let Err(source) = self.dev.write_block(loc, &data) {
             let err = Error::Io {
                 op: "writing",
@@ -451,7 +492,10 @@ impl BlockManager {
     pub fn reset(&self) {
         let mut st = self.state.lock();
         st.map.clear();
+        st.dirty.clear();
         st.poisoned = None;
+        self.poison_flag
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Drops the cached copy of `loc` (it must be clean and unlocked) so the

@@ -76,6 +76,9 @@ impl TransactionManager {
 
     /// Fails when the transaction is dead.
     pub fn check_alive(&self) -> Result<()> {
+        if self.poisoned.is_none() && !self.bm.is_poisoned() {
+            return Ok(());
+        }
         match self.poisoned() {
             Some(why) => Err(Error::Poisoned(why)),
             None => Ok(()),
