@@ -242,9 +242,7 @@ impl BlockManager {
     /// Takes a shared lock on `loc`, reading and validating it if it is not cached.
     pub fn read_lock(&self, loc: u64, v: &'static dyn Validator) -> Result<ReadRef> {
         let slot = self.slot(loc, v, false)?;
-        let guard = slot
-            .try_read_arc()
-            .ok_or_else(|| Error::Locked { block: loc })?;
+        let guard = slot.try_read_arc().ok_or(Error::Locked { block: loc })?;
         Ok(ReadRef { loc, guard })
     }
 
@@ -254,9 +252,7 @@ impl BlockManager {
             return Err(Error::ReadOnly);
         }
         let slot = self.slot(loc, v, true)?;
-        let mut guard = slot
-            .try_write_arc()
-            .ok_or_else(|| Error::Locked { block: loc })?;
+        let mut guard = slot.try_write_arc().ok_or(Error::Locked { block: loc })?;
         guard.dirty = true;
         Ok(WriteRef { loc, guard })
     }
@@ -293,9 +289,7 @@ impl BlockManager {
             }
         };
         drop(st);
-        let mut guard = slot
-            .try_write_arc()
-            .ok_or_else(|| Error::Locked { block: loc })?;
+        let mut guard = slot.try_write_arc().ok_or(Error::Locked { block: loc })?;
         guard.data.fill(0);
         guard.dirty = true;
         Ok(WriteRef { loc, guard })
@@ -369,10 +363,7 @@ impl BlockManager {
                     "block {loc} vanished from the cache during write-back"
                 ))
             })?;
-            let mut g = e
-                .slot
-                .try_write_arc()
-                .ok_or_else(|| Error::Locked { block: loc })?;
+            let mut g = e.slot.try_write_arc().ok_or(Error::Locked { block: loc })?;
             e.validator.prepare_for_write(loc, &mut g.data)?;
             guards.push((loc, g));
         }
