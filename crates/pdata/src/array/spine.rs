@@ -4,36 +4,16 @@
 
 use super::format::{ArrayBlock, ARRAY_VALIDATOR};
 use super::Geometry;
-use crate::block_manager::{le64, BlockRead, ReadRef, WriteRef};
+use crate::block_manager::{BlockRead, ReadRef, WriteRef};
+use crate::btree;
 use crate::btree::node::{Node, NODE_VALIDATOR};
-use crate::btree::{self, ValueType};
 use crate::transaction_manager::TransactionManager;
 use crate::{Error, Result};
 
 /// Spine values: le64 array-block locations, each holding one reference
 /// on its block. Array values are plain (no client counts them), so
-/// releasing an array block releases nothing else.
-pub struct SpineRefs;
-
-impl ValueType for SpineRefs {
-    fn size(&self) -> usize {
-        8
-    }
-
-    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
-        for v in values.chunks_exact(8) {
-            tm.inc(le64(v, 0))?;
-        }
-        Ok(())
-    }
-
-    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
-        for v in values.chunks_exact(8) {
-            tm.dec(le64(v, 0))?;
-        }
-        Ok(())
-    }
-}
+/// releasing an array block releases nothing else: exactly [`BlockRefs`].
+pub use crate::btree::BlockRefs as SpineRefs;
 
 /// Location of array block `index`, if the spine has it.
 pub fn lookup_block(r: &impl BlockRead, root: u64, index: u64) -> Result<Option<u64>> {
