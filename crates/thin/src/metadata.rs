@@ -429,8 +429,14 @@ impl ThinMetadata {
                 nr_blocks,
             });
         }
-        let current = self.lookup(dev, vblock)?.map(|(b, _)| b);
         let owned = self.unmapped_allocs.contains(&dblock);
+        // A block from alloc is mapped nowhere, so the old mapping only
+        // matters for other blocks.
+        let current = if owned {
+            None
+        } else {
+            self.lookup(dev, vblock)?.map(|(b, _)| b)
+        };
         if !owned && self.data_sm.count(&self.tm, dblock)? == 0 {
             return Err(ThinError::NotAllocated(dblock));
         }

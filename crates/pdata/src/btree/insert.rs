@@ -2,9 +2,10 @@
 //! every parent has room for a new separator.
 
 use super::node::{max_entries, Node, NodeMut, INTERNAL_NODE, NODE_VALIDATOR};
-use super::spine::{check_value_size, lock, redistribute, shadow_node, Link};
+use super::spine::{check_value_size, lock, redistribute, shadow_node, shadow_node_locked, Link};
 use super::value::{BlockRefs, ValueType};
 use super::{empty_tree, lookup::MAX_DEPTH};
+use crate::block_manager::WriteRef;
 use crate::transaction_manager::TransactionManager;
 use crate::{Error, Result};
 
@@ -82,20 +83,33 @@ fn insert_raw(
     link: Link,
 ) -> Result<(u64, u64, usize)> {
     let mut parent = link;
+    // The parent stays locked while its child is shadowed, so its slot can
+    // be patched without locking it again.
+    let mut parent_guard: Option<WriteRef> = None;
     let mut loc = root;
     let mut top = true;
     let mut new_root = root;
     for _ in 0..MAX_DEPTH {
-        let mut cur = shadow_node(tm, loc, parent, vt)?;
+        let mut w = shadow_node_locked(tm, loc, vt)?;
+        let mut cur = w.loc();
+        if let Some((p, i)) = parent {
+            let mut pw = match parent_guard.take() {
+                Some(g) => g,
+                None => lock(tm, p)?,
+            };
+            if Node(&pw).value_u64(i) != cur {
+                NodeMut(&mut pw).set_value_u64(i, cur);
+            }
+        }
         if top {
             new_root = cur;
         }
         let needs_room = {
-            let w = lock(tm, cur)?;
             let n = Node(&w);
             n.nr_entries() >= n.max_entries() && !(n.is_leaf() && n.find(key).is_some())
         };
         if needs_room {
+            drop(w);
             if top {
                 split_beneath(tm, cur)?;
             } else {
@@ -104,8 +118,8 @@ fn insert_raw(
                 let (c, _) = rebalance_or_split(tm, p, pi, cur, key, vt)?;
                 cur = c;
             }
+            w = lock(tm, cur)?;
         }
-        let mut w = lock(tm, cur)?;
         let n = Node(&w);
         let i = n.lower_bound(key);
         if n.is_leaf() {
@@ -133,6 +147,7 @@ fn insert_raw(
         };
         loc = Node(&w).value_u64(i);
         parent = Some((cur, i));
+        parent_guard = Some(w);
         top = false;
     }
     Err(Error::corrupt(

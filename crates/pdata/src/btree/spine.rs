@@ -37,6 +37,24 @@ pub fn shadow_node(
     Ok(new)
 }
 
+/// Like [`shadow_node`] without the parent: returns the shadowed node
+/// still write-locked, so a descent locks each node once.
+pub fn shadow_node_locked(
+    tm: &mut TransactionManager,
+    loc: u64,
+    vt: &mut dyn ValueType,
+) -> Result<WriteRef> {
+    let (w, shared) = tm.shadow(loc, &NODE_VALIDATOR)?;
+    if !shared {
+        return Ok(w);
+    }
+    let new = w.loc();
+    let copy = copy_node(&w);
+    drop(w);
+    inc_children(tm, Node(&copy), vt)?;
+    lock(tm, new)
+}
+
 fn copy_node(w: &WriteRef) -> Box<crate::Block> {
     let mut b = crate::block_manager::new_block_buffer();
     b.copy_from_slice(&w[..]);
