@@ -2,6 +2,7 @@
 
 mod demo;
 mod thin_check;
+mod thin_dump;
 mod thin_exec;
 mod torture;
 
@@ -28,6 +29,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_check",
         about: "validate thin-pool metadata",
         run: thin_check::run,
+    },
+    Tool {
+        name: "thin_dump",
+        about: "dump thin-pool metadata as XML or text",
+        run: thin_dump::run,
     },
     Tool {
         name: "thin_exec",

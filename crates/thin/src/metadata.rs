@@ -617,6 +617,49 @@ impl ThinMetadata {
         Ok(out)
     }
 
+    /// Calls `f(thin block, data block, time)` for every mapping of the
+    /// device whose mapping tree is `root` (as `subtree_root` gives), in order.
+    pub fn walk_subtree(
+        &self,
+        root: u64,
+        f: &mut dyn FnMut(u64, u64, u32) -> pdata::Result<()>,
+    ) -> Result<()> {
+        btree::walk(&self.tm, root, &mut |k, v| {
+            let bt = BlockTime::from_bytes(v);
+            f(k, bt.block, bt.time)
+        })?;
+        Ok(())
+    }
+
+    /// Every device of the tree roots `mapping_root`/`details_root` (the
+    /// live ones or a metadata snapshot's): (id, details, mapping-tree root).
+    pub fn devices_at(
+        &self,
+        mapping_root: u64,
+        details_root: u64,
+    ) -> Result<Vec<(u64, DeviceDetails, u64)>> {
+        let mut roots = BTreeMap::new();
+        btree::walk(&self.tm, mapping_root, &mut |k, v| {
+            roots.insert(k, pdata::block_manager::le64(v, 0));
+            Ok(())
+        })?;
+        let mut out = Vec::new();
+        let mut missing = None;
+        btree::walk(&self.tm, details_root, &mut |k, v| {
+            match roots.get(&k) {
+                Some(&r) => out.push((k, DeviceDetails::unpack(v), r)),
+                None => missing = Some(k),
+            }
+            Ok(())
+        })?;
+        if let Some(k) = missing {
+            return Err(ThinError::Invalid(format!(
+                "device {k} has details but no mapping tree"
+            )));
+        }
+        Ok(out)
+    }
+
     pub fn resize_data(&mut self, nr_blocks: u64) -> Result<()> {
         self.require_writable()?;
         self.tm.check_alive()?;
