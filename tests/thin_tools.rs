@@ -138,3 +138,54 @@ fn check_verdicts_match_debian() {
     }
     assert!(damaged > 10, "only {damaged} damaged images were rejected");
 }
+
+#[test]
+fn restore_round_trips_with_debian() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = build(dir.path());
+    let (_, xml) = output(Command::new(debian("thin_dump")).arg(&meta));
+    let xml_path = dir.path().join("in.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    let out = dir.path().join("ours");
+    std::fs::File::create(&out)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let (ok, _) = output(
+        Command::new(PDT)
+            .args(["thin_restore", "-i"])
+            .arg(&xml_path)
+            .arg("-o")
+            .arg(&out),
+    );
+    assert!(ok, "our thin_restore failed");
+    let o = Command::new(debian("thin_check"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "Debian thin_check rejects our restore");
+    let (_, again) = output(Command::new(debian("thin_dump")).arg(&out));
+    assert!(
+        again == xml,
+        "Debian's dump of our restore differs from the input"
+    );
+    // An output that is too small is a clear error, not a panic.
+    let small = dir.path().join("small");
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(128 << 10)
+        .unwrap();
+    let o = Command::new(PDT)
+        .args(["thin_restore", "-i"])
+        .arg(&xml_path)
+        .arg("-o")
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("too small") && !err.contains("panicked"),
+        "{err}"
+    );
+}

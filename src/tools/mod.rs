@@ -4,6 +4,8 @@ mod demo;
 mod thin_check;
 mod thin_dump;
 mod thin_exec;
+mod thin_restore;
+mod thin_xml;
 mod torture;
 
 use std::process::ExitCode;
@@ -34,6 +36,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_dump",
         about: "dump thin-pool metadata as XML or text",
         run: thin_dump::run,
+    },
+    Tool {
+        name: "thin_restore",
+        about: "build thin-pool metadata from thin_dump XML",
+        run: thin_restore::run,
     },
     Tool {
         name: "thin_exec",
