@@ -29,7 +29,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,9 @@ use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 /// Data block size in 512-byte sectors (64 KiB).
+mod common;
+use common::kernel::{build_guest, kernel_dir, pattern, sparse_file, Scratch};
+
 const BS: u64 = 128;
 const BLOCK: usize = BS as usize * 512;
 /// 4 KiB pages per data block (io_list in the guest counts in pages).
@@ -61,10 +64,6 @@ const TORN_PER_INTERVAL: usize = 4;
 /// Debian's thin_check and thin_dump.
 const DEBIAN_EVERY: usize = 6;
 const DEFAULT_SEED: u64 = 0x5eed_1066_0bad_cafe;
-
-fn kernel_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernel")
-}
 
 fn pdt() -> &'static str {
     env!("CARGO_BIN_EXE_pdt")
@@ -185,16 +184,6 @@ fn lookup_keys() -> Vec<Key> {
     keys.into_iter().collect()
 }
 
-/// 64 KiB that differ for every tag and every 16-byte cell.
-fn pattern(tag: &str) -> Vec<u8> {
-    let mut v = String::with_capacity(BLOCK);
-    for cell in 0..BLOCK / 16 {
-        let _ = writeln!(v, "{:<8.8}{:07x}", tag, cell);
-    }
-    assert_eq!(v.len(), BLOCK);
-    v.into_bytes()
-}
-
 /// The scenario's files: params, io lists and the blocks they write.
 fn guest_files(dir: &Path) -> Vec<PathBuf> {
     fs::create_dir_all(dir).unwrap();
@@ -220,7 +209,7 @@ fn guest_files(dir: &Path) -> Vec<PathBuf> {
         for (i, &(d, v)) in keys.iter().enumerate() {
             let t = format!("{}-{d}-{v}", tag(i));
             let file = format!("{t}.bin");
-            put(&file, &pattern(&t));
+            put(&file, &pattern(&t, BLOCK));
             let _ = writeln!(text, "w thin{d} {} {file}", v * PAGES);
         }
         put(name, text.as_bytes());
@@ -236,22 +225,6 @@ fn guest_files(dir: &Path) -> Vec<PathBuf> {
 
 // ---------------------------------------------------------------- guest
 
-fn build_guest() {
-    let t = Instant::now();
-    let out = Command::new("bash")
-        .arg(kernel_dir().join("build-guest.sh"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run bash build-guest.sh: {e}"));
-    assert!(
-        out.status.success(),
-        "the kernel test guest could not be built: build-guest.sh failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("kernel guest ready ({:.1}s)", t.elapsed().as_secs_f64());
-}
-
 /// The last console lines, for messages.
 fn console_tail(log: &Path) -> String {
     let text =
@@ -263,45 +236,6 @@ fn console_tail(log: &Path) -> String {
         log.display(),
         lines[from..].join("\n")
     )
-}
-
-/// A temporary folder kept when the test fails (or PDT_KEEP_KERNEL_TESTS=1).
-struct Scratch(Option<tempfile::TempDir>);
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch(Some(
-            tempfile::Builder::new()
-                .prefix("pdt-kernel-log-writes.")
-                .tempdir()
-                .expect("temp dir"),
-        ))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.as_ref().unwrap().path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let keep = std::thread::panicking()
-            || std::env::var_os("PDT_KEEP_KERNEL_TESTS").is_some_and(|v| v == "1");
-        if keep {
-            let dir = self.0.take().unwrap();
-            eprintln!(
-                "kept {} (images, log, console log, violating images)",
-                dir.path().display()
-            );
-            std::mem::forget(dir);
-        }
-    }
-}
-
-fn sparse_file(path: &Path, len: u64) {
-    File::create(path)
-        .and_then(|f| f.set_len(len))
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
 }
 
 // ---------------------------------------------------------------- the log
@@ -925,7 +859,10 @@ fn kernel_metadata_writes_replayed_as_crash_images() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
-    let tmp = Scratch::new();
+    let tmp = Scratch::new(
+        "pdt-kernel-log-writes.",
+        "images, log, console log, violating images",
+    );
     let dir = tmp.path();
     let meta = dir.join("meta.img");
     let data = dir.join("data.img");
@@ -1150,7 +1087,7 @@ fn kernel_metadata_writes_replayed_as_crash_images() {
         for (v, tag) in m {
             let b = db("removed", (*d, *v)) as usize;
             assert!(
-                data_img[b * BLOCK..(b + 1) * BLOCK] == pattern(tag)[..],
+                data_img[b * BLOCK..(b + 1) * BLOCK] == pattern(tag, BLOCK)[..],
                 "after removal, thin {d} block {v} -> data block {b}, which does not hold '{tag}'"
             );
         }

@@ -10,15 +10,18 @@
 //! At most two guests run at the same time; each has its own console log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 /// Data block size used by every test, in 512-byte sectors (64 KiB).
+mod common;
+use common::kernel::{build_guest, kernel_dir, pattern, sparse_file, Scratch};
+
 const BS: u64 = 128;
 const BLOCK: usize = BS as usize * 512;
 /// 4 KiB pages per data block (io_list in the guest counts in pages).
@@ -30,37 +33,7 @@ const DATA_BYTES: u64 = NR_BLOCKS * BLOCK as u64;
 /// Time limit for one boot; a normal one takes seconds.
 const BOOT_TIMEOUT_SECS: u32 = 240;
 
-fn kernel_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernel")
-}
-
 // ---------------------------------------------------------------- guest
-
-/// Builds the guest once per test process (build-guest.sh installs missing
-/// packages and returns at once when the build is current).
-fn build_guest() {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = BUILT.get_or_init(|| {
-        let t = Instant::now();
-        let out = Command::new("bash")
-            .arg(kernel_dir().join("build-guest.sh"))
-            .output()
-            .map_err(|e| format!("cannot run bash build-guest.sh: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "build-guest.sh failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        eprintln!("kernel guest ready ({:.1}s)", t.elapsed().as_secs_f64());
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("the kernel test guest could not be built: {e}");
-    }
-}
 
 /// Lets at most two guests run at once (the machines have two cores).
 struct Slot;
@@ -211,55 +184,6 @@ fn boot_ok(
 }
 
 // ---------------------------------------------------------------- host side
-
-/// A test's temporary folder (images, console logs, guest output). It is
-/// kept when the test fails, or always with PDT_KEEP_KERNEL_TESTS=1.
-struct Scratch(Option<tempfile::TempDir>);
-
-impl Scratch {
-    fn new() -> Scratch {
-        Scratch(Some(
-            tempfile::Builder::new()
-                .prefix("pdt-kernel-test.")
-                .tempdir()
-                .expect("temp dir"),
-        ))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.as_ref().unwrap().path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let keep = std::thread::panicking()
-            || std::env::var_os("PDT_KEEP_KERNEL_TESTS").is_some_and(|v| v == "1");
-        if keep {
-            let dir = self.0.take().unwrap();
-            eprintln!(
-                "kept {} (images, console logs, guest output)",
-                dir.path().display()
-            );
-            std::mem::forget(dir);
-        }
-    }
-}
-
-fn sparse_file(path: &Path, len: u64) {
-    File::create(path)
-        .and_then(|f| f.set_len(len))
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-}
-
-/// 64 KiB of text that differs for every tag and every 16-byte cell.
-fn pattern(tag: &str) -> Vec<u8> {
-    let mut v = String::with_capacity(BLOCK);
-    for cell in 0..BLOCK / 16 {
-        let _ = writeln!(v, "{:<8.8}{:07x}", tag, cell);
-    }
-    v.into_bytes()
-}
 
 fn write_data_block(data: &Path, dblock: u64, bytes: &[u8]) {
     let mut f = OpenOptions::new()
@@ -514,7 +438,7 @@ fn thin_status(fields: &[String]) -> (u64, Option<u64>) {
 /// metadata that thin_check finds clean and pdt can look up.
 #[test]
 fn kernel_serves_pool_made_by_pdt() {
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
     let dir = tmp.path();
     let meta = dir.join("meta.img");
     let data = dir.join("data.img");
@@ -565,7 +489,7 @@ fn kernel_serves_pool_made_by_pdt() {
     let mut content: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     for (k, _) in &prov {
         let b = map[k];
-        let p = pattern(&format!("d{}v{}", k.0, k.1));
+        let p = pattern(&format!("d{}v{}", k.0, k.1), BLOCK);
         write_data_block(&data, b, &p);
         content.insert(b, p);
     }
@@ -581,14 +505,14 @@ fn kernel_serves_pool_made_by_pdt() {
     reads.push(read_line("thin3", 500, "zero-3-500.bin"));
     g.list("reads.txt", &reads);
 
-    let partial = pattern("partial")[..4096].to_vec();
+    let partial = pattern("partial", BLOCK)[..4096].to_vec();
     for (name, bytes) in [
-        ("w-2-300.bin", pattern("w2v300")), // new block in thin 2
-        ("w-2-5.bin", pattern("w2v5")),     // overwrite of a block thin 2 owns
-        ("w-3-0.bin", pattern("w3v0")),     // whole block shared with thin 1
-        ("w-3-9.bin", pattern("w3v9")),     // overwrite of a block thin 3 owns
-        ("w-3-1p.bin", partial.clone()),    // 4 KiB into a shared block (copy)
-        ("w-1-700.bin", pattern("w1v700")), // the origin's copy of a shared block
+        ("w-2-300.bin", pattern("w2v300", BLOCK)), // new block in thin 2
+        ("w-2-5.bin", pattern("w2v5", BLOCK)),     // overwrite of a block thin 2 owns
+        ("w-3-0.bin", pattern("w3v0", BLOCK)),     // whole block shared with thin 1
+        ("w-3-9.bin", pattern("w3v9", BLOCK)),     // overwrite of a block thin 3 owns
+        ("w-3-1p.bin", partial.clone()),           // 4 KiB into a shared block (copy)
+        ("w-1-700.bin", pattern("w1v700", BLOCK)), // the origin's copy of a shared block
     ] {
         g.file(name, &bytes);
     }
@@ -764,7 +688,7 @@ fn kernel_serves_pool_made_by_pdt() {
 /// everything, and both commits must pass thin_check.
 #[test]
 fn kernel_pool_extended_by_pdt() {
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
     let dir = tmp.path();
     let meta = dir.join("meta.img");
     let data = dir.join("data.img");
@@ -777,7 +701,7 @@ fn kernel_pool_extended_by_pdt() {
     let mut w0 = vec![];
     for v in [0u64, 1, 2, 3, 40] {
         let name = format!("w-0-{v}.bin");
-        let p = pattern(&format!("k0v{v}"));
+        let p = pattern(&format!("k0v{v}"), BLOCK);
         g.file(&name, &p);
         w0.push(write_line("thin0", v * PAGES, &name));
         expect.insert((0, v), p.clone());
@@ -787,7 +711,7 @@ fn kernel_pool_extended_by_pdt() {
     let mut w1 = vec![];
     for (d, v) in [(0u32, 1u64), (1, 2), (1, 50)] {
         let name = format!("w-{d}-{v}-b.bin");
-        let p = pattern(&format!("k{d}v{v}b"));
+        let p = pattern(&format!("k{d}v{v}b"), BLOCK);
         g.file(&name, &p);
         w1.push(write_line(&format!("thin{d}"), v * PAGES, &name));
         expect.insert((d, v), p);
@@ -869,7 +793,7 @@ fn kernel_pool_extended_by_pdt() {
             blk < NR_BLOCKS && !kernel_blocks.contains(&blk),
             "pdt provisioned data block {blk} for thin {d} block {v}: in use or out of range"
         );
-        let p = pattern(&format!("h{d}v{v}"));
+        let p = pattern(&format!("h{d}v{v}"), BLOCK);
         write_data_block(&data, blk, &p);
         host.insert((d, v), blk);
         expect.insert((d, v), p);
@@ -912,7 +836,7 @@ fn kernel_pool_extended_by_pdt() {
     after.insert((0, 0), expect[&(0, 0)].clone());
     for (d, v) in [(0u32, 5u64), (7, 1), (8, 0), (7, 3), (0, 1), (0, 600)] {
         let name = format!("w-{d}-{v}.bin");
-        let p = pattern(&format!("k2d{d}v{v}"));
+        let p = pattern(&format!("k2d{d}v{v}"), BLOCK);
         g.file(&name, &p);
         writes.push(write_line(&format!("thin{d}"), v * PAGES, &name));
         after.insert((d, v), p);
@@ -1012,7 +936,7 @@ fn kernel_pool_extended_by_pdt() {
 /// for thin_check, and pdt must see only transaction 1's mappings.
 #[test]
 fn failed_kernel_commit_leaves_transaction_1() {
-    let tmp = Scratch::new();
+    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
     let dir = tmp.path();
     let meta = dir.join("meta.img");
     let data = dir.join("data.img");
@@ -1020,8 +944,8 @@ fn failed_kernel_commit_leaves_transaction_1() {
     sparse_file(&data, DATA_BYTES);
 
     let mut g = GuestFiles::new(&dir.join("guest"));
-    let a = pattern("txn1");
-    let bpat = pattern("txn2");
+    let a = pattern("txn1", BLOCK);
+    let bpat = pattern("txn2", BLOCK);
     g.file("a.bin", &a);
     g.file("b.bin", &bpat);
     g.list(
