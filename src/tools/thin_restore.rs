@@ -139,7 +139,6 @@ fn restore(input: &Path, output: &Path) -> Result<()> {
             }
             (other, _) => bail!("line {}: unexpected <{other}>", t.line),
         }
-        let _ = t.empty;
     }
     let mut md = md.context("no <superblock> in the input")?;
     let (time, trans, flags) = sb_fields.unwrap_or_default();

@@ -3,12 +3,11 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 
-/// One tag: name, attributes, and whether it closes (`</x>`) or is empty (`<x/>`).
+/// One tag: name, attributes, and whether it closes (`</x>`).
 pub struct Tag {
     pub name: String,
     pub attrs: HashMap<String, String>,
     pub closing: bool,
-    pub empty: bool,
     pub line: usize,
 }
 
@@ -56,7 +55,7 @@ pub fn tags(text: &str) -> Result<Vec<Tag>> {
             continue;
         }
         let closing = body.starts_with('/');
-        let empty = body.ends_with('/');
+
         let body = body.trim_start_matches('/').trim_end_matches('/');
         let mut parts = body.splitn(2, char::is_whitespace);
         let name = parts.next().unwrap_or_default().to_string();
@@ -86,7 +85,6 @@ pub fn tags(text: &str) -> Result<Vec<Tag>> {
             name,
             attrs,
             closing,
-            empty,
             line,
         });
     }

@@ -18,8 +18,7 @@ use pdata::io::BlockDevice;
 use pdata::space_map::format::SmRoot;
 use pdata::space_map::DiskSpaceMap;
 use pdata::transaction_manager::TransactionManager;
-use pdata::BLOCK_SIZE;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -48,10 +47,6 @@ pub struct ThinMetadata {
     changed: FxHashSet<u64>,
     /// Data blocks handed out by `alloc` and not yet mapped by `insert`.
     unmapped_allocs: FxHashSet<u64>,
-}
-
-fn sm_root_placeholder() -> SmRoot {
-    SmRoot::default()
 }
 
 impl ThinMetadata {
@@ -107,8 +102,8 @@ impl ThinMetadata {
             time: 0,
             transaction_id: 0,
             held_root: 0,
-            data_sm_root: sm_root_placeholder(),
-            metadata_sm_root: sm_root_placeholder(),
+            data_sm_root: SmRoot::default(),
+            metadata_sm_root: SmRoot::default(),
             data_mapping_root,
             device_details_root,
             data_block_size,
@@ -446,20 +441,8 @@ impl ThinMetadata {
             } else if current != Some(dblock) {
                 md.data_sm.inc(&mut md.tm, dblock)?;
             }
-            let bt = BlockTime {
-                block: dblock,
-                time: md.sb.time,
-            }
-            .pack();
-            let (root, inserted) = btree::insert(
-                &mut md.tm,
-                md.sb.data_mapping_root,
-                &[dev, vblock],
-                &bt.to_le_bytes(),
-                &mut DataRefs(&mut md.data_sm),
-            )?;
-            md.sb.data_mapping_root = root;
-            if inserted {
+            let time = md.sb.time;
+            if md.map_block(dev, vblock, dblock, time)? {
                 md.set_details(
                     dev,
                     DeviceDetails {
@@ -470,6 +453,25 @@ impl ThinMetadata {
             }
             Ok(())
         })
+    }
+
+    /// Writes the mapping into the tree; an old mapping to another data
+    /// block is released. True when the key is new.
+    fn map_block(&mut self, dev: u64, vblock: u64, dblock: u64, time: u32) -> Result<bool> {
+        let bt = BlockTime {
+            block: dblock,
+            time,
+        }
+        .pack();
+        let (root, inserted) = btree::insert(
+            &mut self.tm,
+            self.sb.data_mapping_root,
+            &[dev, vblock],
+            &bt.to_le_bytes(),
+            &mut DataRefs(&mut self.data_sm),
+        )?;
+        self.sb.data_mapping_root = root;
+        Ok(inserted)
     }
 
     /// What the pool does on a write to an unmapped or shared block.
@@ -650,20 +652,7 @@ impl ThinMetadata {
         self.require_device(dev)?;
         self.mutate(|md| {
             md.data_sm.inc(&mut md.tm, dblock)?;
-            let bt = BlockTime {
-                block: dblock,
-                time,
-            }
-            .pack();
-            let (root, inserted) = btree::insert(
-                &mut md.tm,
-                md.sb.data_mapping_root,
-                &[dev, vblock],
-                &bt.to_le_bytes(),
-                &mut DataRefs(&mut md.data_sm),
-            )?;
-            md.sb.data_mapping_root = root;
-            if !inserted {
+            if !md.map_block(dev, vblock, dblock, time)? {
                 return Err(ThinError::Invalid(format!(
                     "block {vblock} of device {dev} is mapped twice"
                 )));
@@ -898,8 +887,9 @@ impl ThinMetadata {
 
     /// Drops the transaction and goes back to the last commit.
     pub fn abort(&mut self) -> Result<()> {
-        let root = self.committed.metadata_sm_root;
-        self.tm.abort(&root)?;
+        // Forget the cache first: the superblock on disk is the authority (a
+        // failed commit may or may not have written the new one).
+        self.tm.bm().reset();
         let sb = read_superblock(self.tm.bm(), self.tm.bm().is_writable())?;
         self.tm.abort(&sb.metadata_sm_root)?;
         self.data_sm = DiskSpaceMap::open(&sb.data_sm_root);
@@ -914,11 +904,6 @@ impl ThinMetadata {
     /// Data space-map count of a data block (for checks and tests).
     pub fn data_ref_count(&mut self, b: u64) -> Result<u32> {
         Ok(self.data_sm.count(&self.tm, b)?)
-    }
-
-    /// Opened details of all devices touched (for tests).
-    pub fn cached_details(&self) -> FxHashMap<u64, DeviceDetails> {
-        self.details.iter().map(|(k, v)| (*k, *v)).collect()
     }
 }
 
@@ -946,6 +931,6 @@ pub fn read_superblock(bm: &BlockManager, writable: bool) -> Result<Superblock> 
             "superblock has a zero data block size".into(),
         ));
     }
-    let _ = BLOCK_SIZE;
+
     Ok(sb)
 }

@@ -9,6 +9,9 @@
 //!   more (no flush, no eviction write-back) until `reset`, which drops every
 //!   cached block without writing it.
 //!
+//! Dropping the manager writes nothing: uncommitted blocks are unreachable
+//! anyway, and a poisoned manager must not write at all.
+//!
 //! The superblock never sits dirty in the cache: it is written only through
 //! [`BlockManager::write_superblock`], after everything else is durable.
 
@@ -528,10 +531,4 @@ impl BlockRead for BlockManager {
     fn read_lock(&self, loc: u64, v: &'static dyn Validator) -> Result<ReadRef> {
         BlockManager::read_lock(self, loc, v)
     }
-}
-
-impl Drop for BlockManager {
-    /// Dropping writes nothing: uncommitted blocks are unreachable anyway,
-    /// and a poisoned manager must not write at all.
-    fn drop(&mut self) {}
 }

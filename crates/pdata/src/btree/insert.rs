@@ -313,17 +313,3 @@ fn split_two_into_three(
         (cur, pi + 1)
     })
 }
-
-/// Inserts many (key, value) pairs of a single-level tree; a convenience
-/// over repeated `insert`.
-pub fn insert_many_sorted(
-    tm: &mut TransactionManager,
-    mut root: u64,
-    entries: &[(u64, Vec<u8>)],
-    vt: &mut dyn ValueType,
-) -> Result<u64> {
-    for (k, v) in entries {
-        root = insert(tm, root, &[*k], v, vt)?.0;
-    }
-    Ok(root)
-}

@@ -20,7 +20,7 @@ mod value;
 mod walk;
 
 pub use delete::delete_tree;
-pub use insert::{insert, insert_many_sorted};
+pub use insert::insert;
 pub use lookup::{find_highest, find_lowest, lookup, lookup_ge, lookup_le, lookup_next};
 pub use remove::{remove, remove_range};
 pub use value::{BlockRefs, NoRefs, ValueType};

@@ -19,17 +19,9 @@ pub fn shadow_node(
     parent: Link,
     vt: &mut dyn ValueType,
 ) -> Result<u64> {
-    let (w, shared) = tm.shadow(loc, &NODE_VALIDATOR)?;
-    let new = w.loc();
-    if shared {
-        let copy = copy_node(&w);
-        drop(w);
-        inc_children(tm, Node(&copy), vt)?;
-    } else {
-        drop(w);
-    }
+    let new = shadow_node_locked(tm, loc, vt)?.loc();
     if let Some((p, i)) = parent {
-        let mut pw = tm.write_lock_shadowed(p, &NODE_VALIDATOR)?;
+        let mut pw = lock(tm, p)?;
         if Node(&pw).value_u64(i) != new {
             NodeMut(&mut pw).set_value_u64(i, new);
         }

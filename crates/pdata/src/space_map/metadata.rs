@@ -127,8 +127,8 @@ impl MetadataSpaceMap {
         self.nr_allocated
     }
 
-    /// Free blocks: neither used now nor by the committed transaction is
-    /// not tracked exactly; this is nr_blocks - blocks in use now.
+    /// Blocks with a count of 0 now. Some of them may still be held by the
+    /// committed transaction, so fewer may be allocatable before commit.
     pub fn nr_free(&self) -> u64 {
         self.nr_blocks.saturating_sub(self.nr_allocated)
     }
