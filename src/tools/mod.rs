@@ -1,5 +1,6 @@
 //! The tools `pdt` dispatches to.
 
+mod cli;
 mod demo;
 mod thin_check;
 mod thin_dump;

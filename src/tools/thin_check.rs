@@ -2,6 +2,7 @@
 //! device details against the mappings, both space maps against the
 //! references found). Exit 0 when clean, 1 otherwise.
 
+use super::cli::Cli;
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::path::PathBuf;
@@ -65,27 +66,16 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let o = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}\n{USAGE}");
-            return ExitCode::from(1);
-        }
+    let cli = Cli {
+        usage: USAGE,
+        prefix: "",
+        usage_status: 1,
     };
-    match execute(&o) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            if !o.quiet {
-                eprintln!("{e:#}");
-            }
-            ExitCode::from(1)
-        }
-    }
+    cli.run(args, parse, |o| match execute(o) {
+        // -q: only the exit status speaks.
+        Err(_) if o.quiet => Ok(false),
+        r => r,
+    })
 }
 
 fn execute(o: &Options) -> Result<bool> {

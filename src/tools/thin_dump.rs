@@ -1,6 +1,7 @@
 //! `thin_dump`: thin-pool metadata as XML (the established tools' format,
 //! element for element) or as human-readable text.
 
+use super::cli::Cli;
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
@@ -95,24 +96,12 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let o = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{e}\n{USAGE}");
-            return ExitCode::from(1);
-        }
+    let cli = Cli {
+        usage: USAGE,
+        prefix: "",
+        usage_status: 1,
     };
-    match dump(&o) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    cli.run(args, parse, |o| dump(o).map(|()| true))
 }
 
 /// Consecutive mappings (thin +1, data +1, same time) make one run.

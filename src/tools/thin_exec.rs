@@ -2,6 +2,7 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
+use super::cli::Cli;
 use anyhow::{anyhow, bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::{BufRead, BufReader, Write};
@@ -66,25 +67,12 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("thin_exec: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let cli = Cli {
+        usage: USAGE,
+        prefix: "thin_exec: ",
+        usage_status: 2,
     };
-    match execute(&opts) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("thin_exec: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    cli.run(args, parse, execute)
 }
 
 /// The session: metadata opened lazily (the first line may be `format`).
