@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use super::thin_xml::{HumanWriter, XmlWriter};
+use thin::dump::DumpOptions;
 use thin::ThinMetadata;
 
 const USAGE: &str = "Usage: thin_dump [options] {device|file}
@@ -104,129 +106,27 @@ pub fn run(args: &[String]) -> ExitCode {
     cli.run(args, parse, |o| dump(o).map(|()| true))
 }
 
-/// Consecutive mappings (thin +1, data +1, same time) make one run.
-struct Run {
-    origin: u64,
-    data: u64,
-    len: u64,
-    time: u32,
-}
-
-fn write_run(out: &mut dyn Write, r: &Run, fmt: &Format) -> std::io::Result<()> {
-    match (fmt, r.len) {
-        (Format::Xml, 1) => writeln!(
-            out,
-            "    <single_mapping origin_block=\"{}\" data_block=\"{}\" time=\"{}\"/>",
-            r.origin, r.data, r.time
-        ),
-        (Format::Xml, _) => writeln!(
-            out,
-            "    <range_mapping origin_begin=\"{}\" data_begin=\"{}\" length=\"{}\" time=\"{}\"/>",
-            r.origin, r.data, r.len, r.time
-        ),
-        (Format::Human, 1) => writeln!(out, "    {} -> {}, {}", r.origin, r.data, r.time),
-        (Format::Human, _) => writeln!(
-            out,
-            "    ({}..{}) -> ({}..{}), {}",
-            r.origin,
-            r.origin + r.len - 1,
-            r.data,
-            r.data + r.len - 1,
-            r.time
-        ),
-    }
-}
-
 fn dump(o: &Options) -> Result<()> {
     let dev: Arc<dyn BlockDevice> = Arc::new(
         FileDevice::open(&o.input, false)
             .with_context(|| format!("cannot open {}", o.input.display()))?,
     );
     let md = ThinMetadata::open(dev, false)?;
-    let live = md.superblock().clone();
-    let sb = if o.metadata_snap {
-        md.metadata_snap()?
-            .context("no metadata snapshot is held")?
-    } else {
-        live.clone()
-    };
-    let devices = md.devices_at(sb.data_mapping_root, sb.device_details_root)?;
-    let mut out: Box<dyn Write> = match &o.output {
+    let out: Box<dyn Write> = match &o.output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut out);
-    // The data size is the live pool's: a snapshot's space-map roots are zero.
-    let nr_data_blocks = live.data_sm_root.nr_blocks;
+    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let opts = DumpOptions {
+        metadata_snap: o.metadata_snap,
+        dev_ids: o.dev_ids.clone(),
+        skip_mappings: o.skip_mappings,
+    };
     match o.format {
-        Format::Xml => writeln!(
-            out,
-            "<superblock uuid=\"\" time=\"{}\" transaction=\"{}\" flags=\"{}\" version=\"{}\" data_block_size=\"{}\" nr_data_blocks=\"{}\">",
-            sb.time, sb.transaction_id, sb.flags, sb.version, sb.data_block_size, nr_data_blocks
-        )?,
-        Format::Human => writeln!(
-            out,
-            "begin superblock: \"\", {}, {}, {}, {}, {}, {}",
-            sb.time, sb.transaction_id, sb.flags, sb.version, sb.data_block_size, nr_data_blocks
-        )?,
+        Format::Xml => thin::dump::dump(&md, &opts, &mut XmlWriter::new(out))?,
+        Format::Human => thin::dump::dump(&md, &opts, &mut HumanWriter::new(out))?,
     }
-    for (id, d, root) in devices {
-        if !o.dev_ids.is_empty() && !o.dev_ids.contains(&id) {
-            continue;
-        }
-        match o.format {
-            Format::Xml => writeln!(
-                out,
-                "  <device dev_id=\"{}\" mapped_blocks=\"{}\" transaction=\"{}\" creation_time=\"{}\" snap_time=\"{}\">",
-                id, d.mapped_blocks, d.transaction_id, d.creation_time, d.snapshotted_time
-            )?,
-            Format::Human => writeln!(
-                out,
-                "device: {}\nmapped_blocks: {}\ntransaction: {}\ncreation time: {}\nsnap time: {}",
-                id, d.mapped_blocks, d.transaction_id, d.creation_time, d.snapshotted_time
-            )?,
-        }
-        if !o.skip_mappings {
-            let mut run: Option<Run> = None;
-            let mut io_err = None;
-            md.walk_subtree(root, &mut |v, b, t| {
-                match &mut run {
-                    Some(r) if v == r.origin + r.len && b == r.data + r.len && t == r.time => {
-                        r.len += 1
-                    }
-                    _ => {
-                        if let Some(r) = run.replace(Run {
-                            origin: v,
-                            data: b,
-                            len: 1,
-                            time: t,
-                        }) {
-                            if let Err(e) = write_run(&mut out, &r, &o.format) {
-                                io_err = Some(e);
-                            }
-                        }
-                    }
-                }
-                Ok(())
-            })?;
-            if let Some(e) = io_err {
-                return Err(e.into());
-            }
-            if let Some(r) = run {
-                write_run(&mut out, &r, &o.format)?;
-            }
-        }
-        match o.format {
-            Format::Xml => writeln!(out, "  </device>")?,
-            Format::Human => writeln!(out)?,
-        }
-    }
-    match o.format {
-        Format::Xml => writeln!(out, "</superblock>")?,
-        Format::Human => writeln!(out, "end superblock")?,
-    }
-    out.flush()?;
     Ok(())
 }

@@ -27,6 +27,8 @@ pub enum ThinError {
     NoSnapshot,
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     #[error("metadata already present on the device (use --force to overwrite it)")]
     AlreadyFormatted,
     #[error("no thin-pool superblock: the metadata device is unformatted")]

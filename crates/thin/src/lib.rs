@@ -2,9 +2,12 @@
 //! top of the persistent-data engine, in the kernel's on-disk format.
 
 pub mod check;
+pub mod dump;
 pub mod error;
 pub mod format;
+pub mod ir;
 pub mod metadata;
+pub mod restore;
 pub mod value_types;
 
 pub use error::{Result, ThinError};

@@ -1,0 +1,62 @@
+//! Walks committed metadata (the live roots or a metadata snapshot's) and
+//! feeds it to a [`Visitor`]: the reading half of `thin_dump`.
+
+use crate::ir::{PoolInfo, RunJoiner, Visitor};
+use crate::{Result, ThinError, ThinMetadata};
+
+/// What to walk.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    /// Walk the metadata snapshot instead of the live roots.
+    pub metadata_snap: bool,
+    /// Only these devices (all when empty).
+    pub dev_ids: Vec<u64>,
+    /// Devices only, no mappings.
+    pub skip_mappings: bool,
+}
+
+pub fn dump(md: &ThinMetadata, opts: &DumpOptions, out: &mut dyn Visitor) -> Result<()> {
+    let live = md.superblock().clone();
+    let sb = if opts.metadata_snap {
+        md.metadata_snap()?.ok_or(ThinError::NoSnapshot)?
+    } else {
+        live.clone()
+    };
+    let devices = md.devices_at(sb.data_mapping_root, sb.device_details_root)?;
+    out.superblock_begin(&PoolInfo {
+        uuid: String::new(),
+        time: sb.time,
+        transaction_id: sb.transaction_id,
+        flags: sb.flags,
+        version: sb.version,
+        data_block_size: sb.data_block_size,
+        // A snapshot's space-map roots are zero: the size is the live pool's.
+        nr_data_blocks: live.data_sm_root.nr_blocks,
+        metadata_snap: None,
+    })?;
+    for (id, details, root) in devices {
+        if !opts.dev_ids.is_empty() && !opts.dev_ids.contains(&id) {
+            continue;
+        }
+        out.device_begin(id, &details)?;
+        if !opts.skip_mappings {
+            let mut joiner = RunJoiner::new();
+            let mut failed = None;
+            md.walk_subtree(root, &mut |v, b, t| {
+                if let Some(r) = joiner.push(v, b, t) {
+                    if let Err(e) = out.run(&r) {
+                        failed = Some(e);
+                        return Err(pdata::Error::Invalid("output failed".into()));
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| failed.take().unwrap_or(e))?;
+            if let Some(r) = joiner.finish() {
+                out.run(&r)?;
+            }
+        }
+        out.device_end()?;
+    }
+    out.superblock_end()
+}

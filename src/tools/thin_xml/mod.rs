@@ -1,0 +1,9 @@
+//! The thin metadata XML of `thin_dump`/`thin_restore` (and the text form),
+//! as readers and writers of [`thin::ir`] event streams.
+
+mod read;
+mod tags;
+mod write;
+
+pub use read::parse;
+pub use write::{HumanWriter, XmlWriter};
