@@ -2,10 +2,17 @@
 
 mod cli;
 mod demo;
+mod getopt;
+mod introsort;
 mod thin_check;
+mod thin_delta;
 mod thin_dump;
 mod thin_exec;
+mod thin_ls;
+mod thin_metadata_size;
 mod thin_restore;
+mod thin_rmap;
+mod thin_trim;
 mod thin_xml;
 mod torture;
 
@@ -47,6 +54,31 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_exec",
         about: "apply pool operations to thin-pool metadata, one per line",
         run: thin_exec::run,
+    },
+    Tool {
+        name: "thin_delta",
+        about: "show how the mappings of two thin devices differ",
+        run: thin_delta::run,
+    },
+    Tool {
+        name: "thin_ls",
+        about: "list the thin devices of a pool",
+        run: thin_ls::run,
+    },
+    Tool {
+        name: "thin_rmap",
+        about: "which thin blocks map some data blocks",
+        run: thin_rmap::run,
+    },
+    Tool {
+        name: "thin_trim",
+        about: "discard the data blocks a pool does not use",
+        run: thin_trim::run,
+    },
+    Tool {
+        name: "thin_metadata_size",
+        about: "estimate the metadata device size a pool needs",
+        run: thin_metadata_size::run,
     },
 ];
 

@@ -1,0 +1,100 @@
+//! Unused data blocks: the runs of zero counts in the data space map
+//! (`thin_trim` discards them).
+
+use crate::Result;
+use pdata::block_manager::{le64, BlockRead};
+use pdata::btree;
+use pdata::space_map::format::{
+    IndexEntry, SmRoot, BITMAP_HEADER_SIZE, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE,
+};
+use std::ops::Range;
+
+/// Entries (2 bits each) per 64-bit bitmap word.
+const ENTRIES_PER_WORD: u64 = 32;
+/// The low bit of every entry of a word.
+const LOW_BITS: u64 = 0x5555_5555_5555_5555;
+
+/// Calls `f` with each maximal range of data blocks whose count is zero, in
+/// increasing order.
+pub fn free_ranges(
+    r: &impl BlockRead,
+    sm: &SmRoot,
+    f: &mut dyn FnMut(Range<u64>) -> Result<()>,
+) -> Result<()> {
+    let bitmaps = bitmap_locations(r, sm)?;
+    let mut open: Option<u64> = None;
+    for (i, &loc) in bitmaps.iter().enumerate() {
+        let base = i as u64 * ENTRIES_PER_BITMAP;
+        let entries = (sm.nr_blocks - base).min(ENTRIES_PER_BITMAP);
+        let b = r.read_lock(loc, &BITMAP_VALIDATOR)?;
+        for w in 0..entries.div_ceil(ENTRIES_PER_WORD) {
+            let word = le64(&b[..], BITMAP_HEADER_SIZE + 8 * w as usize);
+            let used = (word | (word >> 1)) & LOW_BITS;
+            let first = base + w * ENTRIES_PER_WORD;
+            let in_word = (entries - w * ENTRIES_PER_WORD).min(ENTRIES_PER_WORD);
+            // Whole words free or used are the common case.
+            if used == 0 && in_word == ENTRIES_PER_WORD {
+                open.get_or_insert(first);
+                continue;
+            }
+            if used == LOW_BITS {
+                if let Some(s) = open.take() {
+                    f(s..first)?;
+                }
+                continue;
+            }
+            for e in 0..in_word {
+                let is_used = used >> (2 * e) & 1 != 0;
+                match (is_used, open) {
+                    (false, None) => open = Some(first + e),
+                    (true, Some(s)) => {
+                        f(s..first + e)?;
+                        open = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(s) = open {
+        f(s..sm.nr_blocks)?;
+    }
+    Ok(())
+}
+
+/// The bitmap block of each group of ENTRIES_PER_BITMAP data blocks, from
+/// the space map's index tree (which must name every one, in order).
+fn bitmap_locations(r: &impl BlockRead, sm: &SmRoot) -> Result<Vec<u64>> {
+    let expected = sm.nr_blocks.div_ceil(ENTRIES_PER_BITMAP);
+    let mut out = Vec::new();
+    let mut bad = None;
+    btree::walk(r, sm.bitmap_root, &mut |k, v| {
+        if k != out.len() as u64 || v.len() != INDEX_ENTRY_SIZE {
+            bad.get_or_insert(k);
+        } else {
+            out.push(IndexEntry::unpack(v).blocknr);
+        }
+        Ok(())
+    })?;
+    if let Some(k) = bad {
+        return Err(pdata::Error::corrupt(
+            sm.bitmap_root,
+            "data space-map index",
+            format!("unexpected entry {k}"),
+        )
+        .into());
+    }
+    if out.len() as u64 != expected {
+        return Err(pdata::Error::corrupt(
+            sm.bitmap_root,
+            "data space-map index",
+            format!(
+                "{} bitmaps for {} blocks (expected {expected})",
+                out.len(),
+                sm.nr_blocks
+            ),
+        )
+        .into());
+    }
+    Ok(out)
+}

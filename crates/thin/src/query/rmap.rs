@@ -1,0 +1,134 @@
+//! Reverse map: which thin blocks of which devices map the data blocks of
+//! some regions (`thin_rmap`).
+//!
+//! Devices are walked in id order and each one's mappings in thin-block
+//! order, as the established tool does, so the runs come out in the same
+//! order. A sub-tree shared by several devices (its node's reference count
+//! is above one) is read once: the in-region mappings found under it are
+//! kept and replayed for the next device that reaches it.
+
+use super::{device_roots, read_mapping_node, too_deep, MAX_TREE_DEPTH};
+use crate::format::block_time::BlockTime;
+use crate::Result;
+use pdata::btree::node::Node;
+use pdata::transaction_manager::TransactionManager;
+use rustc_hash::FxHashMap;
+use std::ops::Range;
+
+/// Data blocks [data_begin, data_end) are mapped by thin blocks from
+/// `thin_begin` of device `dev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RmapRun {
+    pub data_begin: u64,
+    pub data_end: u64,
+    pub dev: u64,
+    pub thin_begin: u64,
+}
+
+/// The runs of mappings into `regions` of every device under the top-level
+/// tree `mapping_root`, in device order then thin-block order.
+pub fn rmap(
+    tm: &TransactionManager,
+    mapping_root: u64,
+    regions: &[Range<u64>],
+) -> Result<Vec<RmapRun>> {
+    let mut w = Walker {
+        tm,
+        regions,
+        out: Vec::new(),
+        current: None,
+        dev: 0,
+        kept: Vec::new(),
+        replays: FxHashMap::default(),
+        recording: 0,
+    };
+    for (dev, root) in device_roots(tm, mapping_root)? {
+        w.dev = dev;
+        w.node(root, 0)?;
+    }
+    if let Some(r) = w.current.take() {
+        w.out.push(r);
+    }
+    Ok(w.out)
+}
+
+struct Walker<'a> {
+    tm: &'a TransactionManager,
+    regions: &'a [Range<u64>],
+    out: Vec<RmapRun>,
+    current: Option<RmapRun>,
+    dev: u64,
+    /// In-region (thin block, data block) pairs found under shared nodes.
+    kept: Vec<(u64, u64)>,
+    /// Shared node -> its slice of `kept`.
+    replays: FxHashMap<u64, Range<usize>>,
+    /// Shared nodes being walked for the first time, from the root down.
+    recording: usize,
+}
+
+impl Walker<'_> {
+    fn node(&mut self, loc: u64, depth: usize) -> Result<()> {
+        if let Some(range) = self.replays.get(&loc).cloned() {
+            for i in range.clone() {
+                let (thin, data) = self.kept[i];
+                self.emit(thin, data);
+            }
+            if self.recording > 0 {
+                self.kept.extend_from_within(range);
+            }
+            return Ok(());
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(too_deep(loc).into());
+        }
+        let shared = self.tm.is_shared(loc)?;
+        let start = self.kept.len();
+        self.recording += usize::from(shared);
+        let b = read_mapping_node(self.tm, loc)?;
+        let n = Node(&b);
+        if n.is_leaf() {
+            for i in 0..n.nr_entries() {
+                let data = BlockTime::unpack(n.value_u64(i)).block;
+                if self.regions.iter().any(|r| r.contains(&data)) {
+                    self.emit(n.key(i), data);
+                    if self.recording > 0 {
+                        self.kept.push((n.key(i), data));
+                    }
+                }
+            }
+        } else {
+            let kids: Vec<u64> = (0..n.nr_entries()).map(|i| n.value_u64(i)).collect();
+            drop(b);
+            for k in kids {
+                self.node(k, depth + 1)?;
+            }
+        }
+        if shared {
+            self.recording -= 1;
+            self.replays.insert(loc, start..self.kept.len());
+        }
+        Ok(())
+    }
+
+    /// Extends the current run or starts a new one.
+    fn emit(&mut self, thin: u64, data: u64) {
+        if let Some(r) = &mut self.current {
+            if r.dev == self.dev
+                && data == r.data_end
+                && Some(thin) == r.thin_begin.checked_add(r.data_end - r.data_begin)
+            {
+                r.data_end += 1;
+                return;
+            }
+        }
+        let fresh = RmapRun {
+            data_begin: data,
+            data_end: data + 1,
+            dev: self.dev,
+            thin_begin: thin,
+        };
+        if let Some(r) = self.current.replace(fresh) {
+            self.out.push(r);
+        }
+    }
+}

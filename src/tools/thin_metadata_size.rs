@@ -1,0 +1,389 @@
+//! `thin_metadata_size`: the metadata device size a pool needs, given its
+//! data block size, pool size and number of thins, with the established
+//! tool's estimate, units, spellings and output, number for number.
+//!
+//! The estimate: one 4 KiB block per 126 mappings (a leaf holds 252, half
+//! full on average), one per thin, plus the superblock. Arithmetic is done
+//! as the established tool does it (64-bit unsigned integers that wrap,
+//! then a double), so even absurd inputs give the same answers.
+
+use super::getopt::{GetOpt, HasArg, Opt};
+use std::process::ExitCode;
+
+const PROG: &str = "thin_metadata_size";
+
+/// Unit letters and names, in the order of their factors.
+const UNIT_CHARS: &[u8] = b"bskKmMgGtTpPeEzZyY";
+const UNIT_NAMES: [&str; 18] = [
+    "bytes",
+    "sectors",
+    "kibibytes",
+    "kilobytes",
+    "mebibytes",
+    "megabytes",
+    "gibibytes",
+    "gigabytes",
+    "tebibytes",
+    "terabytes",
+    "pebibytes",
+    "petabytes",
+    "ebibytes",
+    "exabytes",
+    "zebibytes",
+    "zetabytes",
+    "yobibytes",
+    "yottabytes",
+];
+const SECTORS: usize = 1;
+const SECTOR_BYTES: u64 = 512;
+/// Mappings per B-tree leaf: (4096 - 64-byte header) / 16 bytes an entry.
+const MAPPINGS_PER_BLOCK: u64 = 252;
+const METADATA_BLOCK_BYTES: u64 = 4096;
+
+/// Bytes per unit; the large ones overflow 64 bits and wrap, as they do in
+/// the established tool (so `-u y` divides by zero there too).
+fn factor(unit: usize) -> u64 {
+    let mut f = [
+        1u64,
+        SECTOR_BYTES,
+        1024,
+        1000,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    for u in (4..f.len()).step_by(2) {
+        f[u] = f[u - 2].wrapping_mul(1024);
+        f[u + 1] = f[u - 1].wrapping_mul(1000);
+    }
+    f[unit]
+}
+
+/// A unit by letter, or by any prefix of its name.
+fn unit_index(s: &str) -> Option<usize> {
+    if s.len() == 1 {
+        return UNIT_CHARS.iter().position(|&c| c == s.as_bytes()[0]);
+    }
+    UNIT_NAMES.iter().position(|n| n.starts_with(s))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Numeric {
+    Full,
+    Number,
+    Short,
+    Long,
+}
+
+struct State {
+    unit: usize,
+    block_size: u64,
+    pool_size: u64,
+    max_thins: u64,
+    /// How each size was given, for the full output line.
+    spelled: [String; 3],
+    numeric: Numeric,
+}
+
+const BLOCK: usize = 0;
+const POOL: usize = 1;
+const THINS: usize = 2;
+
+const OPTS: &[Opt] = &[
+    Opt::both('b', "block-size", HasArg::Required, "b"),
+    Opt::both('s', "pool-size", HasArg::Required, "s"),
+    Opt::both('m', "max-thins", HasArg::Required, "m"),
+    Opt::both('u', "unit", HasArg::Required, "u"),
+    Opt::both('n', "numeric-only", HasArg::Optional, "n"),
+    Opt::both('h', "help", HasArg::No, "h"),
+    Opt::both('V', "version", HasArg::No, "V"),
+];
+
+fn usage() -> String {
+    let units = std::str::from_utf8(UNIT_CHARS).unwrap_or_default();
+    let line = |a: &str, b: String, c: &str| format!("\t{a:<4}{b:<44}{c}\n");
+    let mut s =
+        format!("Thin Provisioning Metadata Device Size Calculator.\nUsage: {PROG} [options]\n");
+    s += &line(
+        "-b",
+        format!("--block-size BLOCKSIZE[{units}]"),
+        "Block size of thin provisioned devices.",
+    );
+    s += &line(
+        "-s",
+        format!("--pool-size SIZE[{units}]"),
+        "Size of pool device.",
+    );
+    s += &line(
+        "-m",
+        format!("--max-thins #MAXTHINS[{units}]"),
+        "Maximum sum of all thin devices and snapshots.",
+    );
+    s += &line(
+        "-u",
+        format!("--unit {{{units}}}"),
+        "Output unit specifier.",
+    );
+    s += &line(
+        "-n",
+        "--numeric-only [short|long]".into(),
+        "Output numeric value only (optionally with short/long unit identifier).",
+    );
+    s += &line("-h", "--help".into(), "This help.");
+    s += &line(
+        "-V",
+        "--version".into(),
+        "Print thin provisioning tools version.",
+    );
+    s
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    match execute(args) {
+        Ok(Some(line)) => {
+            print!("{line}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn abort(msg: &str) -> String {
+    format!("{PROG} - {msg}")
+}
+
+/// The output line, None when help or the version was printed, or the
+/// error message.
+fn execute(args: &[String]) -> Result<Option<String>, String> {
+    let mut st = State {
+        unit: SECTORS,
+        block_size: 0,
+        pool_size: 0,
+        max_thins: 0,
+        spelled: Default::default(),
+        numeric: Numeric::Full,
+    };
+    let mut g = GetOpt::new(PROG, OPTS, args);
+    while let Some(opt) = g.next() {
+        let (id, arg) = opt?;
+        let value = arg.as_deref().unwrap_or_default();
+        match id {
+            "b" => st.size(BLOCK, value)?,
+            "s" => st.size(POOL, value)?,
+            "m" => st.size(THINS, value)?,
+            "u" => {
+                st.unit =
+                    unit_index(value).ok_or_else(|| abort("output unit specifier invalid!"))?
+            }
+            "n" => st.numeric_option(arg.as_deref())?,
+            "h" => {
+                print!("{}", usage());
+                return Ok(None);
+            }
+            _ => {
+                println!("{}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+        }
+    }
+    st.check()?;
+    Ok(Some(st.result()))
+}
+
+impl State {
+    /// Parses NUMBER[UNIT] for option `o`: block and pool sizes in sectors,
+    /// the number of thins as a plain count (a unit multiplies it).
+    fn size(&mut self, o: usize, arg: &str) -> Result<(), String> {
+        let current = [self.block_size, self.pool_size, self.max_thins][o];
+        if current != 0 {
+            return Err(abort("option already given!"));
+        }
+        let digits_end = arg.bytes().take_while(u8::is_ascii_digit).count();
+        let (digits, suffix) = arg.split_at(digits_end);
+        // atoll: saturates at the largest signed value.
+        let n = digits.parse::<u64>().map_or_else(
+            |_| {
+                if digits.is_empty() {
+                    0
+                } else {
+                    i64::MAX as u64
+                }
+            },
+            |v| v.min(i64::MAX as u64),
+        );
+        let unit = if suffix.is_empty() {
+            None
+        } else {
+            Some(unit_index(suffix).ok_or_else(|| abort("Invalid unit specifier!"))?)
+        };
+        let bytes = n.wrapping_mul(factor(unit.unwrap_or(SECTORS)));
+        let value = if unit.is_none() || o != THINS {
+            bytes / SECTOR_BYTES
+        } else {
+            bytes
+        };
+        // A bare number is shown in the output unit current at the time.
+        let shown = match unit {
+            Some(u) => format!("{digits}{}", UNIT_NAMES[u]),
+            None if o == THINS => arg.to_string(),
+            None => format!("{arg}{}", UNIT_NAMES[self.unit]),
+        };
+        match o {
+            BLOCK => self.block_size = value,
+            POOL => self.pool_size = value,
+            _ => self.max_thins = value,
+        }
+        self.spelled[o] = shown;
+        Ok(())
+    }
+
+    /// `-n`, `-nshort`, `-nlong` (or prefixes); an empty argument is refused.
+    fn numeric_option(&mut self, arg: Option<&str>) -> Result<(), String> {
+        if self.numeric != Numeric::Full {
+            return Err(abort("-n already given!"));
+        }
+        self.numeric = match arg {
+            None => Numeric::Number,
+            Some("") => return Err(abort("-n invalid option argument")),
+            Some(a) if "long".starts_with(a) => Numeric::Long,
+            Some(a) if "short".starts_with(a) => Numeric::Short,
+            Some(_) => return Err(abort("-n invalid option argument")),
+        };
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let msg = if self.block_size == 0 {
+            "block size required!"
+        } else if self.pool_size == 0 {
+            "pool size required!"
+        } else if self.max_thins == 0 {
+            "max thins required!"
+        } else if self.block_size & (self.block_size - 1) != 0 {
+            "block size must be 2^^N"
+        } else if self.pool_size <= self.block_size {
+            "pool size must be larger than block size"
+        } else {
+            return Ok(());
+        };
+        Err(abort(msg))
+    }
+
+    fn result(&self) -> String {
+        let blocks = self.pool_size.wrapping_mul(2) / self.block_size / MAPPINGS_PER_BLOCK;
+        let mut r = 1.0 + blocks.wrapping_add(self.max_thins) as f64;
+        r *= METADATA_BLOCK_BYTES as f64;
+        r /= factor(self.unit) as f64;
+        let mut s = String::new();
+        if self.numeric == Numeric::Full {
+            s += &format!("{PROG} - ");
+        }
+        s += &format_number(r);
+        match self.numeric {
+            Numeric::Full => s += &format!(" {}", UNIT_NAMES[self.unit]),
+            Numeric::Short => s.push(UNIT_CHARS[self.unit] as char),
+            Numeric::Long => s += UNIT_NAMES[self.unit],
+            Numeric::Number => {}
+        }
+        if self.numeric == Numeric::Full {
+            s += &format!(
+                " estimated metadata area size for \"--block-size={} --pool-size={} --max-thins={}\"",
+                self.spelled[BLOCK], self.spelled[POOL], self.spelled[THINS]
+            );
+        }
+        s.push('\n');
+        s
+    }
+}
+
+/// A whole number as an integer (x86-64's conversion: 2^64 and beyond,
+/// infinity included, come out as 0); otherwise two decimals, or C's
+/// `%.2e` when the fraction is tiny.
+fn format_number(r: f64) -> String {
+    let whole = r.floor();
+    if r == whole {
+        let two_63 = 9_223_372_036_854_775_808.0;
+        let n = if r < two_63 {
+            r as u64
+        } else if r < 2.0 * two_63 {
+            (r - two_63) as u64 | (1 << 63)
+        } else {
+            0
+        };
+        return n.to_string();
+    }
+    if r - whole < 1e-2 {
+        c_exp(r)
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+/// C's `%.2e`: the exponent signed and at least two digits.
+fn c_exp(r: f64) -> String {
+    let s = format!("{r:.2e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let e: i32 = exp.parse().unwrap_or(0);
+            let sign = if e < 0 { '-' } else { '+' };
+            format!("{mantissa}e{sign}{:02}", e.unsigned_abs())
+        }
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(args: &[&str]) -> Result<Option<String>, String> {
+        execute(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn examples() {
+        assert_eq!(
+            out(&["-b64k", "-s1t", "-m1000"]).unwrap().unwrap(),
+            "thin_metadata_size - 1073224 sectors estimated metadata area size for \"--block-size=64kibibytes --pool-size=1tebibytes --max-thins=1000\"\n"
+        );
+        assert_eq!(
+            out(&[
+                "--block-size=1g",
+                "--pool-size=1P",
+                "--max-thins=1M",
+                "--unit=G",
+                "--numeric-only"
+            ])
+            .unwrap()
+            .unwrap(),
+            "4.13\n"
+        );
+        assert_eq!(
+            out(&["-b", "64k", "-s", "1000000", "-m", "10", "-u", "Y"]).unwrap().unwrap(),
+            "thin_metadata_size - 1.49e-13 yottabytes estimated metadata area size for \"--block-size=64kibibytes --pool-size=1000000sectors --max-thins=10\"\n"
+        );
+        assert!(out(&["-b", "127", "-s", "1000", "-m", "1"]).is_err());
+    }
+
+    #[test]
+    fn c_formats() {
+        assert_eq!(c_exp(4.001), "4.00e+00");
+        assert_eq!(c_exp(1.234e-19), "1.23e-19");
+        assert_eq!(format_number(f64::INFINITY), "0");
+    }
+}

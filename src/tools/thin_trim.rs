@@ -1,0 +1,207 @@
+//! `thin_trim`: discards the data blocks the pool does not use (count zero
+//! in the data space map), offline. On a block device each free run is a
+//! BLKDISCARD; on a regular file (an image) it becomes a hole, punched
+//! with the file size kept.
+//!
+//! Refuses metadata that fails the consistency check: a space map that
+//! called a mapped block free would lose its data. Block devices are
+//! opened exclusively, so a pool still active makes it fail (EBUSY).
+
+use super::getopt::{GetOpt, HasArg, Opt};
+use anyhow::{bail, Context, Result};
+use pdata::io::{BlockDevice, FileDevice};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use thin::query::free_space::free_ranges;
+use thin::ThinMetadata;
+
+const USAGE: &str =
+    "Usage: thin_trim [options] --metadata-dev {device|file} --data-dev {device|file}
+Options:
+  {-h|--help}
+  {-q|--quiet}
+  {-V|--version}
+";
+
+const OPTS: &[Opt] = &[
+    Opt::both('h', "help", HasArg::No, "help"),
+    Opt::both('V', "version", HasArg::No, "version"),
+    Opt::both('q', "quiet", HasArg::No, "quiet"),
+    Opt::long("metadata-dev", HasArg::Required, "metadata"),
+    Opt::long("data-dev", HasArg::Required, "data"),
+    Opt::long("pool-inactive", HasArg::No, "pool-inactive"),
+];
+
+const SECTOR_BYTES: u64 = 512;
+/// `_IO(0x12, 119)`: discard a byte range of a block device.
+const BLKDISCARD: libc::c_ulong = 0x1277;
+
+struct Options {
+    metadata: PathBuf,
+    data: PathBuf,
+    quiet: bool,
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let mut metadata = None;
+    let mut data = None;
+    let mut quiet = false;
+    let mut g = GetOpt::new("thin_trim", OPTS, args);
+    while let Some(opt) = g.next() {
+        match opt {
+            Err(msg) => {
+                eprint!("{msg}\n{USAGE}");
+                return ExitCode::from(1);
+            }
+            Ok(("help", _)) => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(("version", _)) => {
+                println!("{}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            Ok(("quiet", _)) => quiet = true,
+            Ok(("metadata", v)) => metadata = v.map(PathBuf::from),
+            Ok(("data", v)) => data = v.map(PathBuf::from),
+            Ok(_) => eprintln!(
+                "--pool-inactive no longer required since we ensure the metadata device is opened exclusively."
+            ),
+        }
+    }
+    let (Some(metadata), Some(data)) = (metadata, data) else {
+        eprint!("{USAGE}");
+        return ExitCode::from(1);
+    };
+    let o = Options {
+        metadata,
+        data,
+        quiet,
+    };
+    match trim(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Opens a block device with O_EXCL (which fails while the kernel uses it);
+/// a regular file as it is.
+fn open_checked(path: &Path, write: bool) -> Result<(File, bool)> {
+    let is_block = std::fs::metadata(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .file_type()
+        .is_block_device();
+    let mut o = OpenOptions::new();
+    o.read(!write).write(write);
+    if is_block {
+        o.custom_flags(libc::O_EXCL);
+    }
+    let f = o.open(path).with_context(|| {
+        format!(
+            "cannot open {}{}",
+            path.display(),
+            if is_block {
+                " exclusively (is the pool active?)"
+            } else {
+                ""
+            }
+        )
+    })?;
+    Ok((f, is_block))
+}
+
+fn trim(o: &Options) -> Result<()> {
+    // Held open while trimming: keeps the pool from being activated.
+    let _exclusive = open_checked(&o.metadata, false)?;
+    let dev: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::open(&o.metadata, false)
+            .with_context(|| format!("cannot open {}", o.metadata.display()))?,
+    );
+    let report = thin::check::check(dev.clone())?;
+    if !report.errors.is_empty() {
+        bail!("metadata contains errors (run thin_check for details).\nperhaps you need to run thin_repair.");
+    }
+    let md = ThinMetadata::open(dev, false)?;
+    let sb = md.superblock().clone();
+    let block_bytes = u64::from(sb.data_block_size) * SECTOR_BYTES;
+    let nr_blocks = sb.data_sm_root.nr_blocks;
+    let pool_bytes = nr_blocks
+        .checked_mul(block_bytes)
+        .context("the pool's size overflows 64 bits")?;
+
+    let (mut data, is_block) = open_checked(&o.data, true)?;
+    let file_type = data.metadata()?.file_type();
+    if !is_block && !file_type.is_file() {
+        bail!(
+            "{} is neither a block device nor a regular file",
+            o.data.display()
+        );
+    }
+    let size = data.seek(SeekFrom::End(0))?;
+    if size < pool_bytes {
+        bail!(
+            "data device {} holds {size} bytes, less than the pool's {pool_bytes} ({nr_blocks} blocks of {block_bytes} bytes)",
+            o.data.display()
+        );
+    }
+    if md.nr_free_data_blocks() == 0 {
+        if !o.quiet {
+            println!("All data blocks allocated, nothing to discard");
+        }
+        return Ok(());
+    }
+    let fd = data.as_raw_fd();
+    free_ranges(md.transaction_manager(), &sb.data_sm_root, &mut |r| {
+        let (offset, len) = (r.start * block_bytes, (r.end - r.start) * block_bytes);
+        let done = if is_block {
+            discard(fd, offset, len)
+        } else {
+            punch_hole(fd, offset, len)
+        };
+        done.map_err(|e| {
+            thin::ThinError::Invalid(format!(
+                "discarding data blocks {}..{} failed: {e}",
+                r.start, r.end
+            ))
+        })
+    })?;
+    Ok(())
+}
+
+fn discard(fd: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
+    let range = [offset, len];
+    // SAFETY: BLKDISCARD reads two u64s from the pointer, which lives
+    // through the call.
+    let r = unsafe { libc::ioctl(fd, BLKDISCARD as _, range.as_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn punch_hole(fd: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
+    let too_big = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large");
+    let off = libc::off_t::try_from(offset).map_err(|_| too_big())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_big())?;
+    // SAFETY: plain system call on an open descriptor.
+    let r = unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
