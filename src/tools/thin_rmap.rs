@@ -2,6 +2,10 @@
 //! line per run: `data B..E -> thin(DEV) T..T+len`, ordered by data block
 //! as the established tool orders them (its sort leaves runs that start on
 //! the same data block in a scrambled order, which is reproduced).
+//!
+//! Every device mapping the data is listed. The established tools list a
+//! mapping-tree node shared by snapshots only under the first device that
+//! reaches it, leaving its sharers out; `--shared-once` prints that.
 
 use super::getopt::{GetOpt, HasArg, Opt};
 use super::introsort;
@@ -12,6 +16,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use thin::query::rmap::Sharers;
 use thin::ThinMetadata;
 
 const CACHE_BLOCKS: usize = 1024;
@@ -21,15 +26,19 @@ Options:
   {-h|--help}
   {-V|--version}
   {--region <block range>}*
+  {--shared-once}
 Where:
   <block range> is of the form <begin>..<one-past-the-end>
   for example 5..45 denotes blocks 5 to 44 inclusive, but not block 45
+--shared-once lists mappings under a sub-tree that snapshots share only for
+the first device that reaches it, as thin_rmap 0.9.0 does.
 ";
 
 const OPTS: &[Opt] = &[
     Opt::both('h', "help", HasArg::No, "help"),
     Opt::both('V', "version", HasArg::No, "version"),
     Opt::long("region", HasArg::Required, "region"),
+    Opt::long("shared-once", HasArg::No, "shared-once"),
 ];
 
 /// A number as C++ streams read one: blanks first, an optional sign (a
@@ -66,6 +75,7 @@ fn parse_region(s: &str) -> Result<Range<u64>> {
 
 pub fn run(args: &[String]) -> ExitCode {
     let mut regions = Vec::new();
+    let mut sharers = Sharers::All;
     let mut g = GetOpt::new("thin_rmap", OPTS, args);
     while let Some(opt) = g.next() {
         match opt {
@@ -81,6 +91,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 println!("{}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
             }
+            Ok(("shared-once", _)) => sharers = Sharers::FirstOnly,
             Ok((_, v)) => match parse_region(v.as_deref().unwrap_or_default()) {
                 Ok(r) => regions.push(r),
                 Err(e) => {
@@ -98,7 +109,7 @@ pub fn run(args: &[String]) -> ExitCode {
         eprint!("No input file provided.\n{USAGE}");
         return ExitCode::from(1);
     };
-    match rmap(&input, &regions) {
+    match rmap(&input, &regions, sharers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:#}");
@@ -107,14 +118,15 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-fn rmap(input: &std::path::Path, regions: &[Range<u64>]) -> Result<()> {
+fn rmap(input: &std::path::Path, regions: &[Range<u64>], sharers: Sharers) -> Result<()> {
     let dev: Arc<dyn BlockDevice> = Arc::new(
         FileDevice::open(input, false)
             .with_context(|| format!("cannot open {}", input.display()))?,
     );
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let tm = md.transaction_manager();
-    let mut runs = thin::query::rmap::rmap(tm, md.superblock().data_mapping_root, regions)?;
+    let mut runs =
+        thin::query::rmap::rmap(tm, md.superblock().data_mapping_root, regions, sharers)?;
     introsort::sort_by(&mut runs, |a, b| a.data_begin < b.data_begin);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     for r in &runs {

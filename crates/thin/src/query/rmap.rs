@@ -6,13 +6,17 @@
 //! order. A sub-tree shared by several devices (its node's reference count
 //! is above one) is read once: the in-region mappings found under it are
 //! kept and replayed for the next device that reaches it.
+//!
+//! The established tools (0.9.0 and 1.x) visit a shared sub-tree only for
+//! the first device that reaches it, so the snapshots sharing it are left
+//! out of their answer; [`Sharers::FirstOnly`] reproduces that.
 
 use super::{device_roots, read_mapping_node, too_deep, MAX_TREE_DEPTH};
 use crate::format::block_time::BlockTime;
 use crate::Result;
 use pdata::btree::node::Node;
 use pdata::transaction_manager::TransactionManager;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ops::Range;
 
 /// Data blocks [data_begin, data_end) are mapped by thin blocks from
@@ -25,16 +29,28 @@ pub struct RmapRun {
     pub thin_begin: u64,
 }
 
+/// Who is reported for mappings under a sub-tree several devices share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharers {
+    /// Every device that maps the data.
+    All,
+    /// Only the first device (in id order) whose walk reaches the sub-tree.
+    FirstOnly,
+}
+
 /// The runs of mappings into `regions` of every device under the top-level
 /// tree `mapping_root`, in device order then thin-block order.
 pub fn rmap(
     tm: &TransactionManager,
     mapping_root: u64,
     regions: &[Range<u64>],
+    sharers: Sharers,
 ) -> Result<Vec<RmapRun>> {
     let mut w = Walker {
         tm,
         regions,
+        sharers,
+        seen: FxHashSet::default(),
         out: Vec::new(),
         current: None,
         dev: 0,
@@ -55,6 +71,9 @@ pub fn rmap(
 struct Walker<'a> {
     tm: &'a TransactionManager,
     regions: &'a [Range<u64>],
+    sharers: Sharers,
+    /// Nodes walked so far (FirstOnly).
+    seen: FxHashSet<u64>,
     out: Vec<RmapRun>,
     current: Option<RmapRun>,
     dev: u64,
@@ -68,6 +87,9 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn node(&mut self, loc: u64, depth: usize) -> Result<()> {
+        if self.sharers == Sharers::FirstOnly {
+            return self.node_once(loc, depth);
+        }
         if let Some(range) = self.replays.get(&loc).cloned() {
             for i in range.clone() {
                 let (thin, data) = self.kept[i];
@@ -87,15 +109,7 @@ impl Walker<'_> {
         let b = read_mapping_node(self.tm, loc)?;
         let n = Node(&b);
         if n.is_leaf() {
-            for i in 0..n.nr_entries() {
-                let data = BlockTime::unpack(n.value_u64(i)).block;
-                if self.regions.iter().any(|r| r.contains(&data)) {
-                    self.emit(n.key(i), data);
-                    if self.recording > 0 {
-                        self.kept.push((n.key(i), data));
-                    }
-                }
-            }
+            self.leaf(n);
         } else {
             let kids: Vec<u64> = (0..n.nr_entries()).map(|i| n.value_u64(i)).collect();
             drop(b);
@@ -108,6 +122,41 @@ impl Walker<'_> {
             self.replays.insert(loc, start..self.kept.len());
         }
         Ok(())
+    }
+
+    /// Walks `loc` unless an earlier device's walk went through it.
+    fn node_once(&mut self, loc: u64, depth: usize) -> Result<()> {
+        if !self.seen.insert(loc) {
+            return Ok(());
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(too_deep(loc).into());
+        }
+        let b = read_mapping_node(self.tm, loc)?;
+        let n = Node(&b);
+        if n.is_leaf() {
+            self.leaf(n);
+            return Ok(());
+        }
+        let kids: Vec<u64> = (0..n.nr_entries()).map(|i| n.value_u64(i)).collect();
+        drop(b);
+        for k in kids {
+            self.node_once(k, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Emits a leaf's in-region mappings (keeping them while recording).
+    fn leaf(&mut self, n: Node<'_>) {
+        for i in 0..n.nr_entries() {
+            let data = BlockTime::unpack(n.value_u64(i)).block;
+            if self.regions.iter().any(|r| r.contains(&data)) {
+                self.emit(n.key(i), data);
+                if self.recording > 0 {
+                    self.kept.push((n.key(i), data));
+                }
+            }
+        }
     }
 
     /// Extends the current run or starts a new one.
