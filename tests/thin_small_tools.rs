@@ -530,6 +530,50 @@ fn thin_trim_punches_exactly_the_free_blocks() {
         assert!(!o.stderr.is_empty(), "{args:?}");
     }
     assert_eq!(ours("thin_trim", &["-h"]).status, Some(0));
+
+    // A space map that lost a mapped block: nothing is discarded.
+    std::fs::write(&data, &image).unwrap();
+    let mapped = md.mappings(0).unwrap()[5].1;
+    drop(md);
+    free_in_space_map(&meta, mapped);
+    let o = ours(
+        "thin_trim",
+        &["--metadata-dev", s(&meta), "--data-dev", s(&data)],
+    );
+    assert_eq!(o.status, Some(1));
+    assert!(
+        o.stderr.contains(&format!("data block {mapped} is mapped")),
+        "{}",
+        o.stderr
+    );
+    assert!(std::fs::read(&data).unwrap() == image, "discarded anyway");
+}
+
+/// Sets data block `b`'s count to zero in its space-map bitmap (resealed):
+/// the damage thin_trim must not act on.
+fn free_in_space_map(meta: &Path, b: u64) {
+    use pdata::block_manager::Validator;
+    use pdata::io::BlockDevice;
+    use pdata::space_map::format::{bitmap_set, IndexEntry, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP};
+    let dev: Arc<dyn BlockDevice> = Arc::new(pdata::io::FileDevice::open(meta, true).unwrap());
+    let md = thin::ThinMetadata::open(dev.clone(), false).unwrap();
+    let mut loc = None;
+    let root = md.superblock().data_sm_root.bitmap_root;
+    pdata::btree::walk(md.transaction_manager(), root, &mut |k, v| {
+        if k == b / ENTRIES_PER_BITMAP {
+            loc = Some(IndexEntry::unpack(v).blocknr);
+        }
+        Ok(())
+    })
+    .unwrap();
+    drop(md);
+    let loc = loc.expect("bitmap");
+    let mut block = pdata::block_manager::new_block_buffer();
+    dev.read_block(loc, &mut block).unwrap();
+    bitmap_set(&mut block, b % ENTRIES_PER_BITMAP, 0);
+    BITMAP_VALIDATOR.prepare_for_write(loc, &mut block).unwrap();
+    dev.write_block(loc, &block).unwrap();
+    dev.flush().unwrap();
 }
 
 /// Damage anywhere gives an error or a right answer, never a panic or a

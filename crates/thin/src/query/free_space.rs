@@ -98,3 +98,58 @@ fn bitmap_locations(r: &impl BlockRead, sm: &SmRoot) -> Result<Vec<u64>> {
     }
     Ok(out)
 }
+
+/// One bit per data block: set when some mapping points at it.
+pub struct MappedBlocks {
+    words: Vec<u64>,
+    nr_blocks: u64,
+}
+
+impl MappedBlocks {
+    /// The first mapped block in `r`, if any.
+    pub fn first_in(&self, r: Range<u64>) -> Option<u64> {
+        r.into_iter()
+            .find(|&b| self.words[(b / 64) as usize] >> (b % 64) & 1 != 0)
+    }
+
+    fn set(&mut self, b: u64) -> Result<()> {
+        if b >= self.nr_blocks {
+            return Err(crate::ThinError::DataBlockOutOfRange {
+                block: b,
+                nr_blocks: self.nr_blocks,
+            });
+        }
+        self.words[(b / 64) as usize] |= 1 << (b % 64);
+        Ok(())
+    }
+}
+
+/// The data blocks mapped by the mapping trees at `roots` (a node shared
+/// by several trees is read once). Fails on any node that does not
+/// validate and on data blocks beyond `nr_blocks`.
+pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Result<MappedBlocks> {
+    let mut m = MappedBlocks {
+        words: super::zeroed_words(nr_blocks.div_ceil(64), "mapped data blocks")?,
+        nr_blocks,
+    };
+    let mut seen = rustc_hash::FxHashSet::default();
+    let mut stack: Vec<(u64, usize)> = roots.iter().map(|&r| (r, 0)).collect();
+    while let Some((loc, depth)) = stack.pop() {
+        if !seen.insert(loc) {
+            continue;
+        }
+        if depth > super::MAX_TREE_DEPTH {
+            return Err(super::too_deep(loc).into());
+        }
+        let b = super::read_mapping_node(r, loc)?;
+        let n = pdata::btree::node::Node(&b);
+        for i in 0..n.nr_entries() {
+            if n.is_leaf() {
+                m.set(crate::format::block_time::BlockTime::unpack(n.value_u64(i)).block)?;
+            } else {
+                stack.push((n.value_u64(i), depth + 1));
+            }
+        }
+    }
+    Ok(m)
+}

@@ -55,6 +55,7 @@ pub fn rmap(
         current: None,
         dev: 0,
         kept: Vec::new(),
+        sealed: 0,
         replays: FxHashMap::default(),
         recording: 0,
     };
@@ -68,6 +69,14 @@ pub fn rmap(
     Ok(w.out)
 }
 
+/// `len` in-region mappings: thin block `thin + i` to data block `data + i`.
+#[derive(Clone, Copy)]
+struct Kept {
+    thin: u64,
+    data: u64,
+    len: u64,
+}
+
 struct Walker<'a> {
     tm: &'a TransactionManager,
     regions: &'a [Range<u64>],
@@ -77,8 +86,11 @@ struct Walker<'a> {
     out: Vec<RmapRun>,
     current: Option<RmapRun>,
     dev: u64,
-    /// In-region (thin block, data block) pairs found under shared nodes.
-    kept: Vec<(u64, u64)>,
+    /// In-region mappings found under shared nodes, as runs.
+    kept: Vec<Kept>,
+    /// Runs of `kept` below this index belong to a finished (or enclosing)
+    /// node's slice and are not extended any more.
+    sealed: usize,
     /// Shared node -> its slice of `kept`.
     replays: FxHashMap<u64, Range<usize>>,
     /// Shared nodes being walked for the first time, from the root down.
@@ -92,8 +104,8 @@ impl Walker<'_> {
         }
         if let Some(range) = self.replays.get(&loc).cloned() {
             for i in range.clone() {
-                let (thin, data) = self.kept[i];
-                self.emit(thin, data);
+                let k = self.kept[i];
+                self.emit(k.thin, k.data, k.len);
             }
             if self.recording > 0 {
                 self.kept.extend_from_within(range);
@@ -105,7 +117,10 @@ impl Walker<'_> {
         }
         let shared = self.tm.is_shared(loc)?;
         let start = self.kept.len();
-        self.recording += usize::from(shared);
+        if shared {
+            self.recording += 1;
+            self.sealed = start;
+        }
         let b = read_mapping_node(self.tm, loc)?;
         let n = Node(&b);
         if n.is_leaf() {
@@ -119,7 +134,8 @@ impl Walker<'_> {
         }
         if shared {
             self.recording -= 1;
-            self.replays.insert(loc, start..self.kept.len());
+            self.sealed = self.kept.len();
+            self.replays.insert(loc, start..self.sealed);
         }
         Ok(())
     }
@@ -151,28 +167,42 @@ impl Walker<'_> {
         for i in 0..n.nr_entries() {
             let data = BlockTime::unpack(n.value_u64(i)).block;
             if self.regions.iter().any(|r| r.contains(&data)) {
-                self.emit(n.key(i), data);
+                self.emit(n.key(i), data, 1);
                 if self.recording > 0 {
-                    self.kept.push((n.key(i), data));
+                    self.keep(n.key(i), data);
                 }
             }
         }
     }
 
-    /// Extends the current run or starts a new one.
-    fn emit(&mut self, thin: u64, data: u64) {
+    /// Adds a mapping to the last kept run when it continues it.
+    fn keep(&mut self, thin: u64, data: u64) {
+        if self.kept.len() > self.sealed {
+            if let Some(k) = self.kept.last_mut() {
+                if k.thin + k.len == thin && k.data + k.len == data {
+                    k.len += 1;
+                    return;
+                }
+            }
+        }
+        self.kept.push(Kept { thin, data, len: 1 });
+    }
+
+    /// Adds `len` mappings from `thin` to `data` on: they extend the current
+    /// run or start a new one.
+    fn emit(&mut self, thin: u64, data: u64, len: u64) {
         if let Some(r) = &mut self.current {
             if r.dev == self.dev
                 && data == r.data_end
                 && Some(thin) == r.thin_begin.checked_add(r.data_end - r.data_begin)
             {
-                r.data_end += 1;
+                r.data_end += len;
                 return;
             }
         }
         let fresh = RmapRun {
             data_begin: data,
-            data_end: data + 1,
+            data_end: data + len,
             dev: self.dev,
             thin_begin: thin,
         };

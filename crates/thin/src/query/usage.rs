@@ -7,11 +7,12 @@
 //! snapshots is not walked again), then the leaves no other node shares are
 //! read a second time to count their exclusive entries.
 
-use super::{read_mapping_node, too_deep, MAX_TREE_DEPTH};
+use super::{read_mapping_node, too_deep, zeroed_words, MAX_TREE_DEPTH};
 use crate::format::block_time::BlockTime;
 use crate::{Result, ThinError};
 use pdata::block_manager::BlockRead;
 use pdata::btree::node::Node;
+use pdata::space_map::format::MAX_METADATA_BLOCKS;
 use rustc_hash::FxHashMap;
 
 /// For each mapping-tree root in `roots`, how many of its mappings point at
@@ -25,10 +26,11 @@ pub fn exclusive_mappings(
 ) -> Result<Vec<u64>> {
     let mut c = Census {
         r,
-        refs: vec![0; usize::try_from(nr_metadata_blocks).unwrap_or(usize::MAX)],
+        // Nodes lie within what a metadata space map can describe.
+        refs: vec![0; nr_metadata_blocks.min(MAX_METADATA_BLOCKS) as usize],
         children: FxHashMap::default(),
         leaves: Vec::new(),
-        data: DataCounts::new(nr_data_blocks),
+        data: DataCounts::new(nr_data_blocks)?,
     };
     for &root in roots {
         c.discover(root, 0)?;
@@ -143,11 +145,11 @@ struct DataCounts {
 impl DataCounts {
     const PER_WORD: u64 = 32;
 
-    fn new(nr_blocks: u64) -> Self {
-        DataCounts {
-            words: vec![0; nr_blocks.div_ceil(Self::PER_WORD) as usize],
+    fn new(nr_blocks: u64) -> Result<Self> {
+        Ok(DataCounts {
+            words: zeroed_words(nr_blocks.div_ceil(Self::PER_WORD), "data block counts")?,
             nr_blocks,
-        }
+        })
     }
 
     fn inc(&mut self, b: u64) -> Result<()> {
