@@ -155,7 +155,13 @@ fn check_queries(md: &mut ThinMetadata) {
             }
         }
     }
-    let got = rmap(tm, sb.data_mapping_root, &[region.clone()], Sharers::All).unwrap();
+    let got = rmap(
+        tm,
+        sb.data_mapping_root,
+        std::slice::from_ref(&region),
+        Sharers::All,
+    )
+    .unwrap();
     assert_eq!(got, want, "rmap");
 
     // Free runs, and every mapped block outside them.
