@@ -113,7 +113,8 @@ fn snapshot_pool(dir: &Path) -> PathBuf {
 }
 
 /// A pool from Debian's thin_restore: runs ending where another device's
-/// start, different blocks at the same place, devices with nothing.
+/// start, different blocks at the same place, devices with nothing, the
+/// largest thin block and device id.
 fn restored_pool(dir: &Path) -> PathBuf {
     let xml = r#"<superblock uuid="" time="3" transaction="7" flags="0" version="2" data_block_size="256" nr_data_blocks="5000">
   <device dev_id="1" mapped_blocks="10" transaction="0" creation_time="0" snap_time="2">
@@ -132,6 +133,10 @@ fn restored_pool(dir: &Path) -> PathBuf {
     <range_mapping origin_begin="0" data_begin="0" length="2" time="0"/>
     <range_mapping origin_begin="2" data_begin="2" length="2" time="1"/>
     <range_mapping origin_begin="100" data_begin="1000" length="1000" time="2"/>
+  </device>
+  <device dev_id="6" mapped_blocks="2" transaction="5" creation_time="3" snap_time="3">
+    <single_mapping origin_block="18446744073709551614" data_block="5" time="3"/>
+    <single_mapping origin_block="18446744073709551615" data_block="6" time="3"/>
   </device>
   <device dev_id="16777215" mapped_blocks="1" transaction="5" creation_time="3" snap_time="3">
     <single_mapping origin_block="4000000000" data_block="4999" time="3"/>

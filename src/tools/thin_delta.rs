@@ -336,7 +336,7 @@ impl<'w> Simple<'w> {
                 self.out,
                 "    <{} begin=\"{begin}\" length=\"{}\"/>",
                 kind.tag(),
-                end - begin
+                end.wrapping_sub(begin)
             )?;
         }
         Ok(())
@@ -347,12 +347,12 @@ impl Emit for Simple<'_> {
     fn piece(&mut self, p: Piece) -> Result<()> {
         if let Some((kind, _, end)) = &mut self.open {
             if *kind == p.kind && *end == p.begin {
-                *end += p.len;
+                *end = end.wrapping_add(p.len);
                 return Ok(());
             }
         }
         self.flush_open()?;
-        self.open = Some((p.kind, p.begin, p.begin + p.len));
+        self.open = Some((p.kind, p.begin, p.begin.wrapping_add(p.len)));
         Ok(())
     }
 

@@ -313,9 +313,9 @@ fn cell(f: Field, r: &Row, bs: u64) -> Cell {
         CreateTime => Cell::Num(u64::from(r.details.creation_time)),
         SnapTime => Cell::Num(u64::from(r.details.snapshotted_time)),
         HighestBlock => highest(&|h| Cell::Num(h)),
-        HighestSector => highest(&|h| Cell::Num(sectors(h + 1).wrapping_sub(1))),
-        HighestByte => highest(&|h| Cell::Num(bytes(h + 1).wrapping_sub(1))),
-        HighestMapped => highest(&|h| Cell::Text(disk_unit(bytes(h + 1)))),
+        HighestSector => highest(&|h| Cell::Num(sectors(h.wrapping_add(1)).wrapping_sub(1))),
+        HighestByte => highest(&|h| Cell::Num(bytes(h.wrapping_add(1)).wrapping_sub(1))),
+        HighestMapped => highest(&|h| Cell::Text(disk_unit(bytes(h.wrapping_add(1))))),
     }
 }
 

@@ -138,7 +138,7 @@ fn rmap(input: &std::path::Path, regions: &[Range<u64>], sharers: Sharers) -> Re
             r.data_end,
             r.dev as u32,
             r.thin_begin,
-            r.thin_begin + (r.data_end - r.data_begin)
+            r.thin_begin.wrapping_add(r.data_end - r.data_begin)
         )?;
     }
     out.flush()?;

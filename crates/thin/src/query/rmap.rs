@@ -179,7 +179,7 @@ impl Walker<'_> {
     fn keep(&mut self, thin: u64, data: u64) {
         if self.kept.len() > self.sealed {
             if let Some(k) = self.kept.last_mut() {
-                if k.thin + k.len == thin && k.data + k.len == data {
+                if k.thin.checked_add(k.len) == Some(thin) && k.data + k.len == data {
                     k.len += 1;
                     return;
                 }
