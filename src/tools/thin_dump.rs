@@ -2,13 +2,13 @@
 //! element for element) or as human-readable text.
 
 use super::cli::Cli;
+use super::thin_xml::{HumanWriter, XmlWriter};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use super::thin_xml::{HumanWriter, XmlWriter};
 use thin::dump::DumpOptions;
 use thin::ThinMetadata;
 
@@ -23,6 +23,9 @@ Options:
   {--skip-mappings}
   {-V|--version}
 ";
+
+/// A walk holds one path and one prefetched batch of leaves: 4 MiB is ample.
+const CACHE_BLOCKS: usize = 1024;
 
 #[derive(PartialEq)]
 enum Format {
@@ -111,14 +114,14 @@ fn dump(o: &Options) -> Result<()> {
         FileDevice::open(&o.input, false)
             .with_context(|| format!("cannot open {}", o.input.display()))?,
     );
-    let md = ThinMetadata::open(dev, false)?;
+    let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let out: Box<dyn Write> = match &o.output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
-    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    // XmlWriter buffers by itself; the text form goes through a BufWriter.
     let opts = DumpOptions {
         metadata_snap: o.metadata_snap,
         dev_ids: o.dev_ids.clone(),
@@ -126,7 +129,10 @@ fn dump(o: &Options) -> Result<()> {
     };
     match o.format {
         Format::Xml => thin::dump::dump(&md, &opts, &mut XmlWriter::new(out))?,
-        Format::Human => thin::dump::dump(&md, &opts, &mut HumanWriter::new(out))?,
+        Format::Human => {
+            let out = std::io::BufWriter::with_capacity(1 << 20, out);
+            thin::dump::dump(&md, &opts, &mut HumanWriter::new(out))?
+        }
     }
     Ok(())
 }
