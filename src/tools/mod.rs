@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod progress;
 mod thin_check;
 mod thin_dump;
 mod thin_exec;

@@ -2,7 +2,8 @@
 //! element for element) or as human-readable text.
 
 use super::cli::Cli;
-use super::thin_xml::{HumanWriter, XmlWriter};
+use super::progress::Progress;
+use super::thin_xml::{Counted, HumanWriter, XmlWriter};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
@@ -127,11 +128,36 @@ fn dump(o: &Options) -> Result<()> {
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
+    // The bar shares the terminal with the text only when writing to a file.
+    let quiet = o.output.is_none();
+    let total = if quiet {
+        0
+    } else {
+        thin::dump::total_mapped(&md, &opts)?
+    };
+    let progress = Progress::new("thin_dump", total, quiet);
     match o.format {
-        Format::Xml => thin::dump::dump(&md, &opts, &mut XmlWriter::new(out))?,
+        Format::Xml => {
+            let inner = XmlWriter::new(out);
+            thin::dump::dump(
+                &md,
+                &opts,
+                &mut Counted {
+                    inner,
+                    progress: &progress,
+                },
+            )?
+        }
         Format::Human => {
-            let out = std::io::BufWriter::with_capacity(1 << 20, out);
-            thin::dump::dump(&md, &opts, &mut HumanWriter::new(out))?
+            let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+            thin::dump::dump(
+                &md,
+                &opts,
+                &mut Counted {
+                    inner,
+                    progress: &progress,
+                },
+            )?
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Events -> the text `thin_dump` prints, byte for byte as the established
 //! C++ tool does.
 
+use crate::tools::progress::Progress;
 use std::io::Write;
 use thin::ir::{PoolInfo, Run, Visitor};
 use thin::{DeviceDetails, Result};
@@ -164,5 +165,31 @@ impl<W: Write> Visitor for HumanWriter<W> {
         writeln!(self.out, "end superblock")?;
         self.out.flush()?;
         Ok(())
+    }
+}
+
+/// Passes events on, counting mappings into a progress bar.
+pub struct Counted<'a, V: Visitor> {
+    pub inner: V,
+    pub progress: &'a Progress,
+}
+
+impl<V: Visitor> Visitor for Counted<'_, V> {
+    fn superblock_begin(&mut self, p: &PoolInfo) -> Result<()> {
+        self.inner.superblock_begin(p)
+    }
+    fn device_begin(&mut self, id: u64, d: &DeviceDetails) -> Result<()> {
+        self.inner.device_begin(id, d)
+    }
+    #[inline]
+    fn run(&mut self, r: &Run) -> Result<()> {
+        self.progress.add(r.len);
+        self.inner.run(r)
+    }
+    fn device_end(&mut self) -> Result<()> {
+        self.inner.device_end()
+    }
+    fn superblock_end(&mut self) -> Result<()> {
+        self.inner.superblock_end()
     }
 }
