@@ -7,7 +7,7 @@ mod thin_check;
 mod thin_dump;
 mod thin_exec;
 mod thin_restore;
-mod thin_xml;
+pub mod thin_xml;
 mod torture;
 
 use std::process::ExitCode;
