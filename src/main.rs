@@ -3,7 +3,7 @@
 //! `pdt TOOL ARGS...`, or the tool itself when invoked through a link named
 //! after it (`thin_check -> pdt`).
 
-mod tools;
+use pdt::tools;
 
 use std::path::Path;
 use std::process::ExitCode;

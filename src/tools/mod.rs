@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod getopt;
 mod introsort;
+mod progress;
 mod thin_check;
 mod thin_delta;
 mod thin_dump;
@@ -13,7 +14,7 @@ mod thin_metadata_size;
 mod thin_restore;
 mod thin_rmap;
 mod thin_trim;
-mod thin_xml;
+pub mod thin_xml;
 mod torture;
 
 use std::process::ExitCode;

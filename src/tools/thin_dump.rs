@@ -2,13 +2,14 @@
 //! element for element) or as human-readable text.
 
 use super::cli::Cli;
+use super::progress::Progress;
+use super::thin_xml::{Counted, HumanWriter, XmlWriter};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use super::thin_xml::{HumanWriter, XmlWriter};
 use thin::dump::DumpOptions;
 use thin::ThinMetadata;
 
@@ -23,6 +24,9 @@ Options:
   {--skip-mappings}
   {-V|--version}
 ";
+
+/// A walk holds one path and one prefetched batch of leaves: 4 MiB is ample.
+const CACHE_BLOCKS: usize = 1024;
 
 #[derive(PartialEq)]
 enum Format {
@@ -111,22 +115,50 @@ fn dump(o: &Options) -> Result<()> {
         FileDevice::open(&o.input, false)
             .with_context(|| format!("cannot open {}", o.input.display()))?,
     );
-    let md = ThinMetadata::open(dev, false)?;
+    let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let out: Box<dyn Write> = match &o.output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
-    let out = std::io::BufWriter::with_capacity(1 << 20, out);
+    // XmlWriter buffers by itself; the text form goes through a BufWriter.
     let opts = DumpOptions {
         metadata_snap: o.metadata_snap,
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
+    // The bar shares the terminal with the text only when writing to a file.
+    let quiet = o.output.is_none();
+    let total = if quiet {
+        0
+    } else {
+        thin::dump::total_mapped(&md, &opts)?
+    };
+    let progress = Progress::new("thin_dump", total, quiet);
     match o.format {
-        Format::Xml => thin::dump::dump(&md, &opts, &mut XmlWriter::new(out))?,
-        Format::Human => thin::dump::dump(&md, &opts, &mut HumanWriter::new(out))?,
+        Format::Xml => {
+            let inner = XmlWriter::new(out);
+            thin::dump::dump(
+                &md,
+                &opts,
+                &mut Counted {
+                    inner,
+                    progress: &progress,
+                },
+            )?
+        }
+        Format::Human => {
+            let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+            thin::dump::dump(
+                &md,
+                &opts,
+                &mut Counted {
+                    inner,
+                    progress: &progress,
+                },
+            )?
+        }
     }
     Ok(())
 }

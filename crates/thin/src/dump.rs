@@ -15,13 +15,29 @@ pub struct DumpOptions {
     pub skip_mappings: bool,
 }
 
+/// The sum of `mapped_blocks` over the devices `dump` would visit: the
+/// length of the walk, for progress reports.
+pub fn total_mapped(md: &ThinMetadata, opts: &DumpOptions) -> Result<u64> {
+    let sb = roots(md, opts)?;
+    Ok(md
+        .devices_at(sb.data_mapping_root, sb.device_details_root)?
+        .iter()
+        .filter(|(id, _, _)| opts.dev_ids.is_empty() || opts.dev_ids.contains(id))
+        .map(|(_, d, _)| d.mapped_blocks)
+        .sum())
+}
+
+fn roots(md: &ThinMetadata, opts: &DumpOptions) -> Result<crate::format::superblock::Superblock> {
+    if opts.metadata_snap {
+        md.metadata_snap()?.ok_or(ThinError::NoSnapshot)
+    } else {
+        Ok(md.superblock().clone())
+    }
+}
+
 pub fn dump(md: &ThinMetadata, opts: &DumpOptions, out: &mut dyn Visitor) -> Result<()> {
     let live = md.superblock().clone();
-    let sb = if opts.metadata_snap {
-        md.metadata_snap()?.ok_or(ThinError::NoSnapshot)?
-    } else {
-        live.clone()
-    };
+    let sb = roots(md, opts)?;
     let devices = md.devices_at(sb.data_mapping_root, sb.device_details_root)?;
     out.superblock_begin(&PoolInfo {
         uuid: String::new(),

@@ -6,4 +6,4 @@ mod tags;
 mod write;
 
 pub use read::parse;
-pub use write::{HumanWriter, XmlWriter};
+pub use write::{Counted, HumanWriter, XmlWriter};

@@ -30,6 +30,9 @@ use std::sync::Arc;
 /// Default cache size in blocks (64 MiB).
 pub const DEFAULT_CACHE_BLOCKS: usize = 16 * 1024;
 
+/// Longest single read of `prefetch`, in blocks (1 MiB).
+const MAX_PREFETCH_RUN: usize = 256;
+
 pub struct Buffer {
     data: Box<Block>,
     dirty: bool,
@@ -305,6 +308,57 @@ impl BlockManager {
         Self::check_not_poisoned(&self.state.lock())
     }
 
+    /// Reads the uncached blocks among `locs` ahead of their use, in runs of
+    /// consecutive locations, and caches those that validate. A block that
+    /// fails to read or validate is left out: its `read_lock` reports it.
+    /// Reads no more than half the cache, so the blocks stay until used.
+    pub fn prefetch(&self, locs: &[u64], v: &'static dyn Validator) {
+        let mut want: Vec<u64> = {
+            let st = self.state.lock();
+            locs.iter()
+                .copied()
+                .filter(|&loc| loc < self.dev.nr_blocks() && !st.map.contains_key(&loc))
+                .take(self.capacity / 2)
+                .collect()
+        };
+        if want.len() < 2 {
+            return;
+        }
+        want.sort_unstable();
+        want.dedup();
+        let mut loaded = Vec::with_capacity(want.len());
+        let mut i = 0;
+        while i < want.len() {
+            let mut j = i + 1;
+            while j < want.len() && want[j] == want[j - 1] + 1 && j - i < MAX_PREFETCH_RUN {
+                j += 1;
+            }
+            let mut bufs: Vec<Box<Block>> = (i..j).map(|_| zeroed_block()).collect();
+            let mut refs: Vec<&mut Block> = bufs.iter_mut().map(|b| &mut **b).collect();
+            if self.dev.read_blocks(want[i], &mut refs).is_ok() {
+                for (k, data) in bufs.into_iter().enumerate() {
+                    let loc = want[i + k];
+                    if v.check(loc, &data).is_ok() {
+                        loaded.push((loc, data));
+                    }
+                }
+            }
+            i = j;
+        }
+        let mut st = self.state.lock();
+        for (loc, data) in loaded {
+            st.clock += 1;
+            let clock = st.clock;
+            st.map.entry(loc).or_insert_with(|| Entry {
+                slot: Arc::new(RwLock::new(Buffer { data, dirty: false })),
+                validator: v,
+                last_used: clock,
+            });
+        }
+        // Nothing here is dirty, so eviction cannot fail in a way that matters.
+        let _ = self.evict_if_full(&mut st);
+    }
+
     /// Reads a block straight from the device, bypassing the cache and validators.
     pub fn read_raw(&self, loc: u64) -> Result<Box<Block>> {
         self.check_bounds(loc)?;
@@ -525,10 +579,17 @@ impl BlockManager {
 /// manager (which sees the transaction in progress).
 pub trait BlockRead {
     fn read_lock(&self, loc: u64, v: &'static dyn Validator) -> Result<ReadRef>;
+
+    /// A hint that `locs` will be read soon.
+    fn prefetch(&self, _locs: &[u64], _v: &'static dyn Validator) {}
 }
 
 impl BlockRead for BlockManager {
     fn read_lock(&self, loc: u64, v: &'static dyn Validator) -> Result<ReadRef> {
         BlockManager::read_lock(self, loc, v)
+    }
+
+    fn prefetch(&self, locs: &[u64], v: &'static dyn Validator) {
+        BlockManager::prefetch(self, locs, v)
     }
 }

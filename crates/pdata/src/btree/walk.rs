@@ -58,6 +58,7 @@ fn range(
         .map(|i| n.value_u64(i))
         .collect();
     drop(b);
+    r.prefetch(&children, &NODE_VALIDATOR);
     for child in children {
         range(r, child, begin, end, f, depth + 1)?;
     }

@@ -24,6 +24,15 @@ impl FileDevice {
         // Seeking to the end gives the size of block devices as well as files.
         let bytes = file.seek(SeekFrom::End(0))?;
         let regular = file.metadata()?.file_type().is_file();
+        if !regular {
+            // The kernel's buffered metadata I/O bypasses the block device's
+            // page cache, so pages cached by an earlier reader may be stale:
+            // drop them so that every read goes to the device.
+            // SAFETY: a plain syscall on a file descriptor we own.
+            unsafe {
+                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+            }
+        }
         Ok(FileDevice {
             file,
             nr_blocks: AtomicU64::new(bytes / BLOCK_SIZE as u64),

@@ -287,4 +287,8 @@ impl BlockRead for TransactionManager {
         self.check_alive()?;
         self.bm.read_lock(loc, v)
     }
+
+    fn prefetch(&self, locs: &[u64], v: &'static dyn Validator) {
+        self.bm.prefetch(locs, v)
+    }
 }

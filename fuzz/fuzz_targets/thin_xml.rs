@@ -1,0 +1,3 @@
+//! thin_dump XML through the parser and restore.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pdt::fuzzing::thin_xml(data));

@@ -1,0 +1,138 @@
+//! Entry points for the fuzz targets (fuzz/) and for the test that replays
+//! their corpus (tests/fuzz_corpus.rs). Each takes arbitrary bytes and must
+//! return, never panic, whatever they hold.
+//!
+//! Metadata images reach the fuzzer in a sparse form, because a whole image
+//! is mostly zeroes and because random bytes never pass a checksum: an input
+//! is a list of records `index: u8, kind: u8, block: [u8; 4096]`, and each
+//! record's block is sealed with the checksum of its kind before use, so that
+//! mutations reach the code behind the checksums.
+
+use crate::tools::thin_xml;
+use pdata::checksum::{seal, SALT_BITMAP, SALT_BTREE_NODE, SALT_INDEX, SALT_THIN_SUPERBLOCK};
+use pdata::io::{BlockDevice, MemoryDevice};
+use pdata::BLOCK_SIZE;
+use std::sync::Arc;
+use thin::ir::{PoolInfo, Run, Visitor};
+use thin::DeviceDetails;
+
+/// Blocks in a fuzzed metadata device.
+pub const FUZZ_NR_BLOCKS: u64 = 256;
+const RECORD: usize = 2 + BLOCK_SIZE;
+
+/// How a record's block is sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Raw = 0,
+    Superblock = 1,
+    Node = 2,
+    Bitmap = 3,
+    Index = 4,
+}
+
+impl Kind {
+    fn salt(self) -> Option<u32> {
+        match self {
+            Kind::Raw => None,
+            Kind::Superblock => Some(SALT_THIN_SUPERBLOCK),
+            Kind::Node => Some(SALT_BTREE_NODE),
+            Kind::Bitmap => Some(SALT_BITMAP),
+            Kind::Index => Some(SALT_INDEX),
+        }
+    }
+
+    fn from_byte(b: u8) -> Kind {
+        match b % 5 {
+            1 => Kind::Superblock,
+            2 => Kind::Node,
+            3 => Kind::Bitmap,
+            4 => Kind::Index,
+            _ => Kind::Raw,
+        }
+    }
+
+    /// The kind whose salt seals `block`, if any.
+    pub fn of(block: &[u8]) -> Kind {
+        for k in [Kind::Superblock, Kind::Node, Kind::Bitmap, Kind::Index] {
+            if k.salt().is_some_and(|s| pdata::checksum::verify(block, s)) {
+                return k;
+            }
+        }
+        Kind::Raw
+    }
+}
+
+/// A device from sparse records (later records win).
+pub fn device_from_records(data: &[u8]) -> MemoryDevice {
+    let mut image = vec![0u8; FUZZ_NR_BLOCKS as usize * BLOCK_SIZE];
+    for rec in data.chunks_exact(RECORD) {
+        let at = rec[0] as usize % FUZZ_NR_BLOCKS as usize * BLOCK_SIZE;
+        let block = &mut image[at..at + BLOCK_SIZE];
+        block.copy_from_slice(&rec[2..]);
+        if let Some(salt) = Kind::from_byte(rec[1]).salt() {
+            seal(block, salt);
+        }
+    }
+    MemoryDevice::from_image(image)
+}
+
+/// The sparse records of an image's non-zero blocks (for seeding the corpus).
+pub fn records_from_image(image: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, block) in image.chunks_exact(BLOCK_SIZE).enumerate() {
+        if i as u64 >= FUZZ_NR_BLOCKS || block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        out.push(i as u8);
+        out.push(Kind::of(block) as u8);
+        out.extend_from_slice(block);
+    }
+    out
+}
+
+/// Accepts every event and drops it.
+struct Sink;
+
+impl Visitor for Sink {
+    fn superblock_begin(&mut self, _: &PoolInfo) -> thin::Result<()> {
+        Ok(())
+    }
+    fn device_begin(&mut self, _: u64, _: &DeviceDetails) -> thin::Result<()> {
+        Ok(())
+    }
+    fn run(&mut self, _: &Run) -> thin::Result<()> {
+        Ok(())
+    }
+    fn device_end(&mut self) -> thin::Result<()> {
+        Ok(())
+    }
+    fn superblock_end(&mut self) -> thin::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks and dumps the metadata in `data` (sparse records).
+pub fn thin_metadata(data: &[u8]) {
+    let dev: Arc<dyn BlockDevice> = Arc::new(device_from_records(data));
+    let _ = thin::check::check(dev.clone());
+    if let Ok(md) = thin::ThinMetadata::open_with_cache(dev, false, 64) {
+        for metadata_snap in [false, true] {
+            let opts = thin::dump::DumpOptions {
+                metadata_snap,
+                ..Default::default()
+            };
+            let _ = thin::dump::dump(&md, &opts, &mut Sink);
+        }
+    }
+}
+
+/// Parses `data` as thin XML and restores it onto a small device.
+pub fn thin_xml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = thin_xml::parse(text, &mut Sink);
+    let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+    let _ = thin_xml::parse(text, &mut thin::restore::Restorer::new(dev));
+}

@@ -1,0 +1,5 @@
+//! The tools of the multi-call binary `pdt`, as a library: for the binary
+//! itself, for the fuzz targets and for tests.
+
+pub mod fuzzing;
+pub mod tools;

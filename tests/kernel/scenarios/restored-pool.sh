@@ -1,0 +1,29 @@
+# Kernel test 4: the pool in $META was built by `pdt thin_restore` from XML.
+# The kernel activates thins 1, 2 (snapshot of 1) and 3, reads the restored
+# mappings, writes (breaking sharing), holds a metadata snapshot, writes
+# again, and commits on removal.
+# Files from the host: params, reads.txt, writes.txt, writes-after-snap.txt,
+# reads-after.txt (io_list format), and the w-*.bin they name.
+. /lib/pdt-guest.sh
+. ./params
+
+step "activate the pool pdt restored"
+pool_up pool "$META" "$DATA" "$BS" "$NR_BLOCKS"
+for t in 1 2 3; do thin_up thin$t pool $t "$THIN_SECTORS"; done
+save_status status-before.txt pool thin1 thin2 thin3
+
+step "read the restored mappings"
+io_list reads.txt
+
+step "write, breaking sharing between thin1 and its snapshot thin2"
+io_list writes.txt
+
+step "hold a metadata snapshot, then write more"
+must dmsetup message pool 0 reserve_metadata_snap
+io_list writes-after-snap.txt
+io_list reads-after.txt
+save_status status-after.txt pool thin1 thin2 thin3
+
+step "remove everything (the pool commits)"
+down thin3 thin2 thin1 pool
+exit 0
