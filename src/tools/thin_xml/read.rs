@@ -1,113 +1,234 @@
-//! XML text -> events.
+//! XML text -> events, streaming: the dump of either established tool.
+//!
+//! `<def name="…">` (a mapping sequence the Rust 1.x dump names once, at
+//! the top of the superblock) is kept in memory as runs; each
+//! `<ref name="…"/>` inside a device (or a later def) replays it.
 
-use super::tags::tags;
-use anyhow::{bail, Context, Result};
+use super::tags::{parse_u64, Kind, Tag, Tokenizer};
+use anyhow::{anyhow, bail, Result};
+use std::collections::HashMap;
+use std::io::Read;
 use thin::ir::{PoolInfo, Run, Visitor};
 use thin::DeviceDetails;
 
-/// Parses a dump of either established tool and feeds it to `out`.
-pub fn parse(text: &str, out: &mut dyn Visitor) -> Result<()> {
-    let tags = tags(text)?;
-    let mut in_superblock = false;
-    let mut seen_superblock = false;
-    let mut in_device = false;
-    for t in &tags {
-        let at = || format!("line {}", t.line);
-        match (t.name.as_str(), t.closing) {
-            ("superblock", false) => {
-                if seen_superblock {
-                    bail!("line {}: a second <superblock>", t.line);
-                }
-                seen_superblock = true;
-                in_superblock = true;
-                let pool = PoolInfo {
-                    uuid: t.attrs.get("uuid").cloned().unwrap_or_default(),
-                    time: u32::try_from(t.get_or("time", 0)?).context("time too large")?,
-                    transaction_id: t.get_or("transaction", 0)?,
-                    flags: u32::try_from(t.get_or("flags", 0)?).context("flags too large")?,
-                    version: u32::try_from(t.get_or("version", 2)?)
-                        .context("version too large")?,
-                    data_block_size: u32::try_from(t.get("data_block_size")?)
-                        .context("data_block_size too large")?,
-                    nr_data_blocks: t.get("nr_data_blocks")?,
-                    metadata_snap: match t.attrs.get("metadata_snap") {
-                        Some(_) => Some(t.get("metadata_snap")?),
-                        None => None,
-                    },
-                };
-                out.superblock_begin(&pool).with_context(at)?;
-            }
-            ("superblock", true) => {
-                if !in_superblock {
-                    bail!("line {}: </superblock> without <superblock>", t.line);
-                }
-                in_superblock = false;
-                out.superblock_end().with_context(at)?;
-            }
-            ("device", false) => {
-                if !in_superblock || in_device {
-                    bail!("line {}: <device> outside <superblock>", t.line);
-                }
-                in_device = true;
-                let id = t.get("dev_id")?;
-                let details = DeviceDetails {
-                    mapped_blocks: t.get_or("mapped_blocks", 0)?,
-                    transaction_id: t.get_or("transaction", 0)?,
-                    creation_time: u32::try_from(t.get_or("creation_time", 0)?)?,
-                    snapshotted_time: u32::try_from(t.get_or("snap_time", 0)?)?,
-                };
-                out.device_begin(id, &details)
-                    .with_context(|| format!("line {}: device {id}", t.line))?;
-            }
-            ("device", true) => {
-                if !in_device {
-                    bail!("line {}: </device> without <device>", t.line);
-                }
-                in_device = false;
-                out.device_end().with_context(at)?;
-            }
-            ("single_mapping", false) | ("range_mapping", false) => {
-                if !in_device {
-                    bail!("line {}: mapping outside <device>", t.line);
-                }
-                let (origin, data, len) = if t.name == "single_mapping" {
-                    (t.get("origin_block")?, t.get("data_block")?, 1)
-                } else {
-                    (
-                        t.get("origin_begin")?,
-                        t.get("data_begin")?,
-                        t.get("length")?,
-                    )
-                };
-                let time = u32::try_from(t.get_or("time", 0)?)?;
-                if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none()
-                {
-                    bail!("line {}: bad mapping length {len}", t.line);
-                }
-                out.run(&Run {
-                    origin,
-                    data,
-                    len,
-                    time,
-                })
-                .with_context(at)?;
-            }
-            ("single_mapping", true) | ("range_mapping", true) => {}
-            ("def", _) | ("ref", _) => {
-                bail!(
-                    "line {}: <{}> (shared sub-sequences) is not supported yet",
-                    t.line,
-                    t.name
-                )
-            }
-            (other, _) => bail!("line {}: unexpected <{other}>", t.line),
+fn required<'a>(t: &Tag<'a>, key: &str) -> Result<&'a [u8]> {
+    t.attr(key.as_bytes())
+        .ok_or_else(|| anyhow!("line {}: <{}> has no {key} attribute", t.line, t.name_str()))
+}
+
+fn number(t: &Tag, key: &str, v: &[u8]) -> Result<u64> {
+    parse_u64(v).ok_or_else(|| {
+        anyhow!(
+            "line {}: {key}=\"{}\" in <{}> is not a number",
+            t.line,
+            String::from_utf8_lossy(v),
+            t.name_str()
+        )
+    })
+}
+
+fn num(t: &Tag, key: &str) -> Result<u64> {
+    number(t, key, required(t, key)?)
+}
+
+fn num_or(t: &Tag, key: &str, default: u64) -> Result<u64> {
+    match t.attr(key.as_bytes()) {
+        Some(v) => number(t, key, v),
+        None => Ok(default),
+    }
+}
+
+fn num32(t: &Tag, key: &str, v: u64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| anyhow!("line {}: {key}=\"{v}\" is too large", t.line))
+}
+
+fn superblock(t: &Tag) -> Result<PoolInfo> {
+    Ok(PoolInfo {
+        uuid: String::from_utf8_lossy(t.attr(b"uuid").unwrap_or_default()).into_owned(),
+        time: num32(t, "time", num(t, "time")?)?,
+        transaction_id: num(t, "transaction")?,
+        flags: num32(t, "flags", num_or(t, "flags", 0)?)?,
+        version: num32(t, "version", num_or(t, "version", 2)?)?,
+        data_block_size: num32(t, "data_block_size", num(t, "data_block_size")?)?,
+        nr_data_blocks: num(t, "nr_data_blocks")?,
+        metadata_snap: match t.attr(b"metadata_snap") {
+            Some(v) => Some(number(t, "metadata_snap", v)?),
+            None => None,
+        },
+    })
+}
+
+fn device(t: &Tag) -> Result<(u64, DeviceDetails)> {
+    Ok((
+        num(t, "dev_id")?,
+        DeviceDetails {
+            mapped_blocks: num(t, "mapped_blocks")?,
+            transaction_id: num(t, "transaction")?,
+            creation_time: num32(t, "creation_time", num(t, "creation_time")?)?,
+            snapshotted_time: num32(t, "snap_time", num(t, "snap_time")?)?,
+        },
+    ))
+}
+
+fn mapping(t: &Tag, single: bool) -> Result<Run> {
+    let (origin, data, len) = if single {
+        (num(t, "origin_block")?, num(t, "data_block")?, 1)
+    } else {
+        (
+            num(t, "origin_begin")?,
+            num(t, "data_begin")?,
+            num(t, "length")?,
+        )
+    };
+    let time = num32(t, "time", num(t, "time")?)?;
+    if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none() {
+        bail!("line {}: bad mapping length {len}", t.line);
+    }
+    Ok(Run {
+        origin,
+        data,
+        len,
+        time,
+    })
+}
+
+/// Where in the document the reader is.
+#[derive(PartialEq, Eq)]
+enum Place {
+    Start,
+    Superblock,
+    Device,
+    Def,
+    End,
+}
+
+struct Reader<'v> {
+    out: &'v mut dyn Visitor,
+    place: Place,
+    defs: HashMap<Vec<u8>, Vec<Run>>,
+    /// The def being read: its name and runs.
+    def: Option<(Vec<u8>, Vec<Run>)>,
+}
+
+impl Reader<'_> {
+    fn emit(&mut self, run: Run, line: usize) -> Result<()> {
+        match &mut self.def {
+            Some((_, runs)) => runs.push(run),
+            None => self
+                .out
+                .run(&run)
+                .map_err(|e| anyhow!("line {line}: {e}"))?,
         }
+        Ok(())
     }
-    if !seen_superblock {
-        bail!("no <superblock> in the input");
+
+    fn tag(&mut self, t: &Tag) -> Result<()> {
+        let line = t.line;
+        let at = |e: thin::ThinError| anyhow!("line {line}: {e}");
+        let in_mappings = matches!(self.place, Place::Device | Place::Def);
+        match (t.name(), t.kind()) {
+            (b"single_mapping" | b"range_mapping", Kind::Empty | Kind::Open) if in_mappings => {
+                let run = mapping(t, t.name() == b"single_mapping")?;
+                self.emit(run, line)?;
+            }
+            (b"single_mapping" | b"range_mapping", Kind::Close) if in_mappings => {}
+            (b"ref", Kind::Empty | Kind::Open) if in_mappings => {
+                let name = required(t, "name")?;
+                let runs = self.defs.get(name).ok_or_else(|| {
+                    anyhow!(
+                        "line {line}: <ref name=\"{}\"/> names no earlier <def>",
+                        String::from_utf8_lossy(name)
+                    )
+                })?;
+                match &mut self.def {
+                    Some((_, to)) => to.extend_from_slice(runs),
+                    None => {
+                        for r in runs {
+                            self.out.run(r).map_err(at)?;
+                        }
+                    }
+                }
+            }
+            (b"ref", Kind::Close) if in_mappings => {}
+            (b"device", Kind::Open) if self.place == Place::Superblock => {
+                let (id, details) = device(t)?;
+                self.out
+                    .device_begin(id, &details)
+                    .map_err(|e| anyhow!("line {line}: device {id}: {e}"))?;
+                self.place = Place::Device;
+            }
+            (b"device", Kind::Empty) if self.place == Place::Superblock => {
+                let (id, details) = device(t)?;
+                self.out
+                    .device_begin(id, &details)
+                    .and_then(|_| self.out.device_end())
+                    .map_err(|e| anyhow!("line {line}: device {id}: {e}"))?;
+            }
+            (b"device", Kind::Close) if self.place == Place::Device => {
+                self.out.device_end().map_err(at)?;
+                self.place = Place::Superblock;
+            }
+            (b"def", Kind::Open) if self.place == Place::Superblock => {
+                let name = required(t, "name")?.to_vec();
+                if self.defs.contains_key(&name) {
+                    bail!(
+                        "line {line}: a second <def name=\"{}\">",
+                        String::from_utf8_lossy(&name)
+                    );
+                }
+                self.def = Some((name, Vec::new()));
+                self.place = Place::Def;
+            }
+            (b"def", Kind::Close) if self.place == Place::Def => {
+                if let Some((name, runs)) = self.def.take() {
+                    self.defs.insert(name, runs);
+                }
+                self.place = Place::Superblock;
+            }
+            (b"superblock", Kind::Open) if self.place == Place::Start => {
+                self.out.superblock_begin(&superblock(t)?).map_err(at)?;
+                self.place = Place::Superblock;
+            }
+            (b"superblock", Kind::Close) if self.place == Place::Superblock => {
+                self.out.superblock_end().map_err(at)?;
+                self.place = Place::End;
+            }
+            (name, kind) => {
+                let name = String::from_utf8_lossy(name);
+                let tag = match kind {
+                    Kind::Close => format!("</{name}>"),
+                    _ => format!("<{name}>"),
+                };
+                let place = match self.place {
+                    Place::Start => "before <superblock>",
+                    Place::Superblock => "inside <superblock>",
+                    Place::Device => "inside <device>",
+                    Place::Def => "inside <def>",
+                    Place::End => "after </superblock>",
+                };
+                bail!("line {line}: unexpected {tag} {place}");
+            }
+        }
+        Ok(())
     }
-    if in_superblock {
-        bail!("the input ends inside <superblock>");
+}
+
+/// Parses a dump of either established tool and feeds it to `out`.
+pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
+    let mut tokens = Tokenizer::new(input);
+    let mut r = Reader {
+        out,
+        place: Place::Start,
+        defs: HashMap::new(),
+        def: None,
+    };
+    while let Some(t) = tokens.next_tag()? {
+        r.tag(&t)?;
     }
-    Ok(())
+    let line = tokens.line();
+    match r.place {
+        Place::End => Ok(()),
+        Place::Start => bail!("no <superblock> in the input"),
+        _ => bail!("line {line}: the input ends before </superblock> (truncated?)"),
+    }
 }

@@ -3,11 +3,13 @@
 //! Everything above this layer sees a device only through [`BlockDevice`], so
 //! fault-injecting and recording devices can wrap any of them.
 
+mod batch;
 mod file;
 mod flakey;
 mod memory;
 mod recording;
 
+pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
 pub use file::FileDevice;
 pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
