@@ -1,7 +1,7 @@
 //! `thin_restore`: builds thin-pool metadata from the XML of `thin_dump`.
 
 use super::cli::Cli;
-use super::thin_xml::parse;
+use super::thin_xml::parse_in_background;
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::fs::File;
@@ -102,5 +102,5 @@ fn restore(o: &Options) -> Result<()> {
             .with_context(|| format!("cannot open {}", o.output.display()))?,
     );
     let mut restorer = Restorer::new(dev).with_overrides(o.overrides);
-    parse(input, &mut restorer)
+    parse_in_background(input, &mut restorer)
 }

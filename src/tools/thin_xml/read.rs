@@ -70,17 +70,52 @@ fn device(t: &Tag) -> Result<(u64, DeviceDetails)> {
     ))
 }
 
+/// A mapping tag, read in one pass over its attributes (the hot path).
 fn mapping(t: &Tag, single: bool) -> Result<Run> {
-    let (origin, data, len) = if single {
-        (num(t, "origin_block")?, num(t, "data_block")?, 1)
+    let (origin_key, data_key): (&[u8], &[u8]) = if single {
+        (b"origin_block", b"data_block")
     } else {
-        (
-            num(t, "origin_begin")?,
-            num(t, "data_begin")?,
-            num(t, "length")?,
+        (b"origin_begin", b"data_begin")
+    };
+    let (mut origin, mut data, mut len, mut time) = (None, None, None, None);
+    for (k, v) in t.attrs() {
+        let slot = if k == origin_key {
+            &mut origin
+        } else if k == data_key {
+            &mut data
+        } else if k == b"time" {
+            &mut time
+        } else if k == b"length" && !single {
+            &mut len
+        } else {
+            continue;
+        };
+        *slot = Some(parse_u64(v).ok_or_else(|| {
+            anyhow!(
+                "line {}: {}=\"{}\" in <{}> is not a number",
+                t.line,
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(v),
+                t.name_str()
+            )
+        })?);
+    }
+    let missing = |key: &[u8]| {
+        anyhow!(
+            "line {}: <{}> has no {} attribute",
+            t.line,
+            t.name_str(),
+            String::from_utf8_lossy(key)
         )
     };
-    let time = num32(t, "time", num(t, "time")?)?;
+    let origin = origin.ok_or_else(|| missing(origin_key))?;
+    let data = data.ok_or_else(|| missing(data_key))?;
+    let len = if single {
+        1
+    } else {
+        len.ok_or_else(|| missing(b"length"))?
+    };
+    let time = num32(t, "time", time.ok_or_else(|| missing(b"time"))?)?;
     if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none() {
         bail!("line {}: bad mapping length {len}", t.line);
     }
@@ -92,6 +127,33 @@ fn mapping(t: &Tag, single: bool) -> Result<Run> {
     })
 }
 
+/// One event of the stream, as the reader produces it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    SuperblockBegin(Box<PoolInfo>),
+    DeviceBegin(u64, DeviceDetails),
+    Run(Run),
+    DeviceEnd,
+    SuperblockEnd,
+}
+
+/// Passes `ev`, read at `line`, to `out`.
+pub fn apply(out: &mut dyn Visitor, ev: &Event, line: usize) -> Result<()> {
+    match ev {
+        Event::Run(run) => out.run(run),
+        Event::DeviceBegin(id, details) => out
+            .device_begin(*id, details)
+            .map_err(|e| thin::ThinError::Invalid(format!("device {id}: {e}"))),
+        Event::DeviceEnd => out.device_end(),
+        Event::SuperblockBegin(pool) => out.superblock_begin(pool),
+        Event::SuperblockEnd => out.superblock_end(),
+    }
+    .map_err(|e| anyhow!("line {line}: {e}"))
+}
+
+/// Receives the events of a document with the line of each.
+pub type Sink<'a> = dyn FnMut(Event, usize) -> Result<()> + 'a;
+
 /// Where in the document the reader is.
 #[derive(PartialEq, Eq)]
 enum Place {
@@ -102,29 +164,27 @@ enum Place {
     End,
 }
 
-struct Reader<'v> {
-    out: &'v mut dyn Visitor,
+struct Reader<'s, 'a> {
+    sink: &'s mut Sink<'a>,
     place: Place,
     defs: HashMap<Vec<u8>, Vec<Run>>,
     /// The def being read: its name and runs.
     def: Option<(Vec<u8>, Vec<Run>)>,
 }
 
-impl Reader<'_> {
+impl Reader<'_, '_> {
     fn emit(&mut self, run: Run, line: usize) -> Result<()> {
         match &mut self.def {
-            Some((_, runs)) => runs.push(run),
-            None => self
-                .out
-                .run(&run)
-                .map_err(|e| anyhow!("line {line}: {e}"))?,
+            Some((_, runs)) => {
+                runs.push(run);
+                Ok(())
+            }
+            None => (self.sink)(Event::Run(run), line),
         }
-        Ok(())
     }
 
     fn tag(&mut self, t: &Tag) -> Result<()> {
         let line = t.line;
-        let at = |e: thin::ThinError| anyhow!("line {line}: {e}");
         let in_mappings = matches!(self.place, Place::Device | Place::Def);
         match (t.name(), t.kind()) {
             (b"single_mapping" | b"range_mapping", Kind::Empty | Kind::Open) if in_mappings => {
@@ -144,28 +204,23 @@ impl Reader<'_> {
                     Some((_, to)) => to.extend_from_slice(runs),
                     None => {
                         for r in runs {
-                            self.out.run(r).map_err(at)?;
+                            (self.sink)(Event::Run(*r), line)?;
                         }
                     }
                 }
             }
             (b"ref", Kind::Close) if in_mappings => {}
-            (b"device", Kind::Open) if self.place == Place::Superblock => {
+            (b"device", Kind::Open | Kind::Empty) if self.place == Place::Superblock => {
                 let (id, details) = device(t)?;
-                self.out
-                    .device_begin(id, &details)
-                    .map_err(|e| anyhow!("line {line}: device {id}: {e}"))?;
-                self.place = Place::Device;
-            }
-            (b"device", Kind::Empty) if self.place == Place::Superblock => {
-                let (id, details) = device(t)?;
-                self.out
-                    .device_begin(id, &details)
-                    .and_then(|_| self.out.device_end())
-                    .map_err(|e| anyhow!("line {line}: device {id}: {e}"))?;
+                (self.sink)(Event::DeviceBegin(id, details), line)?;
+                if t.kind() == Kind::Empty {
+                    (self.sink)(Event::DeviceEnd, line)?;
+                } else {
+                    self.place = Place::Device;
+                }
             }
             (b"device", Kind::Close) if self.place == Place::Device => {
-                self.out.device_end().map_err(at)?;
+                (self.sink)(Event::DeviceEnd, line)?;
                 self.place = Place::Superblock;
             }
             (b"def", Kind::Open) if self.place == Place::Superblock => {
@@ -186,11 +241,11 @@ impl Reader<'_> {
                 self.place = Place::Superblock;
             }
             (b"superblock", Kind::Open) if self.place == Place::Start => {
-                self.out.superblock_begin(&superblock(t)?).map_err(at)?;
+                (self.sink)(Event::SuperblockBegin(Box::new(superblock(t)?)), line)?;
                 self.place = Place::Superblock;
             }
             (b"superblock", Kind::Close) if self.place == Place::Superblock => {
-                self.out.superblock_end().map_err(at)?;
+                (self.sink)(Event::SuperblockEnd, line)?;
                 self.place = Place::End;
             }
             (name, kind) => {
@@ -213,11 +268,11 @@ impl Reader<'_> {
     }
 }
 
-/// Parses a dump of either established tool and feeds it to `out`.
-pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
+/// Reads a dump of either established tool, giving its events to `sink`.
+pub fn read_events<R: Read>(input: R, sink: &mut Sink<'_>) -> Result<()> {
     let mut tokens = Tokenizer::new(input);
     let mut r = Reader {
-        out,
+        sink,
         place: Place::Start,
         defs: HashMap::new(),
         def: None,
@@ -230,5 +285,123 @@ pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
         Place::End => Ok(()),
         Place::Start => bail!("no <superblock> in the input"),
         _ => bail!("line {line}: the input ends before </superblock> (truncated?)"),
+    }
+}
+
+/// Parses a dump and feeds it to `out`, on this thread.
+#[cfg(test)]
+pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
+    read_events(input, &mut |ev, line| apply(out, &ev, line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thin::Result as ThinResult;
+
+    /// Records events as text.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Visitor for Log {
+        fn superblock_begin(&mut self, p: &PoolInfo) -> ThinResult<()> {
+            self.0.push(format!(
+                "sb {} {} {} {}",
+                p.time, p.transaction_id, p.data_block_size, p.nr_data_blocks
+            ));
+            Ok(())
+        }
+        fn device_begin(&mut self, id: u64, d: &DeviceDetails) -> ThinResult<()> {
+            self.0.push(format!("dev {id} {}", d.mapped_blocks));
+            Ok(())
+        }
+        fn run(&mut self, r: &Run) -> ThinResult<()> {
+            self.0
+                .push(format!("run {} {} {} {}", r.origin, r.data, r.len, r.time));
+            Ok(())
+        }
+        fn device_end(&mut self) -> ThinResult<()> {
+            self.0.push("end".into());
+            Ok(())
+        }
+        fn superblock_end(&mut self) -> ThinResult<()> {
+            self.0.push("sb end".into());
+            Ok(())
+        }
+    }
+
+    fn read(xml: &str) -> Result<Vec<String>> {
+        let mut log = Log::default();
+        parse(xml.as_bytes(), &mut log)?;
+        Ok(log.0)
+    }
+
+    const SB: &str = "<superblock uuid=\"\" time=\"3\" transaction=\"4\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"1000\">\n";
+    const DEV: &str = "<device dev_id=\"7\" mapped_blocks=\"9\" transaction=\"1\" creation_time=\"0\" snap_time=\"1\">\n";
+
+    #[test]
+    fn both_mapping_forms_and_defs() {
+        let xml = format!(
+            "{SB}<def name=\"a\">\n<range_mapping origin_begin=\"0\" data_begin=\"10\" length=\"3\" time=\"1\"/>\n</def>\n<def name='b'><ref name=\"a\"/><single_mapping origin_block=\"5\" data_block=\"20\" time=\"0\"/></def>\n{DEV}<ref name=\"b\"/>\n<single_mapping origin_block=\"9\" data_block=\"30\" time=\"2\"/>\n</device>\n<device dev_id=\"8\" mapped_blocks=\"0\" transaction=\"1\" creation_time=\"0\" snap_time=\"1\"/>\n</superblock>\n"
+        );
+        assert_eq!(
+            read(&xml).unwrap(),
+            vec![
+                "sb 3 4 128 1000",
+                "dev 7 9",
+                "run 0 10 3 1",
+                "run 5 20 1 0",
+                "run 9 30 1 2",
+                "end",
+                "dev 8 0",
+                "end",
+                "sb end"
+            ]
+        );
+    }
+
+    fn error(xml: &str) -> String {
+        read(xml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"x\" data_block=\"1\" time=\"0\"/>\n"
+        ));
+        assert!(e.contains("line 3") && e.contains("not a number"), "{e}");
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" time=\"0\"/>\n"
+        ));
+        assert!(e.contains("line 3") && e.contains("data_block"), "{e}");
+        let e = error(&format!("{SB}{DEV}<range_mapping origin_begin=\"1\" data_begin=\"1\" length=\"0\" time=\"0\"/>\n"));
+        assert!(e.contains("length 0"), "{e}");
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"0\"/>\n"
+        ));
+        assert!(e.contains("line 4") && e.contains("truncated"), "{e}");
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" data_b"
+        ));
+        assert!(
+            e.contains("line 3") && e.contains("ends inside a tag"),
+            "{e}"
+        );
+        let e = error(&format!("{SB}{DEV}<ref name=\"nope\"/>"));
+        assert!(e.contains("line 3") && e.contains("nope"), "{e}");
+        let e = error(&format!(
+            "{SB}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"0\"/>"
+        ));
+        assert!(
+            e.contains("line 2") && e.contains("unexpected <single_mapping>"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"99999999999\"/>"
+        ));
+        assert!(e.contains("too large"), "{e}");
+        assert!(error("").contains("no <superblock>"));
+        let e = error("<superblock uuid=\"\" time=\"0\" transaction=\"1\" nr_data_blocks=\"5\">");
+        assert!(e.contains("data_block_size"), "{e}");
     }
 }

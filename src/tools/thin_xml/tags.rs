@@ -37,7 +37,7 @@ struct RawTag {
 
 pub struct Tag<'a> {
     text: &'a [u8],
-    raw: RawTag,
+    raw: &'a RawTag,
     /// Line of the tag's `<`.
     pub line: usize,
 }
@@ -77,13 +77,14 @@ pub struct Tokenizer<R: Read> {
     end: usize,
     eof: bool,
     line: usize,
+    /// The last tag parsed.
+    raw: RawTag,
 }
 
 /// What a parse attempt on the buffered bytes found.
-// Lives on the stack for one call: boxing the tag would allocate per tag.
-#[allow(clippy::large_enum_variant)]
 enum Parsed {
-    Tag(RawTag, usize),
+    /// A tag (in the tokenizer's `raw`): its length and the newlines in it.
+    Tag(usize, usize),
     /// A comment, declaration or instruction of this many bytes.
     Skip(usize),
     /// The tag goes past the buffered bytes.
@@ -104,6 +105,12 @@ impl<R: Read> Tokenizer<R> {
             end: 0,
             eof: false,
             line: 1,
+            raw: RawTag {
+                name: (0, 0),
+                kind: Kind::Open,
+                attrs: [[0; 4]; MAX_ATTRS],
+                nr_attrs: 0,
+            },
         }
     }
 
@@ -166,7 +173,7 @@ impl<R: Read> Tokenizer<R> {
                 self.refill()?;
             }
             let (line, pos) = (self.line, self.pos);
-            match parse(&self.buf[pos..self.end], line)? {
+            match parse(&self.buf[pos..self.end], line, &mut self.raw)? {
                 Parsed::Incomplete => {
                     if self.eof {
                         bail!("line {line}: the input ends inside a tag");
@@ -177,11 +184,15 @@ impl<R: Read> Tokenizer<R> {
                     self.line += count_lines(&self.buf[pos..pos + n]);
                     self.pos += n;
                 }
-                Parsed::Tag(raw, n) => {
+                Parsed::Tag(n, newlines) => {
                     let text = &self.buf[pos..pos + n];
-                    self.line += count_lines(text);
+                    self.line += newlines;
                     self.pos += n;
-                    return Ok(Some(Tag { text, raw, line }));
+                    return Ok(Some(Tag {
+                        text,
+                        raw: &self.raw,
+                        line,
+                    }));
                 }
             }
         }
@@ -200,8 +211,9 @@ fn find(s: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
         .map(|i| from + i)
 }
 
-/// Parses the markup at the start of `s` (which begins with '<').
-fn parse(s: &[u8], line: usize) -> Result<Parsed> {
+/// Parses the markup at the start of `s` (which begins with '<'); a tag's
+/// pieces go to `tag`.
+fn parse(s: &[u8], line: usize, tag: &mut RawTag) -> Result<Parsed> {
     let len = s.len();
     if len < 2 {
         return Ok(Parsed::Incomplete);
@@ -237,14 +249,12 @@ fn parse(s: &[u8], line: usize) -> Result<Parsed> {
     }
     let name_end = i;
     let name = || String::from_utf8_lossy(&s[start..name_end]).into_owned();
-    let mut tag = RawTag {
-        name: (start as u32, i as u32),
-        kind: Kind::Open,
-        attrs: [[0; 4]; MAX_ATTRS],
-        nr_attrs: 0,
-    };
+    let mut nl = 0;
+    tag.name = (start as u32, i as u32);
+    tag.nr_attrs = 0;
     loop {
         while i < len && is_space(s[i]) {
+            nl += usize::from(s[i] == b'\n');
             i += 1;
         }
         if i == len {
@@ -253,7 +263,7 @@ fn parse(s: &[u8], line: usize) -> Result<Parsed> {
         match s[i] {
             b'>' => {
                 tag.kind = if closing { Kind::Close } else { Kind::Open };
-                return Ok(Parsed::Tag(tag, i + 1));
+                return Ok(Parsed::Tag(i + 1, nl));
             }
             b'/' => {
                 if i + 1 == len {
@@ -263,7 +273,7 @@ fn parse(s: &[u8], line: usize) -> Result<Parsed> {
                     bail!("line {line}: stray '/' in <{}>", name());
                 }
                 tag.kind = Kind::Empty;
-                return Ok(Parsed::Tag(tag, i + 2));
+                return Ok(Parsed::Tag(i + 2, nl));
             }
             _ if closing => bail!("line {line}: attributes in </{}>", name()),
             _ => {}
@@ -275,6 +285,7 @@ fn parse(s: &[u8], line: usize) -> Result<Parsed> {
         let kend = i;
         let key = &s[kstart..kend];
         while i < len && is_space(s[i]) {
+            nl += usize::from(s[i] == b'\n');
             i += 1;
         }
         if i == len {
@@ -289,6 +300,7 @@ fn parse(s: &[u8], line: usize) -> Result<Parsed> {
         }
         i += 1;
         while i < len && is_space(s[i]) {
+            nl += usize::from(s[i] == b'\n');
             i += 1;
         }
         if i == len {
@@ -303,15 +315,20 @@ fn parse(s: &[u8], line: usize) -> Result<Parsed> {
             );
         }
         i += 1;
-        let Some(vlen) = s[i..].iter().position(|&c| c == quote) else {
+        let vstart = i;
+        while i < len && s[i] != quote {
+            nl += usize::from(s[i] == b'\n');
+            i += 1;
+        }
+        if i == len {
             return Ok(Parsed::Incomplete);
-        };
+        }
         if tag.nr_attrs == MAX_ATTRS {
             bail!("line {line}: too many attributes in <{}>", name());
         }
-        tag.attrs[tag.nr_attrs] = [kstart, kend, i, i + vlen].map(|x| x as u32);
+        tag.attrs[tag.nr_attrs] = [kstart, kend, vstart, i].map(|x| x as u32);
         tag.nr_attrs += 1;
-        i += vlen + 1;
+        i += 1;
     }
 }
 

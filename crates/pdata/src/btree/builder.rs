@@ -1,61 +1,131 @@
 //! Bulk building of a B-tree, bottom-up, from entries in increasing key
 //! order: leaves are packed full and written as they fill, then each
-//! internal level the same way. Only a few nodes' worth of entries per level
-//! is held in memory.
-//!
-//! Every level emits a full node once it holds two nodes' worth, so at the
-//! end it holds between one and two nodes' worth (or less, if it never
-//! emitted): split into two halves when more than one, every non-root node
-//! keeps at least `max / 3` entries, as the checkers require.
+//! internal level the same way. Each level holds two node buffers: the node
+//! being filled and the last full one, held back so that at the end an
+//! underfull last node can take entries from it (every non-root node keeps
+//! at least `max / 3` entries, as the checkers require).
 
 use super::node::{
-    max_entries, NodeMut, HEADER_SIZE, INTERNAL_NODE, INTERNAL_VALUE_SIZE, LEAF_NODE,
+    max_entries, HEADER_SIZE, INTERNAL_NODE, INTERNAL_VALUE_SIZE, LEAF_NODE, MAX_ENTRIES_OFFSET,
+    NR_ENTRIES_OFFSET, VALUE_SIZE_OFFSET,
 };
-use crate::block_manager::Validator;
-use crate::btree::node::NODE_VALIDATOR;
+use crate::block_manager::{put_le32, put_le64, Validator};
+use crate::btree::node::{FLAGS_OFFSET, NODE_VALIDATOR};
 use crate::io::BatchWriter;
-use crate::{Error, Result};
+use crate::{Block, Error, Result, BLOCK_SIZE};
 
-/// Entries waiting to be written at one level of the tree.
+/// A node buffer with its header (flags, capacity, value size) set.
+fn node_buffer(flags: u32, max: usize, value_size: usize) -> Box<Block> {
+    let mut b = Box::new([0u8; BLOCK_SIZE]);
+    put_le32(&mut b[..], FLAGS_OFFSET, flags);
+    put_le32(&mut b[..], MAX_ENTRIES_OFFSET, max as u32);
+    put_le32(&mut b[..], VALUE_SIZE_OFFSET, value_size as u32);
+    b
+}
+
+/// One level of the tree being built.
 struct Level {
-    flags: u32,
     max: usize,
     value_size: usize,
-    keys: Vec<u64>,
-    values: Vec<u8>,
-    /// Nodes already written at this level.
-    written: u64,
+    /// The last full node, not yet written.
+    prev: Option<Box<Block>>,
+    /// The node being filled: `nr` entries.
+    cur: Box<Block>,
+    nr: usize,
 }
 
 impl Level {
     fn new(flags: u32, value_size: usize) -> Self {
         let max = max_entries(value_size) as usize;
         Level {
-            flags,
             max,
             value_size,
-            keys: Vec::with_capacity(2 * max),
-            values: Vec::with_capacity(2 * max * value_size),
-            written: 0,
+            prev: None,
+            cur: node_buffer(flags, max, value_size),
+            nr: 0,
         }
     }
 
-    /// Writes entries `[from, from + n)` as one node; gives (first key, location).
-    fn write_node(&mut self, w: &mut BatchWriter, from: usize, n: usize) -> Result<(u64, u64)> {
-        let (loc, block) = w.alloc()?;
-        let mut node = NodeMut(block);
-        node.init(self.flags, self.max as u32, self.value_size);
-        node.set_nr_entries(n);
-        for (j, &k) in self.keys[from..from + n].iter().enumerate() {
-            node.set_key(j, k);
-        }
-        let vs = self.value_size;
-        let vbase = HEADER_SIZE + 8 * self.max;
-        block[vbase..vbase + n * vs].copy_from_slice(&self.values[from * vs..(from + n) * vs]);
-        NODE_VALIDATOR.prepare_for_write(loc, block)?;
-        self.written += 1;
-        Ok((self.keys.get(from).copied().unwrap_or(0), loc))
+    #[inline]
+    fn value_offset(&self, i: usize) -> usize {
+        HEADER_SIZE + 8 * self.max + i * self.value_size
     }
+
+    /// Appends an entry; when the current node was full it is held back and
+    /// the previous one written: gives that one as (first key, location).
+    #[inline]
+    fn push(&mut self, w: &mut BatchWriter, key: u64, value: &[u8]) -> Result<Option<(u64, u64)>> {
+        let mut written = None;
+        if self.nr == self.max {
+            let spare = match self.prev.take() {
+                Some(p) => {
+                    written = Some(write_node(w, &p, self.max)?);
+                    p
+                }
+                None => Box::new(*self.cur),
+            };
+            self.prev = Some(std::mem::replace(&mut self.cur, spare));
+            self.nr = 0;
+        }
+        let i = self.nr;
+        put_le64(&mut self.cur[..], HEADER_SIZE + 8 * i, key);
+        let off = self.value_offset(i);
+        self.cur[off..off + value.len()].copy_from_slice(value);
+        self.nr += 1;
+        Ok(written)
+    }
+
+    /// Writes what the level holds: gives the nodes as (first key,
+    /// location), or the root when the level has a single node.
+    fn finish(&mut self, w: &mut BatchWriter) -> Result<Finished> {
+        let Some(prev) = self.prev.take() else {
+            return Ok(Finished::Root(write_node(w, &self.cur, self.nr)?.1));
+        };
+        let (max, vs) = (self.max, self.value_size);
+        let mut prev_nr = max;
+        if self.nr < max / 3 {
+            // Move the tail of `prev` in front of `cur`'s entries.
+            let keep = (max + self.nr) / 2;
+            let moved = max - keep;
+            let (n, cur) = (self.nr, &mut self.cur);
+            cur.copy_within(HEADER_SIZE..HEADER_SIZE + 8 * n, HEADER_SIZE + 8 * moved);
+            cur[HEADER_SIZE..HEADER_SIZE + 8 * moved]
+                .copy_from_slice(&prev[HEADER_SIZE + 8 * keep..HEADER_SIZE + 8 * max]);
+            let vbase = HEADER_SIZE + 8 * max;
+            cur.copy_within(vbase..vbase + vs * n, vbase + vs * moved);
+            cur[vbase..vbase + vs * moved]
+                .copy_from_slice(&prev[vbase + vs * keep..vbase + vs * max]);
+            prev_nr = keep;
+            self.nr += moved;
+        }
+        let a = write_node(w, &prev, prev_nr)?;
+        let b = write_node(w, &self.cur, self.nr)?;
+        Ok(Finished::Nodes([a, b]))
+    }
+}
+
+enum Finished {
+    Root(u64),
+    Nodes([(u64, u64); 2]),
+}
+
+/// Writes the first `nr` entries of `node` at the writer's next location;
+/// gives (first key, location).
+fn write_node(w: &mut BatchWriter, node: &Block, nr: usize) -> Result<(u64, u64)> {
+    let max = crate::block_manager::le32(node, MAX_ENTRIES_OFFSET) as usize;
+    let vs = crate::block_manager::le32(node, VALUE_SIZE_OFFSET) as usize;
+    let (loc, block) = w.alloc()?;
+    if nr == max {
+        block.copy_from_slice(node);
+    } else {
+        let vbase = HEADER_SIZE + 8 * max;
+        block[..HEADER_SIZE + 8 * nr].copy_from_slice(&node[..HEADER_SIZE + 8 * nr]);
+        block[vbase..vbase + vs * nr].copy_from_slice(&node[vbase..vbase + vs * nr]);
+    }
+    put_le32(&mut block[..], NR_ENTRIES_OFFSET, nr as u32);
+    NODE_VALIDATOR.prepare_for_write(loc, block)?;
+    let first = crate::block_manager::le64(node, HEADER_SIZE);
+    Ok((first, loc))
 }
 
 /// Builds one tree; see the module comment.
@@ -88,11 +158,12 @@ impl TreeBuilder {
     /// Adds an entry; keys must strictly increase.
     #[inline]
     pub fn push(&mut self, w: &mut BatchWriter, key: u64, value: &[u8]) -> Result<()> {
-        if self.last_key.is_some_and(|last| key <= last) {
-            return Err(Error::invalid(format!(
-                "tree builder: key {key} after {}",
-                self.last_key.unwrap_or(0)
-            )));
+        if let Some(last) = self.last_key {
+            if key <= last {
+                return Err(Error::invalid(format!(
+                    "tree builder: key {key} after {last}"
+                )));
+            }
         }
         if value.len() != self.levels[0].value_size {
             return Err(Error::invalid(format!(
@@ -103,7 +174,10 @@ impl TreeBuilder {
         }
         self.last_key = Some(key);
         self.len += 1;
-        self.push_at(w, 0, key, value)
+        if let Some((k, loc)) = self.levels[0].push(w, key, value)? {
+            self.push_child(w, 0, k, loc)?;
+        }
+        Ok(())
     }
 
     #[inline]
@@ -111,52 +185,79 @@ impl TreeBuilder {
         self.push(w, key, &value.to_le_bytes())
     }
 
-    fn push_at(&mut self, w: &mut BatchWriter, level: usize, key: u64, value: &[u8]) -> Result<()> {
-        let l = &mut self.levels[level];
-        l.keys.push(key);
-        l.values.extend_from_slice(value);
-        if l.keys.len() == 2 * l.max {
-            // Emit one full node, keep the second for the tail.
-            let max = l.max;
-            let vs = l.value_size;
-            let (first, loc) = l.write_node(w, 0, max)?;
-            l.keys.copy_within(max.., 0);
-            l.keys.truncate(max);
-            l.values.copy_within(max * vs.., 0);
-            l.values.truncate(max * vs);
-            self.push_child(w, level, first, loc)?;
+    /// Adds `n` entries of le64 values: keys `key..key + n`, values
+    /// `value, value + step, ...` (wrapping); the same as `n` calls of
+    /// `push_u64`, with the checks done once.
+    pub fn push_u64_run(
+        &mut self,
+        w: &mut BatchWriter,
+        key: u64,
+        n: u64,
+        value: u64,
+        step: u64,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
         }
+        let last = key
+            .checked_add(n - 1)
+            .ok_or_else(|| Error::invalid(format!("tree builder: keys {key}+{n} overflow")))?;
+        self.push_u64(w, key, value)?;
+        let (mut k, mut v, mut left) = (key, value, n - 1);
+        while left > 0 {
+            k += 1;
+            v = v.wrapping_add(step);
+            let leaf = &mut self.levels[0];
+            if leaf.nr == leaf.max {
+                // `push` holds the full leaf back and starts the next.
+                if let Some((first, loc)) = leaf.push(w, k, &v.to_le_bytes())? {
+                    self.push_child(w, 0, first, loc)?;
+                }
+                left -= 1;
+                continue;
+            }
+            let take = ((leaf.max - leaf.nr) as u64).min(left);
+            for j in 0..take {
+                let i = leaf.nr + j as usize;
+                put_le64(&mut leaf.cur[..], HEADER_SIZE + 8 * i, k + j);
+                let off = leaf.value_offset(i);
+                put_le64(&mut leaf.cur[..], off, v.wrapping_add(j.wrapping_mul(step)));
+            }
+            leaf.nr += take as usize;
+            k += take - 1;
+            v = v.wrapping_add((take - 1).wrapping_mul(step));
+            left -= take;
+        }
+        self.len += n - 1;
+        self.last_key = Some(last);
         Ok(())
     }
 
     /// Records a node written at `level` in the level above.
     fn push_child(&mut self, w: &mut BatchWriter, level: usize, key: u64, loc: u64) -> Result<()> {
-        if self.levels.len() == level + 1 {
-            self.levels
-                .push(Level::new(INTERNAL_NODE, INTERNAL_VALUE_SIZE));
+        let (mut level, mut key, mut loc) = (level + 1, key, loc);
+        loop {
+            if self.levels.len() == level {
+                self.levels
+                    .push(Level::new(INTERNAL_NODE, INTERNAL_VALUE_SIZE));
+            }
+            match self.levels[level].push(w, key, &loc.to_le_bytes())? {
+                Some((k, l)) => (level, key, loc) = (level + 1, k, l),
+                None => return Ok(()),
+            }
         }
-        self.push_at(w, level + 1, key, &loc.to_le_bytes())
     }
 
     /// Writes what is left; returns the root. An empty tree is one empty leaf.
     pub fn finish(mut self, w: &mut BatchWriter) -> Result<u64> {
         let mut level = 0;
         loop {
-            let l = &mut self.levels[level];
-            let n = l.keys.len();
-            if l.written == 0 && n <= l.max {
-                // The only node of the top level: the root.
-                return Ok(l.write_node(w, 0, n)?.1);
-            }
-            let halves = if n <= l.max {
-                [(0, n), (n, 0)]
-            } else {
-                [(0, n / 2), (n / 2, n - n / 2)]
-            };
-            for (from, count) in halves {
-                if count > 0 {
-                    let (first, loc) = self.levels[level].write_node(w, from, count)?;
-                    self.push_child(w, level, first, loc)?;
+            match self.levels[level].finish(w)? {
+                Finished::Root(root) => return Ok(root),
+                Finished::Nodes(nodes) => {
+                    for (key, loc) in nodes {
+                        self.push_child(w, level, key, loc)?;
+                    }
                 }
             }
             level += 1;
@@ -169,22 +270,12 @@ pub fn nodes_for(n: u64, value_size: usize) -> u64 {
     let mut total = 0;
     let mut n = n;
     let mut max = max_entries(value_size) as u64;
-    loop {
-        if n <= max {
-            return total + 1;
-        }
-        let nodes = if n < 2 * max {
-            2
-        } else {
-            // Full nodes emitted while pushing, then the tail's one or two.
-            let emitted = n / max - 1;
-            let tail = n - emitted * max;
-            emitted + if tail == max { 1 } else { 2 }
-        };
-        total += nodes;
-        n = nodes;
+    while n > max {
+        n = n.div_ceil(max);
+        total += n;
         max = max_entries(INTERNAL_VALUE_SIZE) as u64;
     }
+    total + 1
 }
 
 #[cfg(test)]
@@ -240,6 +331,32 @@ mod tests {
             assert_eq!(blocks, w.next_location() - 5, "n = {n}");
             assert_eq!(nodes_for(n, 8), blocks, "n = {n}");
         }
+    }
+
+    #[test]
+    fn runs_equal_single_pushes() {
+        let build = |runs: bool| {
+            let mem = Arc::new(MemoryDevice::new(64));
+            let dev: Arc<dyn BlockDevice> = mem.clone();
+            let mut w = BatchWriter::new(dev, 0, 64, 5);
+            let mut b = TreeBuilder::new(8);
+            let mut key = 0;
+            for n in [1u64, 300, 2, 251, 252, 253, 1000, 7] {
+                if runs {
+                    b.push_u64_run(&mut w, key, n, key << 24, 1 << 24).unwrap();
+                } else {
+                    for j in 0..n {
+                        b.push_u64(&mut w, key + j, (key + j) << 24).unwrap();
+                    }
+                }
+                key += n + 10;
+            }
+            assert!(b.push_u64_run(&mut w, key - 11, 1, 0, 0).is_err());
+            let root = b.finish(&mut w).unwrap();
+            w.flush_batch().unwrap();
+            (root, mem.image())
+        };
+        assert!(build(true) == build(false));
     }
 
     #[test]

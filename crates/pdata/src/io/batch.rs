@@ -119,6 +119,7 @@ impl BatchWriter {
                     block: first,
                     source,
                 })?;
+            self.dev.start_writeback(first, self.pending as u64);
         }
         self.pending = 0;
         self.batch_first = self.next;

@@ -49,6 +49,13 @@ pub trait BlockDevice: Send + Sync {
         ))
     }
 
+    /// A hint that blocks `first..first + count`, just written, may start
+    /// going to stable storage now, so that the next `flush` waits less.
+    /// Durability still comes only from `flush`.
+    fn start_writeback(&self, first: u64, count: u64) {
+        let _ = (first, count);
+    }
+
     fn read_block(&self, loc: u64, buf: &mut Block) -> io::Result<()> {
         self.read_blocks(loc, &mut [buf])
     }
@@ -73,6 +80,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn grow(&self, nr_blocks: u64) -> io::Result<()> {
         (**self).grow(nr_blocks)
+    }
+    fn start_writeback(&self, first: u64, count: u64) {
+        (**self).start_writeback(first, count)
     }
 }
 

@@ -21,6 +21,9 @@ fn pair(count: u32) -> u64 {
     ((c & 1) << 1) | (c >> 1)
 }
 
+/// `pair` of counts 0..=3.
+const PAIRS: [u64; 4] = [0, 2, 1, 3];
+
 /// Index-entry hints for a bitmap: (nr_free, none_free_before).
 fn hints(used: u32, first_free: u32) -> (u32, u32) {
     (ENTRIES_PER_BITMAP as u32 - used, first_free)
@@ -36,29 +39,26 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
         let (loc, block) = w.alloc()?;
-        let (mut used, mut first_free) = (0u32, None);
+        let (mut used, mut first_free) = (0u32, 0u32);
         if let Some(chunk) = counts.chunk(i) {
+            let zeros = chunk.iter().filter(|&&c| c == 0).count() as u32;
+            used = ENTRIES_PER_BITMAP as u32 - zeros;
+            first_free = chunk.iter().position(|&c| c == 0).unwrap_or(chunk.len()) as u32;
             for (wi, group) in chunk.chunks(32).enumerate() {
                 let mut word = 0u64;
                 for (j, &c) in group.iter().enumerate() {
-                    if c == 0 {
-                        first_free.get_or_insert((wi * 32 + j) as u32);
-                        continue;
+                    word |= PAIRS[c.min(3) as usize] << (2 * j);
+                    if c >= 3 {
+                        let b = base + (wi * 32 + j) as u64;
+                        big.push((b, counts.resolve(b, c)));
                     }
-                    used += 1;
-                    let b = base + (wi * 32 + j) as u64;
-                    let count = counts.resolve(b, c);
-                    if count >= OVERFLOW_MARK {
-                        big.push((b, count));
-                    }
-                    word |= pair(count) << (2 * j);
                 }
                 put_le64(block, BITMAP_HEADER_SIZE + 8 * wi, word);
             }
         }
         BITMAP_VALIDATOR.prepare_for_write(loc, block)?;
         nr_allocated += used as u64;
-        let (nr_free, none_free_before) = hints(used, first_free.unwrap_or(used));
+        let (nr_free, none_free_before) = hints(used, first_free);
         let ie = IndexEntry {
             blocknr: loc,
             nr_free,
@@ -179,6 +179,9 @@ mod tests {
     #[test]
     fn bitmap_words() {
         let mut b = [0u8; BLOCK_SIZE];
+        for c in 0..4 {
+            assert_eq!(PAIRS[c as usize], pair(c));
+        }
         fill_ones(&mut b, 33);
         for e in 0..40 {
             assert_eq!(bitmap_get(&b, e), u32::from(e < 33));

@@ -18,6 +18,8 @@ pub struct RefCounts {
     big: FxHashMap<u64, u32>,
     /// The last chunk touched: (chunk number, index into `chunks`).
     last: Option<(u64, usize)>,
+    /// Blocks with a count of 3 or more.
+    nr_overflow: u64,
 }
 
 impl RefCounts {
@@ -29,6 +31,7 @@ impl RefCounts {
             chunks: Vec::new(),
             big: FxHashMap::default(),
             last: None,
+            nr_overflow: 0,
         }
     }
 
@@ -36,6 +39,7 @@ impl RefCounts {
         self.nr_blocks
     }
 
+    #[inline]
     fn slot(&mut self, chunk: u64) -> usize {
         if let Some((c, s)) = self.last {
             if c == chunk {
@@ -69,14 +73,16 @@ impl RefCounts {
             let first = (b % CHUNK as u64) as usize;
             let n = ((end - b) as usize).min(CHUNK - first);
             let s = self.slot(chunk);
-            let mut overflowed = false;
+            let (mut overflowed, mut threes) = (false, 0);
             for c in &mut self.chunks[s][first..first + n] {
                 if *c < BIG - 1 {
                     *c += 1;
+                    threes += u64::from(*c == 3);
                 } else {
                     overflowed = true;
                 }
             }
+            self.nr_overflow += threes;
             if overflowed {
                 self.carry(chunk, first, n)?;
             }
@@ -133,10 +139,7 @@ impl RefCounts {
 
     /// Number of blocks with a count of 3 or more (the overflow tree's entries).
     pub fn nr_overflow(&self) -> u64 {
-        self.chunks
-            .iter()
-            .map(|c| c.iter().filter(|&&x| x >= 3).count() as u64)
-            .sum()
+        self.nr_overflow
     }
 }
 

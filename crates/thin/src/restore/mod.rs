@@ -205,11 +205,9 @@ impl Build {
             )));
         }
         self.counts.inc_range(data, len)?;
-        let mut value = (data << TIME_BITS) | time as u64;
-        for vblock in origin..origin_end {
-            d.tree.push_u64(&mut self.w, vblock, value)?;
-            value += 1 << TIME_BITS;
-        }
+        let value = (data << TIME_BITS) | time as u64;
+        d.tree
+            .push_u64_run(&mut self.w, origin, len, value, 1 << TIME_BITS)?;
         d.next_origin = origin_end;
         Ok(())
     }
