@@ -61,7 +61,9 @@ fn pool_xml(seed: u64, devices: u64, per_dev: u64) -> String {
         (x >> 33) % n
     };
     let mut next_data = 0;
-    let mut devs: Vec<(u64, u32, u32, Vec<(u64, u64, u32)>)> = Vec::new();
+    // (id, creation time, snap time, [(origin, data, time)])
+    type Dev = (u64, u32, u32, Vec<(u64, u64, u32)>);
+    let mut devs: Vec<Dev> = Vec::new();
     for d in 0..devices {
         let time = d as u32 + 1;
         if d > 0 && rnd(2) == 0 {
