@@ -1,6 +1,7 @@
 //! The thin metadata XML of `thin_dump`/`thin_restore` (and the text form),
 //! as readers and writers of [`thin::ir`] event streams.
 
+mod fast;
 mod pipe;
 mod read;
 mod tags;

@@ -4,6 +4,7 @@
 //! the top of the superblock) is kept in memory as runs; each
 //! `<ref name="…"/>` inside a device (or a later def) replays it.
 
+use super::fast;
 use super::tags::{parse_u64, Kind, Tag, Tokenizer};
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
@@ -277,8 +278,19 @@ pub fn read_events<R: Read>(input: R, sink: &mut Sink<'_>) -> Result<()> {
         defs: HashMap::new(),
         def: None,
     };
-    while let Some(t) = tokens.next_tag()? {
-        r.tag(&t)?;
+    while tokens.next_markup()? {
+        if matches!(r.place, Place::Device | Place::Def) {
+            if let Some((run, n)) = fast::mapping(tokens.peek()) {
+                let line = tokens.line();
+                tokens.consume(n);
+                r.emit(run, line)?;
+                continue;
+            }
+        }
+        match tokens.next_tag()? {
+            Some(t) => r.tag(&t)?,
+            None => break,
+        }
     }
     let line = tokens.line();
     match r.place {
@@ -401,6 +413,15 @@ mod tests {
         ));
         assert!(e.contains("too large"), "{e}");
         assert!(error("").contains("no <superblock>"));
+        // Lines stay right across tags taken by the fast path.
+        let mut xml = format!("{SB}{DEV}");
+        for i in 0..100 {
+            xml +=
+                &format!("<single_mapping origin_block=\"{i}\" data_block=\"{i}\" time=\"0\"/>\n");
+        }
+        let e =
+            error(&(xml + "<single_mapping origin_block=\"1\" data_block=\"-1\" time=\"0\"/>\n"));
+        assert!(e.contains("line 103"), "{e}");
         let e = error("<superblock uuid=\"\" time=\"0\" transaction=\"1\" nr_data_blocks=\"5\">");
         assert!(e.contains("data_block_size"), "{e}");
     }

@@ -150,10 +150,10 @@ impl<R: Read> Tokenizer<R> {
         Ok(())
     }
 
-    /// The next tag, or None at the end of the input.
-    pub fn next_tag(&mut self) -> Result<Option<Tag<'_>>> {
+    /// Moves to the next markup ('<'), with at least a tag's worth of
+    /// bytes buffered after it where the input has them; false at the end.
+    pub fn next_markup(&mut self) -> Result<bool> {
         loop {
-            // Text up to the next '<'.
             while self.pos < self.end {
                 let c = self.buf[self.pos];
                 if c == b'<' {
@@ -162,15 +162,35 @@ impl<R: Read> Tokenizer<R> {
                 self.line += usize::from(c == b'\n');
                 self.pos += 1;
             }
-            if self.pos == self.end {
-                if self.eof {
-                    return Ok(None);
+            if self.pos < self.end {
+                if self.end - self.pos < LOOKAHEAD && !self.eof {
+                    self.refill()?;
                 }
-                self.refill()?;
-                continue;
+                return Ok(true);
             }
-            if self.end - self.pos < LOOKAHEAD && !self.eof {
-                self.refill()?;
+            if self.eof {
+                return Ok(false);
+            }
+            self.refill()?;
+        }
+    }
+
+    /// The buffered bytes from the current position.
+    pub fn peek(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    /// Skips `n` bytes of `peek()`, which hold no newline.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(!self.buf[self.pos..self.pos + n].contains(&b'\n'));
+        self.pos += n;
+    }
+
+    /// The next tag, or None at the end of the input.
+    pub fn next_tag(&mut self) -> Result<Option<Tag<'_>>> {
+        loop {
+            if !self.next_markup()? {
+                return Ok(None);
             }
             let (line, pos) = (self.line, self.pos);
             match parse(&self.buf[pos..self.end], line, &mut self.raw)? {
