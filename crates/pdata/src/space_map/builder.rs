@@ -21,8 +21,43 @@ fn pair(count: u32) -> u64 {
     ((c & 1) << 1) | (c >> 1)
 }
 
-/// `pair` of counts 0..=3.
-const PAIRS: [u64; 4] = [0, 2, 1, 3];
+const BYTE_LOW: u64 = 0x0101_0101_0101_0101;
+
+/// Eight one-byte counts, read at once.
+struct Eight {
+    /// Each byte saturated at 3.
+    v: u64,
+    /// Bit 0 of each byte: the count is not zero.
+    nonzero: u64,
+    /// Bit 0 of each byte: the count is 3 or more.
+    big: u64,
+}
+
+impl Eight {
+    fn new(bytes: &[u8]) -> Eight {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        let x = u64::from_le_bytes(b);
+        // Bytes of 4 and more: bits above bit 1 set; bit 7 of `over` marks them.
+        let high = x & !(BYTE_LOW * 3);
+        let over = (((high & (BYTE_LOW * 0x7F)) + BYTE_LOW * 0x7F) | high) & (BYTE_LOW * 0x80);
+        let v = (x & (BYTE_LOW * 3)) | ((over >> 7) * 3);
+        Eight {
+            v,
+            nonzero: (v | (v >> 1)) & BYTE_LOW,
+            big: v & (v >> 1) & BYTE_LOW,
+        }
+    }
+
+    /// The eight 2-bit bitmap entries, as 16 bits.
+    fn pairs(&self) -> u64 {
+        // The low bit of a pair holds the high bit of the count.
+        let y = ((self.v & BYTE_LOW) << 1) | ((self.v >> 1) & BYTE_LOW);
+        let y = (y | (y >> 6)) & 0x000F_000F_000F_000F;
+        let y = (y | (y >> 12)) & 0x0000_00FF_0000_00FF;
+        (y | (y >> 24)) & 0xFFFF
+    }
+}
 
 /// Index-entry hints for a bitmap: (nr_free, none_free_before).
 fn hints(used: u32, first_free: u32) -> (u32, u32) {
@@ -39,23 +74,31 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
         let (loc, block) = w.alloc()?;
-        let (mut used, mut first_free) = (0u32, 0u32);
+        let (mut used, mut first_free) = (0u32, None);
         if let Some(chunk) = counts.chunk(i) {
-            let zeros = chunk.iter().filter(|&&c| c == 0).count() as u32;
-            used = ENTRIES_PER_BITMAP as u32 - zeros;
-            first_free = chunk.iter().position(|&c| c == 0).unwrap_or(chunk.len()) as u32;
-            for (wi, group) in chunk.chunks(32).enumerate() {
+            for (wi, group) in chunk.chunks_exact(32).enumerate() {
                 let mut word = 0u64;
-                for (j, &c) in group.iter().enumerate() {
-                    word |= PAIRS[c.min(3) as usize] << (2 * j);
-                    if c >= 3 {
-                        let b = base + (wi * 32 + j) as u64;
-                        big.push((b, counts.resolve(b, c)));
+                for (k, eight) in group.chunks_exact(8).enumerate() {
+                    let at = wi * 32 + k * 8;
+                    let e = Eight::new(eight);
+                    word |= e.pairs() << (16 * k);
+                    used += e.nonzero.count_ones();
+                    if first_free.is_none() && e.nonzero != BYTE_LOW {
+                        let z = (!e.nonzero & BYTE_LOW).trailing_zeros() / 8;
+                        first_free = Some((at + z as usize) as u32);
+                    }
+                    let mut big_bytes = e.big;
+                    while big_bytes != 0 {
+                        let j = big_bytes.trailing_zeros() as usize / 8;
+                        big_bytes &= big_bytes - 1;
+                        let b = base + (at + j) as u64;
+                        big.push((b, counts.resolve(b, eight[j])));
                     }
                 }
                 put_le64(block, BITMAP_HEADER_SIZE + 8 * wi, word);
             }
         }
+        let first_free = first_free.unwrap_or(used);
         BITMAP_VALIDATOR.prepare_for_write(loc, block)?;
         nr_allocated += used as u64;
         let (nr_free, none_free_before) = hints(used, first_free);
@@ -179,8 +222,27 @@ mod tests {
     #[test]
     fn bitmap_words() {
         let mut b = [0u8; BLOCK_SIZE];
-        for c in 0..4 {
-            assert_eq!(PAIRS[c as usize], pair(c));
+        // Eight counts at once, as one at a time would give them.
+        let mut x = 12345u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let bytes: Vec<u8> = (0..8)
+                .map(|k| match (x >> (8 * k + 3)) % 4 {
+                    0 => 0,
+                    1 => (x >> (8 * k)) as u8 % 4,
+                    _ => (x >> (8 * k)) as u8,
+                })
+                .collect();
+            let e = Eight::new(&bytes);
+            let mut pairs = 0;
+            for (j, &c) in bytes.iter().enumerate() {
+                pairs |= pair(u32::from(c)) << (2 * j);
+                assert_eq!((e.nonzero >> (8 * j)) & 1, u64::from(c != 0));
+                assert_eq!((e.big >> (8 * j)) & 1, u64::from(c >= 3));
+            }
+            assert_eq!(e.pairs(), pairs, "{bytes:?}");
         }
         fill_ones(&mut b, 33);
         for e in 0..40 {
