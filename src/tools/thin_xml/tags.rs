@@ -249,7 +249,6 @@ fn parse(s: &[u8], line: usize, tag: &mut RawTag) -> Result<Parsed> {
             let close: &[u8] = if s.starts_with(b"<!--") { b"-->" } else { b">" };
             return Ok(match find(s, 2, close) {
                 Some(e) => Parsed::Skip(e + close.len()),
-                None if len < 4 => Parsed::Incomplete,
                 None => Parsed::Incomplete,
             });
         }

@@ -9,7 +9,7 @@
 //! between two flushes. Block 0 is zeroed first, so an interrupted restore
 //! leaves no superblock pointing at half-written trees.
 //!
-//! Memory: the pending entries of each tree level being built, one row per
+//! Memory: two node buffers per level of the tree being built, one row per
 //! device, and one byte per data block in the bitmaps that are in use.
 //! Each mapping counts once in the data space map (a dump does not say which
 //! mappings share leaves), and no leaf is shared.
@@ -63,8 +63,9 @@ pub struct Restorer {
 enum State {
     Idle,
     Building(Box<Build>),
-    /// Finished, or failed: nothing more is accepted.
-    Over,
+    Finished,
+    /// An error ended the restore: nothing more is accepted.
+    Failed,
 }
 
 /// Everything between `superblock_begin` and `superblock_end`.
@@ -106,13 +107,14 @@ impl Restorer {
     fn with_build<T>(&mut self, f: impl FnOnce(&mut Build) -> Result<T>) -> Result<T> {
         let State::Building(b) = &mut self.state else {
             return Err(invalid(match self.state {
-                State::Idle => "no <superblock> before the devices",
-                _ => "input after the end of the superblock",
+                State::Idle => "no superblock before the devices",
+                State::Finished => "input after the end of the superblock",
+                _ => "the restore stopped at an earlier error",
             }));
         };
         let r = f(b);
         if r.is_err() {
-            self.state = State::Over;
+            self.state = State::Failed;
         }
         r
     }
@@ -218,7 +220,7 @@ impl Visitor for Restorer {
         if !matches!(self.state, State::Idle) {
             return Err(invalid("a second superblock"));
         }
-        self.state = State::Over;
+        self.state = State::Failed;
         let pool = self.overrides.apply(pool);
         self.state = State::Building(Box::new(Build::start(self.dev.clone(), pool)?));
         Ok(())
@@ -268,7 +270,7 @@ impl Visitor for Restorer {
             }
             finish::finish(b)
         })?;
-        self.state = State::Over;
+        self.state = State::Finished;
         Ok(())
     }
 }
