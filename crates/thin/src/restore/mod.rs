@@ -12,7 +12,9 @@
 //! Memory: two node buffers per level of the tree being built, one row per
 //! device, and one byte per data block in the bitmaps that are in use.
 //! Each mapping counts once in the data space map (a dump does not say which
-//! mappings share leaves), and no leaf is shared.
+//! mappings share leaves), and no leaf is shared. As the Rust tools do, the
+//! superblock gets version 2, flags 0 (needs_check cleared) and no
+//! metadata snapshot, whatever the input says.
 
 mod finish;
 
