@@ -129,10 +129,7 @@ pub fn thin_metadata(data: &[u8]) {
 
 /// Parses `data` as thin XML and restores it onto a small device.
 pub fn thin_xml(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let _ = thin_xml::parse(text, &mut Sink);
+    let _ = thin_xml::parse(data, &mut Sink);
     let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
-    let _ = thin_xml::parse(text, &mut thin::restore::Restorer::new(dev));
+    let _ = thin_xml::parse(data, &mut thin::restore::Restorer::new(dev));
 }

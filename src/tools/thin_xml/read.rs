@@ -1,112 +1,427 @@
-//! XML text -> events.
+//! XML text -> events, streaming: the dump of either established tool.
+//!
+//! `<def name="…">` (a mapping sequence the Rust 1.x dump names once, at
+//! the top of the superblock) is kept in memory as runs; each
+//! `<ref name="…"/>` inside a device (or a later def) replays it.
 
-use super::tags::tags;
-use anyhow::{bail, Context, Result};
+use super::fast;
+use super::tags::{parse_u64, Kind, Tag, Tokenizer};
+use anyhow::{anyhow, bail, Result};
+use std::collections::HashMap;
+use std::io::Read;
 use thin::ir::{PoolInfo, Run, Visitor};
 use thin::DeviceDetails;
 
-/// Parses a dump of either established tool and feeds it to `out`.
-pub fn parse(text: &str, out: &mut dyn Visitor) -> Result<()> {
-    let tags = tags(text)?;
-    let mut in_superblock = false;
-    let mut seen_superblock = false;
-    let mut in_device = false;
-    for t in &tags {
-        let at = || format!("line {}", t.line);
-        match (t.name.as_str(), t.closing) {
-            ("superblock", false) => {
-                if seen_superblock {
-                    bail!("line {}: a second <superblock>", t.line);
-                }
-                seen_superblock = true;
-                in_superblock = true;
-                let pool = PoolInfo {
-                    uuid: t.attrs.get("uuid").cloned().unwrap_or_default(),
-                    time: u32::try_from(t.get_or("time", 0)?).context("time too large")?,
-                    transaction_id: t.get_or("transaction", 0)?,
-                    flags: u32::try_from(t.get_or("flags", 0)?).context("flags too large")?,
-                    version: u32::try_from(t.get_or("version", 2)?).context("version too large")?,
-                    data_block_size: u32::try_from(t.get("data_block_size")?)
-                        .context("data_block_size too large")?,
-                    nr_data_blocks: t.get("nr_data_blocks")?,
-                    metadata_snap: match t.attrs.get("metadata_snap") {
-                        Some(_) => Some(t.get("metadata_snap")?),
-                        None => None,
-                    },
-                };
-                out.superblock_begin(&pool).with_context(at)?;
+fn required<'a>(t: &Tag<'a>, key: &str) -> Result<&'a [u8]> {
+    t.attr(key.as_bytes())
+        .ok_or_else(|| anyhow!("line {}: <{}> has no {key} attribute", t.line, t.name_str()))
+}
+
+fn number(t: &Tag, key: &str, v: &[u8]) -> Result<u64> {
+    parse_u64(v).ok_or_else(|| {
+        anyhow!(
+            "line {}: {key}=\"{}\" in <{}> is not a number",
+            t.line,
+            String::from_utf8_lossy(v),
+            t.name_str()
+        )
+    })
+}
+
+fn num(t: &Tag, key: &str) -> Result<u64> {
+    number(t, key, required(t, key)?)
+}
+
+fn num_or(t: &Tag, key: &str, default: u64) -> Result<u64> {
+    match t.attr(key.as_bytes()) {
+        Some(v) => number(t, key, v),
+        None => Ok(default),
+    }
+}
+
+fn num32(t: &Tag, key: &str, v: u64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| anyhow!("line {}: {key}=\"{v}\" is too large", t.line))
+}
+
+fn superblock(t: &Tag) -> Result<PoolInfo> {
+    Ok(PoolInfo {
+        uuid: String::from_utf8_lossy(t.attr(b"uuid").unwrap_or_default()).into_owned(),
+        time: num32(t, "time", num(t, "time")?)?,
+        transaction_id: num(t, "transaction")?,
+        flags: num32(t, "flags", num_or(t, "flags", 0)?)?,
+        version: num32(t, "version", num_or(t, "version", 2)?)?,
+        data_block_size: num32(t, "data_block_size", num(t, "data_block_size")?)?,
+        nr_data_blocks: num(t, "nr_data_blocks")?,
+        metadata_snap: match t.attr(b"metadata_snap") {
+            Some(v) => Some(number(t, "metadata_snap", v)?),
+            None => None,
+        },
+    })
+}
+
+fn device(t: &Tag) -> Result<(u64, DeviceDetails)> {
+    Ok((
+        num(t, "dev_id")?,
+        DeviceDetails {
+            mapped_blocks: num(t, "mapped_blocks")?,
+            transaction_id: num(t, "transaction")?,
+            creation_time: num32(t, "creation_time", num(t, "creation_time")?)?,
+            snapshotted_time: num32(t, "snap_time", num(t, "snap_time")?)?,
+        },
+    ))
+}
+
+/// A mapping tag, read in one pass over its attributes (the hot path).
+fn mapping(t: &Tag, single: bool) -> Result<Run> {
+    let (origin_key, data_key): (&[u8], &[u8]) = if single {
+        (b"origin_block", b"data_block")
+    } else {
+        (b"origin_begin", b"data_begin")
+    };
+    let (mut origin, mut data, mut len, mut time) = (None, None, None, None);
+    for (k, v) in t.attrs() {
+        let slot = if k == origin_key {
+            &mut origin
+        } else if k == data_key {
+            &mut data
+        } else if k == b"time" {
+            &mut time
+        } else if k == b"length" && !single {
+            &mut len
+        } else {
+            continue;
+        };
+        *slot = Some(parse_u64(v).ok_or_else(|| {
+            anyhow!(
+                "line {}: {}=\"{}\" in <{}> is not a number",
+                t.line,
+                String::from_utf8_lossy(k),
+                String::from_utf8_lossy(v),
+                t.name_str()
+            )
+        })?);
+    }
+    let missing = |key: &[u8]| {
+        anyhow!(
+            "line {}: <{}> has no {} attribute",
+            t.line,
+            t.name_str(),
+            String::from_utf8_lossy(key)
+        )
+    };
+    let origin = origin.ok_or_else(|| missing(origin_key))?;
+    let data = data.ok_or_else(|| missing(data_key))?;
+    let len = if single {
+        1
+    } else {
+        len.ok_or_else(|| missing(b"length"))?
+    };
+    let time = num32(t, "time", time.ok_or_else(|| missing(b"time"))?)?;
+    if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none() {
+        bail!("line {}: bad mapping length {len}", t.line);
+    }
+    Ok(Run {
+        origin,
+        data,
+        len,
+        time,
+    })
+}
+
+/// One event of the stream, as the reader produces it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    SuperblockBegin(Box<PoolInfo>),
+    DeviceBegin(u64, DeviceDetails),
+    Run(Run),
+    DeviceEnd,
+    SuperblockEnd,
+}
+
+/// Passes `ev`, read at `line`, to `out`.
+pub fn apply(out: &mut dyn Visitor, ev: &Event, line: usize) -> Result<()> {
+    match ev {
+        Event::Run(run) => out.run(run),
+        Event::DeviceBegin(id, details) => out
+            .device_begin(*id, details)
+            .map_err(|e| thin::ThinError::Invalid(format!("device {id}: {e}"))),
+        Event::DeviceEnd => out.device_end(),
+        Event::SuperblockBegin(pool) => out.superblock_begin(pool),
+        Event::SuperblockEnd => out.superblock_end(),
+    }
+    .map_err(|e| anyhow!("line {line}: {e}"))
+}
+
+/// Receives the events of a document with the line of each.
+pub type Sink<'a> = dyn FnMut(Event, usize) -> Result<()> + 'a;
+
+/// Where in the document the reader is.
+#[derive(PartialEq, Eq)]
+enum Place {
+    Start,
+    Superblock,
+    Device,
+    Def,
+    End,
+}
+
+struct Reader<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+    place: Place,
+    defs: HashMap<Vec<u8>, Vec<Run>>,
+    /// The def being read: its name and runs.
+    def: Option<(Vec<u8>, Vec<Run>)>,
+}
+
+impl Reader<'_, '_> {
+    fn emit(&mut self, run: Run, line: usize) -> Result<()> {
+        match &mut self.def {
+            Some((_, runs)) => {
+                runs.push(run);
+                Ok(())
             }
-            ("superblock", true) => {
-                if !in_superblock {
-                    bail!("line {}: </superblock> without <superblock>", t.line);
-                }
-                in_superblock = false;
-                out.superblock_end().with_context(at)?;
-            }
-            ("device", false) => {
-                if !in_superblock || in_device {
-                    bail!("line {}: <device> outside <superblock>", t.line);
-                }
-                in_device = true;
-                let id = t.get("dev_id")?;
-                let details = DeviceDetails {
-                    mapped_blocks: t.get_or("mapped_blocks", 0)?,
-                    transaction_id: t.get_or("transaction", 0)?,
-                    creation_time: u32::try_from(t.get_or("creation_time", 0)?)?,
-                    snapshotted_time: u32::try_from(t.get_or("snap_time", 0)?)?,
-                };
-                out.device_begin(id, &details)
-                    .with_context(|| format!("line {}: device {id}", t.line))?;
-            }
-            ("device", true) => {
-                if !in_device {
-                    bail!("line {}: </device> without <device>", t.line);
-                }
-                in_device = false;
-                out.device_end().with_context(at)?;
-            }
-            ("single_mapping", false) | ("range_mapping", false) => {
-                if !in_device {
-                    bail!("line {}: mapping outside <device>", t.line);
-                }
-                let (origin, data, len) = if t.name == "single_mapping" {
-                    (t.get("origin_block")?, t.get("data_block")?, 1)
-                } else {
-                    (
-                        t.get("origin_begin")?,
-                        t.get("data_begin")?,
-                        t.get("length")?,
-                    )
-                };
-                let time = u32::try_from(t.get_or("time", 0)?)?;
-                if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none()
-                {
-                    bail!("line {}: bad mapping length {len}", t.line);
-                }
-                out.run(&Run {
-                    origin,
-                    data,
-                    len,
-                    time,
-                })
-                .with_context(at)?;
-            }
-            ("single_mapping", true) | ("range_mapping", true) => {}
-            ("def", _) | ("ref", _) => {
-                bail!(
-                    "line {}: <{}> (shared sub-sequences) is not supported yet",
-                    t.line,
-                    t.name
-                )
-            }
-            (other, _) => bail!("line {}: unexpected <{other}>", t.line),
+            None => (self.sink)(Event::Run(run), line),
         }
     }
-    if !seen_superblock {
-        bail!("no <superblock> in the input");
+
+    fn tag(&mut self, t: &Tag) -> Result<()> {
+        let line = t.line;
+        let in_mappings = matches!(self.place, Place::Device | Place::Def);
+        match (t.name(), t.kind()) {
+            (b"single_mapping" | b"range_mapping", Kind::Empty | Kind::Open) if in_mappings => {
+                let run = mapping(t, t.name() == b"single_mapping")?;
+                self.emit(run, line)?;
+            }
+            (b"single_mapping" | b"range_mapping", Kind::Close) if in_mappings => {}
+            (b"ref", Kind::Empty | Kind::Open) if in_mappings => {
+                let name = required(t, "name")?;
+                let runs = self.defs.get(name).ok_or_else(|| {
+                    anyhow!(
+                        "line {line}: <ref name=\"{}\"/> names no earlier <def>",
+                        String::from_utf8_lossy(name)
+                    )
+                })?;
+                match &mut self.def {
+                    Some((_, to)) => to.extend_from_slice(runs),
+                    None => {
+                        for r in runs {
+                            (self.sink)(Event::Run(*r), line)?;
+                        }
+                    }
+                }
+            }
+            (b"ref", Kind::Close) if in_mappings => {}
+            (b"device", Kind::Open | Kind::Empty) if self.place == Place::Superblock => {
+                let (id, details) = device(t)?;
+                (self.sink)(Event::DeviceBegin(id, details), line)?;
+                if t.kind() == Kind::Empty {
+                    (self.sink)(Event::DeviceEnd, line)?;
+                } else {
+                    self.place = Place::Device;
+                }
+            }
+            (b"device", Kind::Close) if self.place == Place::Device => {
+                (self.sink)(Event::DeviceEnd, line)?;
+                self.place = Place::Superblock;
+            }
+            (b"def", Kind::Open) if self.place == Place::Superblock => {
+                let name = required(t, "name")?.to_vec();
+                if self.defs.contains_key(&name) {
+                    bail!(
+                        "line {line}: a second <def name=\"{}\">",
+                        String::from_utf8_lossy(&name)
+                    );
+                }
+                self.def = Some((name, Vec::new()));
+                self.place = Place::Def;
+            }
+            (b"def", Kind::Close) if self.place == Place::Def => {
+                if let Some((name, runs)) = self.def.take() {
+                    self.defs.insert(name, runs);
+                }
+                self.place = Place::Superblock;
+            }
+            (b"superblock", Kind::Open) if self.place == Place::Start => {
+                (self.sink)(Event::SuperblockBegin(Box::new(superblock(t)?)), line)?;
+                self.place = Place::Superblock;
+            }
+            (b"superblock", Kind::Close) if self.place == Place::Superblock => {
+                (self.sink)(Event::SuperblockEnd, line)?;
+                self.place = Place::End;
+            }
+            (name, kind) => {
+                let name = String::from_utf8_lossy(name);
+                let tag = match kind {
+                    Kind::Close => format!("</{name}>"),
+                    _ => format!("<{name}>"),
+                };
+                let place = match self.place {
+                    Place::Start => "before <superblock>",
+                    Place::Superblock => "inside <superblock>",
+                    Place::Device => "inside <device>",
+                    Place::Def => "inside <def>",
+                    Place::End => "after </superblock>",
+                };
+                bail!("line {line}: unexpected {tag} {place}");
+            }
+        }
+        Ok(())
     }
-    if in_superblock {
-        bail!("the input ends inside <superblock>");
+}
+
+/// Reads a dump of either established tool, giving its events to `sink`.
+pub fn read_events<R: Read>(input: R, sink: &mut Sink<'_>) -> Result<()> {
+    let mut tokens = Tokenizer::new(input);
+    let mut r = Reader {
+        sink,
+        place: Place::Start,
+        defs: HashMap::new(),
+        def: None,
+    };
+    while tokens.next_markup()? {
+        if matches!(r.place, Place::Device | Place::Def) {
+            if let Some((run, n)) = fast::mapping(tokens.peek()) {
+                let line = tokens.line();
+                tokens.consume(n);
+                r.emit(run, line)?;
+                continue;
+            }
+        }
+        match tokens.next_tag()? {
+            Some(t) => r.tag(&t)?,
+            None => break,
+        }
     }
-    Ok(())
+    let line = tokens.line();
+    match r.place {
+        Place::End => Ok(()),
+        Place::Start => bail!("no <superblock> in the input"),
+        _ => bail!("line {line}: the input ends before </superblock> (truncated?)"),
+    }
+}
+
+/// Parses a dump and feeds it to `out`, on this thread.
+pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
+    read_events(input, &mut |ev, line| apply(out, &ev, line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thin::Result as ThinResult;
+
+    /// Records events as text.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Visitor for Log {
+        fn superblock_begin(&mut self, p: &PoolInfo) -> ThinResult<()> {
+            self.0.push(format!(
+                "sb {} {} {} {}",
+                p.time, p.transaction_id, p.data_block_size, p.nr_data_blocks
+            ));
+            Ok(())
+        }
+        fn device_begin(&mut self, id: u64, d: &DeviceDetails) -> ThinResult<()> {
+            self.0.push(format!("dev {id} {}", d.mapped_blocks));
+            Ok(())
+        }
+        fn run(&mut self, r: &Run) -> ThinResult<()> {
+            self.0
+                .push(format!("run {} {} {} {}", r.origin, r.data, r.len, r.time));
+            Ok(())
+        }
+        fn device_end(&mut self) -> ThinResult<()> {
+            self.0.push("end".into());
+            Ok(())
+        }
+        fn superblock_end(&mut self) -> ThinResult<()> {
+            self.0.push("sb end".into());
+            Ok(())
+        }
+    }
+
+    fn read(xml: &str) -> Result<Vec<String>> {
+        let mut log = Log::default();
+        parse(xml.as_bytes(), &mut log)?;
+        Ok(log.0)
+    }
+
+    const SB: &str = "<superblock uuid=\"\" time=\"3\" transaction=\"4\" version=\"2\" data_block_size=\"128\" nr_data_blocks=\"1000\">\n";
+    const DEV: &str = "<device dev_id=\"7\" mapped_blocks=\"9\" transaction=\"1\" creation_time=\"0\" snap_time=\"1\">\n";
+
+    #[test]
+    fn both_mapping_forms_and_defs() {
+        let xml = format!(
+            "{SB}<def name=\"a\">\n<range_mapping origin_begin=\"0\" data_begin=\"10\" length=\"3\" time=\"1\"/>\n</def>\n<def name='b'><ref name=\"a\"/><single_mapping origin_block=\"5\" data_block=\"20\" time=\"0\"/></def>\n{DEV}<ref name=\"b\"/>\n<single_mapping origin_block=\"9\" data_block=\"30\" time=\"2\"/>\n</device>\n<device dev_id=\"8\" mapped_blocks=\"0\" transaction=\"1\" creation_time=\"0\" snap_time=\"1\"/>\n</superblock>\n"
+        );
+        assert_eq!(
+            read(&xml).unwrap(),
+            vec![
+                "sb 3 4 128 1000",
+                "dev 7 9",
+                "run 0 10 3 1",
+                "run 5 20 1 0",
+                "run 9 30 1 2",
+                "end",
+                "dev 8 0",
+                "end",
+                "sb end"
+            ]
+        );
+    }
+
+    fn error(xml: &str) -> String {
+        read(xml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"x\" data_block=\"1\" time=\"0\"/>\n"
+        ));
+        assert!(e.contains("line 3") && e.contains("not a number"), "{e}");
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" time=\"0\"/>\n"
+        ));
+        assert!(e.contains("line 3") && e.contains("data_block"), "{e}");
+        let e = error(&format!("{SB}{DEV}<range_mapping origin_begin=\"1\" data_begin=\"1\" length=\"0\" time=\"0\"/>\n"));
+        assert!(e.contains("length 0"), "{e}");
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"0\"/>\n"
+        ));
+        assert!(e.contains("line 4") && e.contains("truncated"), "{e}");
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" data_b"
+        ));
+        assert!(
+            e.contains("line 3") && e.contains("ends inside a tag"),
+            "{e}"
+        );
+        let e = error(&format!("{SB}{DEV}<ref name=\"nope\"/>"));
+        assert!(e.contains("line 3") && e.contains("nope"), "{e}");
+        let e = error(&format!(
+            "{SB}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"0\"/>"
+        ));
+        assert!(
+            e.contains("line 2") && e.contains("unexpected <single_mapping>"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{SB}{DEV}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"99999999999\"/>"
+        ));
+        assert!(e.contains("too large"), "{e}");
+        assert!(error("").contains("no <superblock>"));
+        // Lines stay right across tags taken by the fast path.
+        let mut xml = format!("{SB}{DEV}");
+        for i in 0..100 {
+            xml +=
+                &format!("<single_mapping origin_block=\"{i}\" data_block=\"{i}\" time=\"0\"/>\n");
+        }
+        let e =
+            error(&(xml + "<single_mapping origin_block=\"1\" data_block=\"-1\" time=\"0\"/>\n"));
+        assert!(e.contains("line 103"), "{e}");
+        let e = error("<superblock uuid=\"\" time=\"0\" transaction=\"1\" nr_data_blocks=\"5\">");
+        assert!(e.contains("data_block_size"), "{e}");
+    }
 }

@@ -9,6 +9,7 @@
 //! leaf is shadowed its values are duplicated (`inc`); when a value is
 //! removed or overwritten by a different one it is released (`dec`).
 
+pub mod builder;
 pub mod node;
 
 mod delete;
@@ -19,6 +20,7 @@ mod spine;
 mod value;
 mod walk;
 
+pub use builder::TreeBuilder;
 pub use delete::delete_tree;
 pub use insert::insert;
 pub use lookup::{find_highest, find_lowest, lookup, lookup_ge, lookup_le, lookup_next};

@@ -3,11 +3,13 @@
 //! Everything above this layer sees a device only through [`BlockDevice`], so
 //! fault-injecting and recording devices can wrap any of them.
 
+mod batch;
 mod file;
 mod flakey;
 mod memory;
 mod recording;
 
+pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
 pub use file::FileDevice;
 pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
@@ -47,6 +49,13 @@ pub trait BlockDevice: Send + Sync {
         ))
     }
 
+    /// A hint that blocks `first..first + count`, just written, may start
+    /// going to stable storage now, so that the next `flush` waits less.
+    /// Durability still comes only from `flush`.
+    fn start_writeback(&self, first: u64, count: u64) {
+        let _ = (first, count);
+    }
+
     fn read_block(&self, loc: u64, buf: &mut Block) -> io::Result<()> {
         self.read_blocks(loc, &mut [buf])
     }
@@ -71,6 +80,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn grow(&self, nr_blocks: u64) -> io::Result<()> {
         (**self).grow(nr_blocks)
+    }
+    fn start_writeback(&self, first: u64, count: u64) {
+        (**self).start_writeback(first, count)
     }
 }
 

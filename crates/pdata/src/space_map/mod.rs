@@ -6,9 +6,12 @@
 //! * [`disk`]: the data device's map (index B-tree), living in metadata
 //!   blocks allocated through the transaction manager.
 
+pub mod builder;
+pub mod counts;
 pub mod disk;
 pub mod format;
 pub mod metadata;
 
+pub use counts::RefCounts;
 pub use disk::DiskSpaceMap;
 pub use format::SmRoot;
