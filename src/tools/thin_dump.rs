@@ -2,13 +2,13 @@
 //! element for element) or as human-readable text.
 
 use super::cli::Cli;
+use super::thin_xml::{HumanWriter, XmlWriter};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use super::thin_xml::{HumanWriter, XmlWriter};
 use thin::dump::DumpOptions;
 use thin::ThinMetadata;
 

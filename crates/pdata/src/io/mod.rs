@@ -3,6 +3,7 @@
 //! Everything above this layer sees a device only through [`BlockDevice`], so
 //! fault-injecting and recording devices can wrap any of them.
 
+pub mod batch;
 mod file;
 mod flakey;
 mod memory;
