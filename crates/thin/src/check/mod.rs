@@ -118,7 +118,7 @@ pub fn check_with(dev: &dyn BlockDevice, opts: &CheckOptions) -> CheckReport {
         );
         return report;
     };
-    let mut w = Walker::new(dev, meta, data);
+    let mut w = Walker::new(dev, meta, data, dsm.nr_blocks);
     w.report = report;
     w.reference_other(SUPERBLOCK_LOCATION, Other::Superblock, Section::Superblock);
 

@@ -141,8 +141,11 @@ pub struct Walker<'a> {
     buffers: Buffers,
     /// Expected metadata counts; its length bounds every metadata reference.
     pub meta: RefCounts,
-    /// Expected data counts; its length is the data device's size.
+    /// Expected data counts: empty when the data device is too large to
+    /// be real (reported), else one per data block.
     pub data: RefCounts,
+    /// Size of the data device.
+    pub nr_data: u64,
     /// Follow the top level into the devices' mapping trees.
     pub follow_bottom: bool,
     summaries: Vec<Summary>,
@@ -162,12 +165,13 @@ pub struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(dev: &'a dyn BlockDevice, meta: RefCounts, data: RefCounts) -> Self {
+    pub fn new(dev: &'a dyn BlockDevice, meta: RefCounts, data: RefCounts, nr_data: u64) -> Self {
         Walker {
             dev,
             buffers: Buffers::default(),
             meta,
             data,
+            nr_data,
             follow_bottom: true,
             summaries: Vec::new(),
             sorted: true,
@@ -357,12 +361,12 @@ impl<'a> Walker<'a> {
 
     /// Counts the data blocks of a mapping leaf.
     fn bottom_leaf(&mut self, r: &Ref, b: &Block, values: &[u8]) {
-        let nr_data = self.data.len();
+        let (nr_data, counted) = (self.nr_data, self.data.len());
         for (i, v) in values.chunks_exact(8).enumerate() {
             let block = le64(v, 0) >> crate::format::block_time::TIME_BITS;
-            if block < nr_data {
+            if block < counted {
                 self.data.inc(block);
-            } else {
+            } else if block >= nr_data {
                 self.report.fatal(
                     Section::Mappings,
                     format!(
@@ -378,14 +382,17 @@ impl<'a> Walker<'a> {
     /// Compares an entry of the data overflow tree with the count found
     /// (every mapping has been counted by now).
     fn data_overflow_entry(&mut self, block: u64, count: u32) {
-        if block >= self.data.len() {
+        if block >= self.nr_data {
             self.report.fatal(
                 Section::SpaceMaps,
                 format!(
                     "data space map overflow tree: entry for data block {block}, beyond the data device ({} blocks)",
-                    self.data.len()
+                    self.nr_data
                 ),
             );
+            return;
+        }
+        if block >= self.data.len() {
             return;
         }
         overflow_entry(&mut self.data, &mut self.report, "data", block, count);
