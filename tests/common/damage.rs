@@ -184,10 +184,30 @@ impl Image {
             out.entry(self.le64(index, 16 + 16 * i))
                 .or_insert(Role::MetaBitmap);
         }
-        while let Some((root, tree, snap)) = trees.pop() {
+        // Live trees first: a node shared with the snapshot is not `snap`.
+        let mut i = 0;
+        while i < trees.len() {
+            let (root, tree, snap) = trees[i];
             self.walk(root, tree, snap, true, &mut out, &mut trees);
+            i += 1;
         }
         out
+    }
+
+    /// The blocks of the metadata snapshot's trees.
+    pub fn snapshot_blocks(&self) -> std::collections::BTreeSet<u64> {
+        let held = self.le64(0, sb::HELD_ROOT);
+        let mut out = BTreeMap::new();
+        if held != 0 {
+            let mut trees = vec![
+                (self.le64(held, sb::DETAILS_ROOT), Tree::Details, true),
+                (self.le64(held, sb::MAPPING_ROOT), Tree::Top, true),
+            ];
+            while let Some((root, tree, snap)) = trees.pop() {
+                self.walk(root, tree, snap, true, &mut out, &mut trees);
+            }
+        }
+        out.into_keys().collect()
     }
 
     fn walk(

@@ -1,6 +1,6 @@
-//! Reading many blocks in two stages on two threads: a worker reads batches
-//! (sorted, coalesced, no cache) and verifies each block on its own; the
-//! calling thread applies the verified blocks to the walk's state, in order.
+//! Reading many blocks in two stages: workers read batches (sorted,
+//! coalesced, no cache) and verify each block on its own; the calling
+//! thread applies the verified blocks to the walk's state, in order.
 
 use pdata::io::batch::read_sorted;
 use pdata::io::BlockDevice;
@@ -9,8 +9,10 @@ use std::sync::mpsc::sync_channel;
 
 /// Blocks per batch.
 const BATCH: usize = 128;
-/// Batches in flight: one being read, one queued, one being applied.
-const NR_BUFFERS: usize = 3;
+/// Reading threads at most (the calling thread applies).
+const MAX_WORKERS: usize = 2;
+/// Batches per worker: one being read while the other waits or is applied.
+const PER_WORKER: usize = 2;
 
 /// Batch buffers, kept from one run to the next.
 #[derive(Default)]
@@ -66,35 +68,49 @@ pub fn run<J, V>(
         return;
     }
 
-    let (free_tx, free_rx) = sync_channel::<Box<[Block]>>(NR_BUFFERS);
-    let (full_tx, full_rx) = sync_channel(NR_BUFFERS);
-    for _ in 0..NR_BUFFERS {
-        let _ = free_tx.send(buffers.take());
-    }
+    // Worker w reads batches w, w + WORKERS, ...; the batches are applied
+    // in order, so batch i comes from worker i % WORKERS.
+    let workers_n = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
+    let mut free_txs = Vec::new();
+    let mut full_rxs = Vec::new();
     let returned = std::thread::scope(|s| {
-        let read = &read;
-        // The worker owns the sender, so a failing worker ends the loop
-        // below; it hands all buffers back at the end.
-        let worker = s.spawn(move || {
-            for chunk in jobs.chunks(BATCH) {
-                let Ok(mut buf) = free_rx.recv() else { break };
-                let (ok, verdicts) = read(chunk, &mut buf);
-                if full_tx.send((buf, ok, verdicts)).is_err() {
-                    break;
-                }
+        let mut workers = Vec::new();
+        for w in 0..workers_n {
+            let (free_tx, free_rx) = sync_channel::<Box<[Block]>>(PER_WORKER);
+            let (full_tx, full_rx) = sync_channel(PER_WORKER);
+            for _ in 0..PER_WORKER {
+                let _ = free_tx.send(buffers.take());
             }
-            drop(full_tx);
-            free_rx.iter().take(NR_BUFFERS).collect::<Vec<_>>()
-        });
-        for chunk in jobs.chunks(BATCH) {
-            let Ok((buf, ok, verdicts)) = full_rx.recv() else {
+            free_txs.push(free_tx);
+            full_rxs.push(full_rx);
+            let read = &read;
+            // A worker owns its sender, so a failing worker ends the loop
+            // below; it hands its buffers back at the end.
+            workers.push(s.spawn(move || {
+                for chunk in jobs.chunks(BATCH).skip(w).step_by(workers_n) {
+                    let Ok(mut buf) = free_rx.recv() else { break };
+                    let (ok, verdicts) = read(chunk, &mut buf);
+                    if full_tx.send((buf, ok, verdicts)).is_err() {
+                        break;
+                    }
+                }
+                drop(full_tx);
+                free_rx.iter().take(PER_WORKER).collect::<Vec<_>>()
+            }));
+        }
+        for (i, chunk) in jobs.chunks(BATCH).enumerate() {
+            let w = i % workers_n;
+            let Ok((buf, ok, verdicts)) = full_rxs[w].recv() else {
                 break;
             };
             apply_batch(chunk, &buf, ok, verdicts);
-            let _ = free_tx.send(buf);
+            let _ = free_txs[w].send(buf);
         }
-        drop(free_tx);
-        worker.join().unwrap_or_default()
+        free_txs.clear();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect::<Vec<_>>()
     });
     buffers.free.extend(returned);
 }
