@@ -155,6 +155,9 @@ fn print_report(o: &Options, r: &CheckReport) {
             err += &p.text;
             err.push('\n');
         }
+        if section == Section::SpaceMaps && !r.counts_compared {
+            err += "  reference counts not compared: the trees above are damaged\n";
+        }
     }
     if r.nr_hidden() > 0 {
         err += &format!("  ... and {} more problems\n", r.nr_hidden());

@@ -7,21 +7,20 @@ use crate::format::device_details::DeviceDetails;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
-/// Checks the devices of the live pool (or of the metadata snapshot);
-/// returns them and their number of mappings (counted when
-/// `count_mappings`, as the walk followed the mapping trees).
+/// Checks the devices of the live pool or of the metadata snapshot (`snap`)
+/// whose trees have these roots; returns them and their number of mappings
+/// (counted when `count_mappings`, as the walk followed the mapping trees).
 pub fn check(
     w: &mut Walker,
     snap: bool,
+    details_root: u64,
+    top_root: u64,
     count_mappings: bool,
 ) -> (BTreeMap<u64, DeviceDetails>, u64) {
     let prefix = if snap { "metadata snapshot: " } else { "" };
-    let details: BTreeMap<u64, DeviceDetails> = std::mem::take(&mut w.details[usize::from(snap)])
-        .into_iter()
-        .collect();
-    let roots: BTreeMap<u64, u64> = std::mem::take(&mut w.tops[usize::from(snap)])
-        .into_iter()
-        .collect();
+    let details: BTreeMap<u64, DeviceDetails> =
+        w.detail_entries(details_root).into_iter().collect();
+    let roots: BTreeMap<u64, u64> = w.top_entries(top_root).into_iter().collect();
     for dev in details.keys().filter(|d| !roots.contains_key(d)) {
         w.report.fatal(
             Section::Devices,

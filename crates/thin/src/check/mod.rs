@@ -147,8 +147,8 @@ pub fn check_with(dev: &dyn BlockDevice, opts: &CheckOptions) -> CheckReport {
 
     let full = !opts.metadata_snap && !opts.skip_mappings;
     let mut roots = Vec::new();
+    let top = opts.override_mapping_root.unwrap_or(sb.data_mapping_root);
     if !opts.metadata_snap {
-        let top = opts.override_mapping_root.unwrap_or(sb.data_mapping_root);
         roots.push(Ref::root(sb.device_details_root, Tree::Details, false));
         roots.push(Ref::root(top, Tree::Top, false));
     }
@@ -162,72 +162,77 @@ pub fn check_with(dev: &dyn BlockDevice, opts: &CheckOptions) -> CheckReport {
     w.follow_bottom = !opts.skip_mappings;
     w.walk(&roots);
 
-    let mut tally = None;
-    let mut meta_index = Vec::new();
-    let mut data_index = Vec::new();
-    if full {
-        meta_index = space_maps::metadata_index(&mut w, msm.bitmap_root, msm.nr_blocks);
-        data_index = space_maps::data_index(&mut w, dsm.nr_blocks);
-        // Every mapping is counted: the overflow entries can be compared.
-        w.walk(&[
-            Ref::root(msm.ref_count_root, Tree::MetaOverflow, false),
-            Ref::root(dsm.ref_count_root, Tree::DataOverflow, false),
-        ]);
-    }
     w.check_repeats();
-    if full {
-        space_maps::metadata_overflow(&mut w);
-        let limit = w.meta.len();
-        let mut bitmaps: Vec<BitmapRef> = meta_index
-            .iter()
-            .enumerate()
-            .map(|(i, e)| BitmapRef {
-                map: Map::Metadata,
-                index: i as u64,
-                loc: e.blocknr,
-            })
-            .collect();
-        if data_len == dsm.nr_blocks {
-            bitmaps.extend(data_index.iter().map(|s| BitmapRef {
-                map: Map::Data,
-                index: s.key,
-                loc: s.entry.blocknr,
-            }));
-        }
-        bitmaps.retain(|b| b.loc < limit);
-        tally = Some(space_maps::compare(
-            &mut w,
-            bitmaps,
-            [msm.nr_blocks, dsm.nr_blocks],
-        ));
-    }
-
-    let primary = opts.metadata_snap;
     let follow = w.follow_bottom;
-    let (devices, nr_mappings) = devices::check(&mut w, primary, follow);
-    if snap.is_some() && !primary {
-        devices::check(&mut w, true, follow);
-    }
+    let live = (!opts.metadata_snap)
+        .then(|| devices::check(&mut w, false, sb.device_details_root, top, follow));
+    let snapped = snap.as_ref().map(|s| {
+        devices::check(
+            &mut w,
+            true,
+            s.device_details_root,
+            s.data_mapping_root,
+            follow,
+        )
+    });
+    let (devices, nr_mappings) = live.or(snapped).unwrap_or_default();
     w.report.devices = devices;
     w.report.nr_mappings = nr_mappings;
+    if !full {
+        return std::mem::take(&mut w.report);
+    }
 
-    if let Some(t) = tally {
-        w.report.metadata_blocks_in_use = t.in_use[0];
-        w.report.data_blocks_in_use = t.in_use[1];
-        if opts.repair_leaks && w.report.nr_fatal == 0 && !t.leaky.is_empty() {
-            match repair::leaks(
-                &w,
-                &t.leaky,
-                &mut meta_index,
-                msm.bitmap_root,
-                &mut data_index,
-            ) {
-                Ok(n) => w.report.repaired_leaks = n,
-                Err(e) => w.report.fatal(
-                    Section::SpaceMaps,
-                    format!("repairing the leaks failed: {e}"),
-                ),
-            }
+    // The space maps: their own structure always, their counts only when
+    // the trees gave every reference (else the differences only echo the
+    // damage found).
+    let r = &w.report;
+    w.compare_counts = r.nr_fatal == r.fatal_by_section[Section::SpaceMaps as usize];
+    let mut meta_index = space_maps::metadata_index(&mut w, msm.bitmap_root, msm.nr_blocks);
+    let mut data_index = space_maps::data_index(&mut w, dsm.nr_blocks);
+    w.walk(&[
+        Ref::root(msm.ref_count_root, Tree::MetaOverflow, false),
+        Ref::root(dsm.ref_count_root, Tree::DataOverflow, false),
+    ]);
+    w.check_repeats();
+    if !w.compare_counts {
+        return std::mem::take(&mut w.report);
+    }
+    w.report.counts_compared = true;
+    space_maps::metadata_overflow(&mut w);
+    let limit = w.meta.len();
+    let mut bitmaps: Vec<BitmapRef> = meta_index
+        .iter()
+        .enumerate()
+        .map(|(i, e)| BitmapRef {
+            map: Map::Metadata,
+            index: i as u64,
+            loc: e.blocknr,
+        })
+        .collect();
+    if data_len == dsm.nr_blocks {
+        bitmaps.extend(data_index.iter().map(|s| BitmapRef {
+            map: Map::Data,
+            index: s.key,
+            loc: s.entry.blocknr,
+        }));
+    }
+    bitmaps.retain(|b| b.loc < limit);
+    let t = space_maps::compare(&mut w, bitmaps, [msm.nr_blocks, dsm.nr_blocks]);
+    w.report.metadata_blocks_in_use = t.in_use[0];
+    w.report.data_blocks_in_use = t.in_use[1];
+    if opts.repair_leaks && w.report.nr_fatal == 0 && !t.leaky.is_empty() {
+        match repair::leaks(
+            &w,
+            &t.leaky,
+            &mut meta_index,
+            msm.bitmap_root,
+            &mut data_index,
+        ) {
+            Ok(n) => w.report.repaired_leaks = n,
+            Err(e) => w.report.fatal(
+                Section::SpaceMaps,
+                format!("repairing the leaks failed: {e}"),
+            ),
         }
     }
     std::mem::take(&mut w.report)

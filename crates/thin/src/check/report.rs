@@ -29,7 +29,7 @@ pub struct Problem {
 }
 
 /// Messages kept per severity; the rest are only counted.
-const MAX_FATAL_SHOWN: usize = 200;
+const MAX_FATAL_SHOWN: usize = 100;
 const MAX_LEAKS_SHOWN: usize = 20;
 
 /// What a check found.
@@ -40,6 +40,8 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
     /// All fatal problems, shown or not.
     pub nr_fatal: u64,
+    /// Fatal problems by section, shown or not.
+    pub fatal_by_section: [u64; 4],
     /// All leaked blocks, shown or not.
     pub nr_leaks: u64,
     /// Texts of the fatal problems kept.
@@ -60,6 +62,9 @@ pub struct CheckReport {
     pub superblock_ok: bool,
     /// Leaked blocks set free by the repair.
     pub repaired_leaks: u64,
+    /// The space maps' counts were compared with the references found
+    /// (not when damaged trees left those short).
+    pub counts_compared: bool,
 }
 
 impl CheckReport {
@@ -75,6 +80,7 @@ impl CheckReport {
 
     pub(super) fn fatal(&mut self, section: Section, text: impl Into<String>) {
         self.nr_fatal += 1;
+        self.fatal_by_section[section as usize] += 1;
         if self.errors.len() < MAX_FATAL_SHOWN {
             let text = text.into();
             self.errors.push(text.clone());

@@ -148,17 +148,23 @@ pub struct Walker<'a> {
     pub nr_data: u64,
     /// Follow the top level into the devices' mapping trees.
     pub follow_bottom: bool,
+    /// Compare overflow entries with the counts found (not when damaged
+    /// trees left the counts short).
+    pub compare_counts: bool,
     summaries: Vec<Summary>,
     sorted: bool,
-    /// Children of bottom-tree internal nodes: loc -> range of `child_locs`.
+    /// Children of internal nodes of the mapping and devices trees: loc ->
+    /// range of `child_locs`.
     children: FxHashMap<u32, (u32, u32)>,
     child_locs: Vec<u64>,
     /// References to nodes already referenced.
     repeats: Vec<Ref>,
     pub others: FxHashMap<u64, Other>,
-    /// (device, mapping root) and (device, details), live and snapshot.
-    pub tops: [Vec<(u64, u64)>; 2],
-    pub details: [Vec<(u64, DeviceDetails)>; 2],
+    /// Entries of the leaves of the top level, (device, mapping root), and
+    /// of the devices tree, by leaf (the live pool and the metadata snapshot
+    /// share leaves).
+    top_leaves: FxHashMap<u64, Vec<(u64, u64)>>,
+    detail_leaves: FxHashMap<u64, Vec<(u64, DeviceDetails)>>,
     pub data_index: Vec<IndexSlot>,
     pub meta_overflow: Vec<(u64, u32)>,
     pub report: CheckReport,
@@ -173,14 +179,15 @@ impl<'a> Walker<'a> {
             data,
             nr_data,
             follow_bottom: true,
+            compare_counts: true,
             summaries: Vec::new(),
             sorted: true,
             children: FxHashMap::default(),
             child_locs: Vec::new(),
             repeats: Vec::new(),
             others: FxHashMap::default(),
-            tops: [Vec::new(), Vec::new()],
-            details: [Vec::new(), Vec::new()],
+            top_leaves: FxHashMap::default(),
+            detail_leaves: FxHashMap::default(),
             data_index: Vec::new(),
             meta_overflow: Vec::new(),
             report: CheckReport::default(),
@@ -289,6 +296,7 @@ impl<'a> Walker<'a> {
         }
         self.summaries.push(s);
         let values = &b[head.value_offset(0)..head.value_offset(nr)];
+        let keep_children = matches!(r.tree, Tree::Bottom | Tree::Top | Tree::Details);
         if !head.leaf {
             let start = self.child_locs.len() as u32;
             for (i, v) in values.chunks_exact(8).enumerate() {
@@ -306,22 +314,22 @@ impl<'a> Walker<'a> {
                     ..*r
                 };
                 self.reference_node(c, next);
-                if r.tree == Tree::Bottom {
+                if keep_children {
                     self.child_locs.push(child);
                 }
             }
-            if r.tree == Tree::Bottom {
+            if keep_children {
                 self.children.insert(r.loc as u32, (start, nr as u32));
             }
             return;
         }
-        let snap = usize::from(r.snap);
         match r.tree {
             Tree::Bottom => self.bottom_leaf(r, b, values),
             Tree::Top => {
+                let mut entries = Vec::with_capacity(nr);
                 for (i, v) in values.chunks_exact(8).enumerate() {
                     let (dev, root) = (key(b, i), le64(v, 0));
-                    self.tops[snap].push((dev, root));
+                    entries.push((dev, root));
                     if self.follow_bottom {
                         let sub = Ref {
                             dev,
@@ -330,11 +338,15 @@ impl<'a> Walker<'a> {
                         self.reference_node(sub, next);
                     }
                 }
+                self.top_leaves.insert(r.loc, entries);
             }
             Tree::Details => {
-                for (i, v) in values.chunks_exact(DEVICE_DETAILS_SIZE).enumerate() {
-                    self.details[snap].push((key(b, i), DeviceDetails::unpack(v)));
-                }
+                let entries = values
+                    .chunks_exact(DEVICE_DETAILS_SIZE)
+                    .enumerate()
+                    .map(|(i, v)| (key(b, i), DeviceDetails::unpack(v)))
+                    .collect();
+                self.detail_leaves.insert(r.loc, entries);
             }
             Tree::DataIndex => {
                 for (i, v) in values.chunks_exact(INDEX_ENTRY_SIZE).enumerate() {
@@ -392,7 +404,7 @@ impl<'a> Walker<'a> {
             );
             return;
         }
-        if block >= self.data.len() {
+        if block >= self.data.len() || !self.compare_counts {
             return;
         }
         overflow_entry(&mut self.data, &mut self.report, "data", block, count);
@@ -484,6 +496,48 @@ impl<'a> Walker<'a> {
                 );
             }
             // Otherwise the first visit failed and was reported.
+        }
+    }
+
+    /// The (device, mapping root) entries of the top level whose root is
+    /// `root`, in key order. Call after the walk.
+    pub fn top_entries(&self, root: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        self.gather(root, Tree::Top, &self.top_leaves, &mut out, 0);
+        out
+    }
+
+    /// The entries of the devices tree whose root is `root`.
+    pub fn detail_entries(&self, root: u64) -> Vec<(u64, DeviceDetails)> {
+        let mut out = Vec::new();
+        self.gather(root, Tree::Details, &self.detail_leaves, &mut out, 0);
+        out
+    }
+
+    /// Appends the leaf entries under `loc`, a node of `tree` that passed.
+    fn gather<T: Copy>(
+        &self,
+        loc: u64,
+        tree: Tree,
+        leaves: &FxHashMap<u64, Vec<T>>,
+        out: &mut Vec<T>,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        if let Some(entries) = leaves.get(&loc) {
+            out.extend_from_slice(entries);
+        } else if let Some(&(start, len)) = self
+            .summary(loc)
+            .filter(|s| s.tree == tree && !s.leaf)
+            .and_then(|_| self.children.get(&(loc as u32)))
+        {
+            for i in start..start + len {
+                if let Some(&child) = self.child_locs.get(i as usize) {
+                    self.gather(child, tree, leaves, out, depth + 1);
+                }
+            }
         }
     }
 
