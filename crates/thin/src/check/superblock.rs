@@ -18,6 +18,9 @@ pub fn read(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, String> {
     if b.iter().all(|&x| x == 0) {
         return Err("is all zeroes (unformatted metadata)".into());
     }
+    if looks_like_xml(&b) {
+        return Err("looks like XML: thin_check checks binary metadata only".into());
+    }
     let found = le64(&b, BLOCKNR);
     if found != loc {
         return Err(format!("claims to be block {found}"));
@@ -30,6 +33,13 @@ pub fn read(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, String> {
         return Err("has a bad checksum".into());
     }
     Ok(Superblock::unpack(&b))
+}
+
+/// Text starting with '<' after blanks, as thin_dump writes.
+fn looks_like_xml(b: &[u8]) -> bool {
+    let text = b.iter().position(|&c| c == 0).map_or(&b[..], |n| &b[..n]);
+    text.iter().all(|c| c.is_ascii())
+        && text.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'<')
 }
 
 /// Fields of a live superblock that the kernel would refuse.
