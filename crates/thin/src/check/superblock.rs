@@ -37,7 +37,7 @@ pub fn read(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, String> {
 
 /// Text starting with '<' after blanks, as thin_dump writes.
 fn looks_like_xml(b: &[u8]) -> bool {
-    let text = b.iter().position(|&c| c == 0).map_or(&b[..], |n| &b[..n]);
+    let text = b.iter().position(|&c| c == 0).map_or(b, |n| &b[..n]);
     text.iter().all(|c| c.is_ascii())
         && text.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'<')
 }
