@@ -69,22 +69,19 @@ pub fn metadata_index(w: &mut Walker, root: u64, nr_blocks: u64) -> Vec<IndexEnt
 }
 
 /// Checks that the data space map index holds bitmaps 0..n for `nr_blocks`
-/// and counts the bitmaps; returns them by number.
+/// and counts the bitmaps; returns those it holds, by number.
 pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
     let mut slots = std::mem::take(&mut w.data_index);
-    slots.sort_unstable_by_key(|s| s.key);
+    slots.sort_by_key(|s| s.key);
     let want = nr_bitmaps(nr_blocks) as u64;
-    for (expect, s) in slots.iter().enumerate() {
-        if s.key != expect as u64 {
-            w.report.fatal(
-                Section::SpaceMaps,
-                format!(
-                    "data space map index: entry {} where bitmap {expect} was expected",
-                    s.key
-                ),
-            );
-            break;
-        }
+    if let Some((i, s)) = slots.iter().enumerate().find(|&(i, s)| s.key != i as u64) {
+        w.report.fatal(
+            Section::SpaceMaps,
+            format!(
+                "data space map index: entry {} where bitmap {i} was expected",
+                s.key
+            ),
+        );
     }
     if slots.len() as u64 != want {
         w.report.fatal(
@@ -95,6 +92,8 @@ pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
             ),
         );
     }
+    slots.dedup_by_key(|s| s.key);
+    slots.retain(|s| s.key < want);
     for s in &slots {
         w.reference_other(
             s.entry.blocknr,
