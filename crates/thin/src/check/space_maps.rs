@@ -135,7 +135,7 @@ pub struct Tally {
 pub fn compare(w: &mut Walker, mut bitmaps: Vec<BitmapRef>, nr_blocks: [u64; 2]) -> Tally {
     bitmaps.sort_unstable_by_key(|b| b.loc);
     let mut tally = Tally::default();
-    let mut buffers = pipeline::Buffers::default();
+    let mut buffers = std::mem::take(&mut w.buffers);
     let (dev, meta, data, report) = (w.dev, &w.meta, &w.data, &mut w.report);
     pipeline::run(
         dev,
@@ -176,6 +176,7 @@ pub fn compare(w: &mut Walker, mut bitmaps: Vec<BitmapRef>, nr_blocks: [u64; 2])
             }
         },
     );
+    w.buffers = buffers;
     for map in [Map::Metadata, Map::Data] {
         let n = tally.leaks[map as usize];
         if n > 0 {

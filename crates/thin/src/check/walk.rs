@@ -138,7 +138,8 @@ pub struct IndexSlot {
 
 pub struct Walker<'a> {
     pub dev: &'a dyn BlockDevice,
-    buffers: Buffers,
+    /// Batch buffers, reused by every read of the check.
+    pub buffers: Buffers,
     /// Expected metadata counts; its length bounds every metadata reference.
     pub meta: RefCounts,
     /// Expected data counts: empty when the data device is too large to
