@@ -4,12 +4,14 @@
 //! fault-injecting and recording devices can wrap any of them.
 
 mod batch;
+mod batch_read;
 mod file;
 mod flakey;
 mod memory;
 mod recording;
 
 pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
+pub use batch_read::read_sorted;
 pub use file::FileDevice;
 pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
