@@ -5,6 +5,7 @@ mod demo;
 mod thin_check;
 mod thin_dump;
 mod thin_exec;
+mod thin_repair;
 mod thin_restore;
 mod thin_xml;
 mod torture;
@@ -42,6 +43,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_restore",
         about: "build thin-pool metadata from thin_dump XML",
         run: thin_restore::run,
+    },
+    Tool {
+        name: "thin_repair",
+        about: "recover damaged thin-pool metadata into another device or file",
+        run: thin_repair::run,
     },
     Tool {
         name: "thin_exec",

@@ -25,8 +25,7 @@ pub fn parse(text: &str, out: &mut dyn Visitor) -> Result<()> {
                     time: u32::try_from(t.get_or("time", 0)?).context("time too large")?,
                     transaction_id: t.get_or("transaction", 0)?,
                     flags: u32::try_from(t.get_or("flags", 0)?).context("flags too large")?,
-                    version: u32::try_from(t.get_or("version", 2)?)
-                        .context("version too large")?,
+                    version: u32::try_from(t.get_or("version", 2)?).context("version too large")?,
                     data_block_size: u32::try_from(t.get("data_block_size")?)
                         .context("data_block_size too large")?,
                     nr_data_blocks: t.get("nr_data_blocks")?,

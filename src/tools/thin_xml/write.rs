@@ -82,7 +82,13 @@ impl<W: Write> Visitor for HumanWriter<W> {
         writeln!(
             self.out,
             "begin superblock: \"{}\", {}, {}, {}, {}, {}, {}",
-            p.uuid, p.time, p.transaction_id, p.flags, p.version, p.data_block_size, p.nr_data_blocks
+            p.uuid,
+            p.time,
+            p.transaction_id,
+            p.flags,
+            p.version,
+            p.data_block_size,
+            p.nr_data_blocks
         )?;
         Ok(())
     }
