@@ -39,7 +39,7 @@ use pdata::io::BlockDevice;
 use pool::{Observed, SuperblockState};
 use reader::Reader;
 use search::Search;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use survey::{salvage_entries, KeyRange, Piece, Survey};
 
@@ -129,12 +129,16 @@ impl<'r> Recovery<'r> {
     }
 
     fn plan(&mut self, opts: &RepairOptions) -> Result<Plan> {
-        let top = self.top_level();
         let details = self.details();
+        let (top, searched) = self.top_level(&details);
         let mut found: BTreeMap<u64, Found> = BTreeMap::new();
         // Devices with a top-level entry first: their gaps claim orphans
         // before devices without one look for a whole orphaned tree.
         for (&id, &root) in &top {
+            let root = match details.get(&id) {
+                Some(d) if searched.contains(&id) => self.agreeing_root(id, root, d.mapped_blocks),
+                _ => root,
+            };
             let subtrees = self.mapping_tree(id, root);
             let details = details.get(&id).copied();
             found.insert(id, Found { details, subtrees });
@@ -177,9 +181,32 @@ impl<'r> Recovery<'r> {
         self.finish(found, opts)
     }
 
+    /// A top-level entry found in an orphaned (maybe stale) node: when its
+    /// tree disagrees with the device's details and an orphaned tree agrees,
+    /// the latter is the newer.
+    fn agreeing_root(&mut self, id: u64, root: u64, mapped_blocks: u64) -> u64 {
+        if self.survey.summary(root).map(|s| s.mappings) == Some(mapped_blocks) {
+            return root;
+        }
+        let survey = &mut self.survey;
+        let search = Self::search_in(&mut self.search, self.dev.as_ref(), self.sb, survey.r);
+        match search.find_mapping_root(survey, mapped_blocks) {
+            Some(other) => {
+                self.warn(format!(
+                    "device {id}: the top-level entry found points at a tree that disagrees with its details; the orphaned tree at block {other} agrees and is taken"
+                ));
+                other
+            }
+            None => root,
+        }
+    }
+
     /// Device id -> mapping-tree root, from the superblock's top level and
-    /// whatever fills its gaps.
-    fn top_level(&mut self) -> BTreeMap<u64, u64> {
+    /// whatever fills its gaps (those ids are given apart).
+    fn top_level(
+        &mut self,
+        details: &BTreeMap<u64, DeviceDetails>,
+    ) -> (BTreeMap<u64, u64>, BTreeSet<u64>) {
         let hint = self.sb.fields().map(|s| s.data_mapping_root);
         let nr_blocks = self.survey.r.nr_blocks();
         let plausible = |k: u64, v: u64| k <= MAX_DEVICE_ID && v < nr_blocks && v != 0;
@@ -208,14 +235,16 @@ impl<'r> Recovery<'r> {
             }
             gaps
         };
+        let mut searched = BTreeSet::new();
         for gap in gaps {
             let survey = &mut self.survey;
             let entries = Self::search_in(&mut self.search, self.dev.as_ref(), self.sb, survey.r)
-                .fill_top_gap(survey, gap);
+                .fill_top_gap(survey, gap, details);
             let n = entries.len();
             for (k, v) in entries {
-                if plausible(k, v) {
-                    top.entry(k).or_insert(v);
+                if plausible(k, v) && !top.contains_key(&k) {
+                    top.insert(k, v);
+                    searched.insert(k);
                 }
             }
             self.warn(format!(
@@ -223,7 +252,7 @@ impl<'r> Recovery<'r> {
                 show(gap)
             ));
         }
-        top
+        (top, searched)
     }
 
     fn details(&mut self) -> BTreeMap<u64, DeviceDetails> {

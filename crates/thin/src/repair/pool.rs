@@ -83,6 +83,11 @@ pub(crate) fn pool_info(
         _ => None,
     };
     let hint = damaged.or(copies.first());
+    let from = if damaged.is_some() {
+        "taken from the damaged superblock"
+    } else {
+        "taken from a metadata snapshot's copy of the superblock"
+    };
 
     let data_block_size = match (opts.data_block_size, valid) {
         (Some(s), _) => s,
@@ -90,7 +95,7 @@ pub(crate) fn pool_info(
         _ => match hint.filter(|h| sane_block_size(h.data_block_size)) {
             Some(h) => {
                 warn(format!(
-                    "data block size {} taken from a damaged superblock (give --data-block-size to override)",
+                    "data block size {} {from} (give --data-block-size to override)",
                     h.data_block_size
                 ));
                 h.data_block_size
@@ -112,9 +117,15 @@ pub(crate) fn pool_info(
         (Some(n), _) => n,
         (None, Some(sb)) => sb.data_sm_root.nr_blocks,
         _ => {
-            let n = hint.map_or(0, |h| h.data_sm_root.nr_blocks).max(needed);
+            let hinted = hint.map_or(0, |h| h.data_sm_root.nr_blocks);
+            let how = if hinted >= needed && hinted > 0 {
+                from
+            } else {
+                "inferred from the highest block mapped"
+            };
+            let n = hinted.max(needed);
             warn(format!(
-                "the pool size is lost with the superblock: {n} data blocks assumed (give --nr-data-blocks to override)"
+                "pool size {n} data blocks {how} (give --nr-data-blocks to override)"
             ));
             n
         }
@@ -128,7 +139,13 @@ pub(crate) fn pool_info(
     let transaction_id = match (opts.transaction_id, valid, damaged) {
         (Some(t), _, _) => t,
         (None, Some(sb), _) => sb.transaction_id,
-        (None, None, Some(sb)) => sb.transaction_id,
+        (None, None, Some(sb)) => {
+            warn(format!(
+                "transaction id {} {from} (give --transaction-id to override)",
+                sb.transaction_id
+            ));
+            sb.transaction_id
+        }
         (None, None, None) => {
             // A device's transaction is at most the pool's at its last change.
             let t = seen
@@ -136,7 +153,7 @@ pub(crate) fn pool_info(
                 .map_or(0, |t| t + 1)
                 .max(copies.first().map_or(0, |c| c.transaction_id));
             warn(format!(
-                "the transaction id is lost with the superblock: {t} assumed (give --transaction-id to override)"
+                "transaction id {t} inferred from the device details (give --transaction-id to override)"
             ));
             t
         }

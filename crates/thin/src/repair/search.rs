@@ -12,6 +12,7 @@ use crate::format::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use pdata::block_manager::le64;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 /// A node that lost references.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +39,7 @@ pub(crate) struct CandidateEntries {
     keys: KeyRange,
     pub entries: Vec<(u64, Vec<u8>)>,
     /// Larger is preferred.
-    score: (u64, u64, u64),
+    score: [u64; 4],
 }
 
 pub(crate) struct Search {
@@ -116,12 +117,18 @@ impl Search {
         out
     }
 
-    /// Top-level entries (device id -> mapping-tree root) for `gap`.
-    pub fn fill_top_gap(&mut self, survey: &mut Survey<'_>, gap: KeyRange) -> Vec<(u64, u64)> {
+    /// Top-level entries (device id -> mapping-tree root) for `gap`;
+    /// `details` (what survives of the details tree) ranks the candidates.
+    pub fn fill_top_gap(
+        &mut self,
+        survey: &mut Survey<'_>,
+        gap: KeyRange,
+        details: &BTreeMap<u64, DeviceDetails>,
+    ) -> Vec<(u64, u64)> {
         if self.top.is_none() {
             let mut c = self.entry_candidates(survey.r, Kind::Top, 8);
             for e in &mut c {
-                e.score = top_score(survey, &e.entries);
+                e.score = top_score(survey, &e.entries, details);
             }
             c.sort_by_key(|e| (Reverse(e.score), Reverse(e.loc)));
             self.top = Some(c);
@@ -162,7 +169,7 @@ impl Search {
                     loc: o.loc,
                     keys,
                     entries,
-                    score: (0, 0, 0),
+                    score: [0; 4],
                 });
             }
         }
@@ -223,28 +230,37 @@ fn fill_entries(cands: &[CandidateEntries], gap: KeyRange) -> impl Iterator<Item
         .flat_map(|c| c.entries.iter().map(|(k, v)| (*k, v.as_slice())))
 }
 
-/// Newest sub-trees first, then the most devices that read, then mappings.
-fn top_score(survey: &mut Survey<'_>, entries: &[(u64, Vec<u8>)]) -> (u64, u64, u64) {
-    let (mut age, mut readable, mut mappings) = (0u64, 0u64, 0u64);
-    for (_, v) in entries {
+/// The most devices whose mapping count agrees with their details (the
+/// same transaction), then the newest sub-trees, then the most devices
+/// that read, then mappings.
+fn top_score(
+    survey: &mut Survey<'_>,
+    entries: &[(u64, Vec<u8>)],
+    details: &BTreeMap<u64, DeviceDetails>,
+) -> [u64; 4] {
+    let (mut agree, mut age, mut readable, mut mappings) = (0u64, 0u64, 0u64, 0u64);
+    for (id, v) in entries {
         if let Some(s) = survey.summary(le64(v, 0)) {
+            agree += details
+                .get(id)
+                .is_some_and(|d| d.mapped_blocks == s.mappings) as u64;
             age = age.max(s.max_time as u64);
             readable += 1;
             mappings += s.mappings;
         }
     }
-    (age, readable, mappings)
+    [agree, age, readable, mappings]
 }
 
 /// Highest transaction first, then the newest times, then devices.
-fn details_score(entries: &[(u64, Vec<u8>)]) -> (u64, u64, u64) {
+fn details_score(entries: &[(u64, Vec<u8>)]) -> [u64; 4] {
     let (mut tid, mut time) = (0u64, 0u64);
     for (_, v) in entries {
         let d = DeviceDetails::unpack(v);
         tid = tid.max(d.transaction_id);
         time = time.max(d.creation_time.max(d.snapshotted_time) as u64);
     }
-    (tid, time, entries.len() as u64)
+    [tid, time, entries.len() as u64, 0]
 }
 
 fn find_orphans(
