@@ -277,6 +277,13 @@ impl<'r> Recovery<'r> {
                 show(gap)
             ));
         }
+        let bad = details.split_off(&(MAX_DEVICE_ID + 1));
+        if !bad.is_empty() {
+            self.warn(format!(
+                "device details: {} entries with ids past 2^24 dropped",
+                bad.len()
+            ));
+        }
         details
     }
 

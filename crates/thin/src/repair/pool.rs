@@ -3,6 +3,7 @@
 //! snapshot's copy), the user's overrides, and what the trees show.
 
 use super::RepairOptions;
+use crate::format::block_time::MAX_DATA_BLOCK;
 use crate::format::superblock::{
     Superblock, MAGIC, MAX_DATA_BLOCK_SIZE, MIN_DATA_BLOCK_SIZE, SUPERBLOCK_LOCATION,
     SUPERBLOCK_VALIDATOR, THIN_MAGIC, THIN_VERSION,
@@ -117,7 +118,10 @@ pub(crate) fn pool_info(
         (Some(n), _) => n,
         (None, Some(sb)) => sb.data_sm_root.nr_blocks,
         _ => {
-            let hinted = hint.map_or(0, |h| h.data_sm_root.nr_blocks);
+            let hinted = hint
+                .map(|h| h.data_sm_root.nr_blocks)
+                .filter(|&n| n <= MAX_DATA_BLOCK + 1)
+                .unwrap_or(0);
             let how = if hinted >= needed && hinted > 0 {
                 from
             } else {

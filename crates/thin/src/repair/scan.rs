@@ -34,8 +34,8 @@ pub(crate) struct Scanned {
     /// Start and length of its block pointers in `ScanIndex::pointers`:
     /// an internal node's children, or the values of a leaf that look
     /// like block numbers (a top-level leaf's mapping-tree roots).
-    ptr_start: u32,
-    ptr_len: u32,
+    ptr_start: usize,
+    ptr_len: usize,
 }
 
 pub(crate) struct ScanIndex {
@@ -51,9 +51,8 @@ pub(crate) struct ScanIndex {
 
 impl ScanIndex {
     pub fn pointers(&self, n: &Scanned) -> &[u64] {
-        let start = n.ptr_start as usize;
         self.pointers
-            .get(start..start + n.ptr_len as usize)
+            .get(n.ptr_start..n.ptr_start + n.ptr_len)
             .unwrap_or(&[])
     }
 
@@ -136,8 +135,8 @@ fn look_at(index: &mut ScanIndex, loc: u64, b: &Block, nr_blocks: u64) {
             loc,
             leaf: n.is_leaf(),
             value_size: n.value_size() as u32,
-            ptr_start: ptr_start as u32,
-            ptr_len: ptr_len as u32,
+            ptr_start,
+            ptr_len,
         });
     } else if SUPERBLOCK_VALIDATOR.check(loc, b).is_ok() {
         index.copies.push((loc, Superblock::unpack(b)));
