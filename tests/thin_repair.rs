@@ -639,7 +639,18 @@ fn many_devices_and_a_metadata_snapshot() {
     let (top_leaf, _) = node(pool.sb.data_mapping_root);
     let (details_leaf, details_child) = node(pool.sb.device_details_root);
     assert!(!top_leaf && !details_leaf, "internal roots");
+    let top_children: Vec<u64> = {
+        let at = pool.sb.data_mapping_root as usize * BLOCK;
+        let mut b = [0u8; BLOCK];
+        b.copy_from_slice(&original[at..at + BLOCK]);
+        let n = Node(&b);
+        (0..n.nr_entries()).map(|i| n.value_u64(i)).collect()
+    };
+    let whole_top = [vec![pool.sb.data_mapping_root], top_children].concat();
     let cases: Vec<(&str, Vec<u64>, RepairOptions)> = vec![
+        // Each device's tree is told from the others holding as many
+        // mappings by the snapshot's older top level.
+        ("the whole top level", whole_top, Default::default()),
         (
             "top-level root",
             vec![pool.sb.data_mapping_root],
@@ -671,4 +682,33 @@ fn many_devices_and_a_metadata_snapshot() {
         assert_eq!(got.pool.data_block_size, 256, "{name}");
         assert_eq!(got.pool.transaction_id, 7, "{name}: {:?}", report.warnings);
     }
+}
+
+/// Two devices with as many mappings each and nothing else to tell their
+/// trees apart once the top level is lost: both are dropped, never swapped.
+#[test]
+fn indistinguishable_trees_are_not_guessed() {
+    let dev = Arc::new(MemoryDevice::new(256));
+    let mut md = ThinMetadata::format(dev.clone(), 128, 1000, true).unwrap();
+    for d in [1u64, 2, 3] {
+        md.create_thin(d).unwrap();
+        let n = if d == 3 { 7 } else { 10 };
+        for v in 0..n {
+            md.provision(d, v * 3).unwrap();
+        }
+    }
+    let top = md.superblock().data_mapping_root;
+    md.commit().unwrap();
+    drop(md);
+    let mut image = dev.image();
+    zero_block(&mut image, top);
+    let (report, clean, got, devices) = repair_in_memory(image, &RepairOptions::default());
+    assert!(clean);
+    assert_eq!(devices, vec![3], "{:?}", report.warnings);
+    assert_eq!(got.mappings.len(), 7);
+    assert!(
+        report.warnings.iter().any(|w| w.contains("not guessing")),
+        "{:?}",
+        report.warnings
+    );
 }

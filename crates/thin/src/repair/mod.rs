@@ -38,7 +38,7 @@ use pdata::block_manager::le64;
 use pdata::io::BlockDevice;
 use pool::{Observed, SuperblockState};
 use reader::Reader;
-use search::Search;
+use search::{RootMatch, Search};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use survey::{salvage_entries, KeyRange, Piece, Survey};
@@ -132,72 +132,117 @@ impl<'r> Recovery<'r> {
         let details = self.details();
         let (top, searched) = self.top_level(&details);
         let mut found: BTreeMap<u64, Found> = BTreeMap::new();
+        // Devices that need an orphaned tree, with the tree an orphaned
+        // (maybe stale) top-level node gave them, if any.
+        let mut needs: Vec<(u64, DeviceDetails, Option<u64>)> = Vec::new();
         // Devices with a top-level entry first: their gaps claim orphans
-        // before devices without one look for a whole orphaned tree.
+        // before the others look for a whole orphaned tree.
         for (&id, &root) in &top {
-            let root = match details.get(&id) {
-                Some(d) if searched.contains(&id) => self.agreeing_root(id, root, d.mapped_blocks),
-                _ => root,
-            };
-            let subtrees = self.mapping_tree(id, root);
-            let details = details.get(&id).copied();
-            found.insert(id, Found { details, subtrees });
-        }
-        for (&id, d) in &details {
-            if top.contains_key(&id) {
-                continue;
-            }
-            let subtrees = if d.mapped_blocks == 0 {
-                Vec::new()
-            } else {
-                let survey = &mut self.survey;
-                let search =
-                    Self::search_in(&mut self.search, self.dev.as_ref(), self.sb, survey.r);
-                match search.find_mapping_root(survey, d.mapped_blocks) {
-                    Some(root) => {
-                        self.warn(format!(
-                            "device {id}: top-level entry lost; orphaned mapping tree at block {root} holds its {} mappings",
-                            d.mapped_blocks
-                        ));
-                        self.mapping_tree(id, root)
-                    }
-                    None => {
-                        self.warn(format!(
-                            "device {id}: its mapping tree ({} mappings) is lost; device dropped",
-                            d.mapped_blocks
-                        ));
-                        continue;
-                    }
+            let d = details.get(&id).copied();
+            if let Some(d) = d.filter(|_| searched.contains(&id)) {
+                let s = self.survey.summary(root);
+                if s.is_some_and(|s| s.whole && s.mappings != d.mapped_blocks) {
+                    needs.push((id, d, Some(root)));
+                    continue;
                 }
-            };
+            }
+            let subtrees = self.mapping_tree(id, root);
             found.insert(
                 id,
                 Found {
-                    details: Some(*d),
+                    details: d,
                     subtrees,
                 },
             );
         }
+        for (&id, &d) in &details {
+            if top.contains_key(&id) {
+                continue;
+            }
+            if d.mapped_blocks == 0 {
+                let subtrees = Vec::new();
+                found.insert(
+                    id,
+                    Found {
+                        details: Some(d),
+                        subtrees,
+                    },
+                );
+            } else {
+                needs.push((id, d, None));
+            }
+        }
+        if !needs.is_empty() {
+            let wanted: Vec<(u64, DeviceDetails)> = needs.iter().map(|n| (n.0, n.1)).collect();
+            let survey = &mut self.survey;
+            let matches = Self::search_in(&mut self.search, self.dev.as_ref(), self.sb, survey.r)
+                .match_roots(survey, &wanted);
+            for (id, d, fallback) in needs {
+                let m = matches.get(&id).cloned().unwrap_or(RootMatch::None);
+                let Some(root) = self.matched_root(id, &d, m, fallback) else {
+                    continue;
+                };
+                let subtrees = self.mapping_tree(id, root);
+                found.insert(
+                    id,
+                    Found {
+                        details: Some(d),
+                        subtrees,
+                    },
+                );
+            }
+        }
         self.finish(found, opts)
     }
 
-    /// A top-level entry found in an orphaned (maybe stale) node: when its
-    /// tree disagrees with the device's details and an orphaned tree agrees,
-    /// the latter is the newer.
-    fn agreeing_root(&mut self, id: u64, root: u64, mapped_blocks: u64) -> u64 {
-        if self.survey.summary(root).map(|s| s.mappings) == Some(mapped_blocks) {
-            return root;
-        }
-        let survey = &mut self.survey;
-        let search = Self::search_in(&mut self.search, self.dev.as_ref(), self.sb, survey.r);
-        match search.find_mapping_root(survey, mapped_blocks) {
-            Some(other) => {
+    /// The tree a device without a trustworthy top-level entry gets.
+    fn matched_root(
+        &mut self,
+        id: u64,
+        d: &DeviceDetails,
+        m: RootMatch,
+        fallback: Option<u64>,
+    ) -> Option<u64> {
+        let n = d.mapped_blocks;
+        let (root, how) = match (m, fallback) {
+            (RootMatch::Unique(r), _) => (r, "the only orphaned tree with"),
+            (RootMatch::ByHistory(r), _) => (
+                r,
+                "of the orphaned trees with its count, the one an older top-level node names, with",
+            ),
+            (RootMatch::Ambiguous(c), fallback) => {
+                let mut shown: Vec<String> = c.iter().take(4).map(|b| b.to_string()).collect();
+                if c.len() > 4 {
+                    shown.push(format!("{} more", c.len() - 4));
+                }
                 self.warn(format!(
-                    "device {id}: the top-level entry found points at a tree that disagrees with its details; the orphaned tree at block {other} agrees and is taken"
+                    "device {id}: orphaned trees at blocks {} all hold {n} mappings; not guessing which is its (that would mix devices' data)",
+                    shown.join(", ")
                 ));
-                other
+                return self.fallback(id, n, fallback);
             }
-            None => root,
+            (RootMatch::None, fallback) => return self.fallback(id, n, fallback),
+        };
+        self.warn(format!(
+            "device {id}: top-level entry lost; block {root} is {how} its {n} mappings"
+        ));
+        Some(root)
+    }
+
+    fn fallback(&mut self, id: u64, n: u64, fallback: Option<u64>) -> Option<u64> {
+        match fallback {
+            Some(r) => {
+                self.warn(format!(
+                    "device {id}: no orphaned tree holds its {n} mappings; the older one an orphaned top-level node names (block {r}) is kept"
+                ));
+                Some(r)
+            }
+            None => {
+                self.warn(format!(
+                    "device {id}: its mapping tree ({n} mappings) is lost; device dropped"
+                ));
+                None
+            }
         }
     }
 

@@ -8,9 +8,9 @@ use pdata::space_map::format::SmRoot;
 use pdata::transaction_manager::TransactionManager;
 use std::sync::Arc;
 
-/// Blocks the reader keeps cached (16 MiB): enough for the upper levels of
+/// Blocks the reader keeps cached (4 MiB): enough for the upper levels of
 /// every tree; leaves are read again from the device when evicted.
-const CACHE_BLOCKS: usize = 4096;
+const CACHE_BLOCKS: usize = 1024;
 
 pub(crate) struct Reader {
     source: Source,

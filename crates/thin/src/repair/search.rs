@@ -10,7 +10,8 @@ use super::scan::{Kind, ScanIndex};
 use super::survey::{salvage_entries, KeyRange, Piece, Survey};
 use crate::format::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
 use pdata::block_manager::le64;
-use rustc_hash::FxHashMap;
+use pdata::btree::node::Node;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
@@ -48,7 +49,8 @@ pub(crate) struct Search {
     pieces: Option<Vec<CandidatePiece>>,
     top: Option<Vec<CandidateEntries>>,
     details: Option<Vec<CandidateEntries>>,
-    /// Orphans already given to a device, with the uses left.
+    /// Orphans already given to a device, with the uses left (None:
+    /// unlimited, when the space map does not tell).
     uses_left: FxHashMap<u64, Option<u32>>,
 }
 
@@ -176,44 +178,165 @@ impl Search {
         out
     }
 
-    /// An orphaned mapping tree holding exactly `mappings` mappings, for a
-    /// device whose top-level entry is lost. Orphans shared by several
-    /// devices (snapshots) serve as many devices as references they lost.
-    pub fn find_mapping_root(&mut self, survey: &mut Survey<'_>, mappings: u64) -> Option<u64> {
-        let mut best: Option<(u64, bool, u32)> = None;
+    /// Orphaned mapping trees for devices whose top-level entry is lost:
+    /// `wanted` is (device, mappings its details count). A tree is given
+    /// to a device only when nothing else could be its: the one orphan with
+    /// exactly that many mappings, or, among several, the one sharing most
+    /// with what an older top-level node (a stale copy, a metadata
+    /// snapshot) names for that device. An orphan serves as many devices as
+    /// references it lost (snapshots share trees). Never a guess between
+    /// devices: their data would be mixed.
+    pub fn match_roots(
+        &mut self,
+        survey: &mut Survey<'_>,
+        wanted: &[(u64, DeviceDetails)],
+    ) -> BTreeMap<u64, RootMatch> {
+        let mut by_count: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for o in self.orphans(Kind::Bottom) {
-            let uses = self.uses_left.get(&o.loc).copied();
-            if uses == Some(Some(0)) {
+            if !self.can_use(o.loc) {
                 continue;
             }
-            let Some(s) = survey.summary(o.loc) else {
-                continue;
-            };
-            if s.mappings != mappings {
-                continue;
-            }
-            // Unused ones first, then the newest.
-            let key = (o.loc, uses.is_none(), s.max_time);
-            if best.is_none_or(|b| (key.1, key.2) > (b.1, b.2)) {
-                best = Some(key);
+            if let Some(s) = survey.summary(o.loc) {
+                by_count.entry(s.mappings).or_default().push(o.loc);
             }
         }
-        let (loc, _, _) = best?;
-        let lost = self
-            .orphans(Kind::Bottom)
+        let mut groups: BTreeMap<u64, Vec<(u64, DeviceDetails)>> = BTreeMap::new();
+        for &(id, d) in wanted {
+            groups.entry(d.mapped_blocks).or_default().push((id, d));
+        }
+        let mut out = BTreeMap::new();
+        let mut history: Option<BTreeMap<u64, Vec<u64>>> = None;
+        for (count, devices) in groups {
+            let cands = by_count.get(&count).cloned().unwrap_or_default();
+            if let [one] = cands.as_slice() {
+                // Devices sharing one tree: as many as references it lost;
+                // without the space map, a snapshot and its origin (one
+                // snapshot time).
+                let shared = match self.lost_refs(*one) {
+                    Some(n) => n as usize >= devices.len(),
+                    None => devices
+                        .iter()
+                        .all(|(_, d)| d.snapshotted_time == devices[0].1.snapshotted_time),
+                };
+                for &(id, _) in &devices {
+                    let m = if shared {
+                        self.take(*one);
+                        RootMatch::Unique(*one)
+                    } else {
+                        RootMatch::Ambiguous(cands.clone())
+                    };
+                    out.insert(id, m);
+                }
+                continue;
+            }
+            for (id, _) in devices {
+                let free: Vec<u64> = cands.iter().copied().filter(|&c| self.can_use(c)).collect();
+                let m = if free.is_empty() {
+                    if cands.is_empty() {
+                        RootMatch::None
+                    } else {
+                        RootMatch::Ambiguous(cands.clone())
+                    }
+                } else {
+                    let old = history.get_or_insert_with(|| self.older_top_entries(survey.r));
+                    let olds = old.get(&id).map(|v| v.as_slice()).unwrap_or(&[]);
+                    let mut scored: Vec<(u64, u64)> = free
+                        .iter()
+                        .map(|&c| {
+                            let best = olds
+                                .iter()
+                                .map(|&o| shared_entries(survey.r, c, o))
+                                .max()
+                                .unwrap_or(0);
+                            (best, c)
+                        })
+                        .collect();
+                    scored.sort_unstable_by_key(|&(n, _)| Reverse(n));
+                    match scored.as_slice() {
+                        [(a, c)] if *a > 0 => RootMatch::ByHistory(*c),
+                        [(a, c), (b, _), ..] if *a > 0 && a > b => RootMatch::ByHistory(*c),
+                        _ => RootMatch::Ambiguous(free),
+                    }
+                };
+                if let RootMatch::ByHistory(c) = m {
+                    self.take(c);
+                }
+                out.insert(id, m);
+            }
+        }
+        out
+    }
+
+    fn lost_refs(&self, loc: u64) -> Option<u32> {
+        self.orphans(Kind::Bottom)
             .iter()
             .find(|o| o.loc == loc)
-            .and_then(|o| o.lost_refs);
-        let left = self.uses_left.entry(loc).or_insert(lost);
-        if let Some(n) = left {
+            .and_then(|o| o.lost_refs)
+    }
+
+    fn can_use(&self, loc: u64) -> bool {
+        self.uses_left.get(&loc) != Some(&Some(0))
+    }
+
+    fn take(&mut self, loc: u64) {
+        let lost = self.lost_refs(loc);
+        if let Some(n) = self.uses_left.entry(loc).or_insert(lost) {
             *n = n.saturating_sub(1);
         }
-        Some(loc)
+    }
+
+    /// Device -> the mapping-tree roots every valid top-level leaf names
+    /// for it (stale ones included: their trees share nodes with the
+    /// current ones).
+    fn older_top_entries(&self, r: &Reader) -> BTreeMap<u64, Vec<u64>> {
+        let mut out: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for n in self.scan.of_kind(Kind::Top).filter(|n| n.leaf) {
+            salvage_entries(r, n.loc, 8, KeyRange::ALL, &mut |k, v| {
+                out.entry(k).or_default().push(le64(v, 0))
+            });
+        }
+        out
     }
 
     /// Marks an orphan as used by a device's gap, so root matching leaves it.
     pub fn note_used(&mut self, loc: u64) {
         self.uses_left.insert(loc, Some(0));
+    }
+}
+
+/// Which orphaned tree a device gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RootMatch {
+    /// The only orphan with the device's number of mappings.
+    Unique(u64),
+    /// Several have it; this one shares most with the device's older tree.
+    ByHistory(u64),
+    /// Several have it and nothing tells them apart.
+    Ambiguous(Vec<u64>),
+    None,
+}
+
+/// Entries two nodes have in common: child pointers of internal nodes,
+/// (key, value) pairs of leaves.
+fn shared_entries(r: &Reader, a: u64, b: u64) -> u64 {
+    if a == b {
+        return u64::MAX;
+    }
+    let entries = |loc: u64| -> Option<(bool, FxHashSet<(u64, u64)>)> {
+        let blk = r.node(loc, 8)?;
+        let n = Node(&blk);
+        let leaf = n.is_leaf();
+        let key = |i: usize| if leaf { n.key(i) } else { 0 };
+        Some((
+            leaf,
+            (0..n.nr_entries())
+                .map(|i| (key(i), n.value_u64(i)))
+                .collect(),
+        ))
+    };
+    match (entries(a), entries(b)) {
+        (Some((la, ea)), Some((lb, eb))) if la == lb => ea.intersection(&eb).count() as u64,
+        _ => 0,
     }
 }
 

@@ -87,17 +87,24 @@ impl<'r> Survey<'r> {
         if let Some(s) = self.memo.get(&loc) {
             return *s;
         }
-        let s = if depth > MAX_DEPTH {
-            None
+        let (s, leaf) = if depth > MAX_DEPTH {
+            (None, false)
         } else {
             self.compute(loc, depth)
         };
-        self.memo.insert(loc, s);
+        // Leaves below a root are not kept: a shared sub-tree is met again
+        // at its root, and leaves are most of the nodes.
+        if !(leaf && depth > 0) {
+            self.memo.insert(loc, s);
+        }
         s
     }
 
-    fn compute(&mut self, loc: u64, depth: usize) -> Option<Summary> {
-        let b = self.r.node(loc, 8)?;
+    /// The summary, and whether `loc` is a leaf.
+    fn compute(&mut self, loc: u64, depth: usize) -> (Option<Summary>, bool) {
+        let Some(b) = self.r.node(loc, 8) else {
+            return (None, false);
+        };
         let n = Node(&b);
         let nr = n.nr_entries();
         let keys = (nr > 0).then(|| KeyRange {
@@ -111,16 +118,17 @@ impl<'r> Survey<'r> {
                 max_block = max_block.max(bt.block);
                 max_time = max_time.max(bt.time);
             }
-            return Some(Summary {
+            let s = Summary {
                 whole: true,
                 keys,
                 mappings: nr as u64,
                 max_block,
                 max_time,
-            });
+            };
+            return (Some(s), true);
         }
         if nr == 0 {
-            return None;
+            return (None, false);
         }
         let node_keys: Vec<u64> = n.keys().collect();
         let children: Vec<u64> = (0..nr).map(|i| n.value_u64(i)).collect();
@@ -156,7 +164,7 @@ impl<'r> Survey<'r> {
             }
         }
         s.keys = first.zip(last).map(|(lo, hi)| KeyRange { lo, hi });
-        Some(s)
+        (Some(s), false)
     }
 
     /// Cuts the mapping tree at `root`, restricted to `range`, into whole
