@@ -414,7 +414,7 @@ impl<'r> Recovery<'r> {
             for &t in &f.subtrees {
                 let all = self.survey.summary(t).map_or(0, |s| s.mappings);
                 let kept = self.survey.mappings_below(t, limit)?;
-                past_end += all - kept;
+                past_end += all.saturating_sub(kept);
                 count += kept;
             }
             let details = match f.details {

@@ -294,3 +294,27 @@ fn entries_at(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_bounds() {
+        let keys = [10, 20, 30];
+        let r = KeyRange { lo: 15, hi: 25 };
+        assert_eq!(r.child(&keys, 0), Some(KeyRange { lo: 15, hi: 19 }));
+        assert_eq!(r.child(&keys, 1), Some(KeyRange { lo: 20, hi: 25 }));
+        assert_eq!(r.child(&keys, 2), None);
+        assert_eq!(
+            KeyRange::ALL.child(&keys, 2),
+            Some(KeyRange {
+                lo: 30,
+                hi: u64::MAX
+            })
+        );
+        assert!(KeyRange::ALL.contains(&r) && !r.contains(&KeyRange::ALL));
+        assert!(r.overlaps(&KeyRange { lo: 25, hi: 40 }));
+        assert!(!r.overlaps(&KeyRange { lo: 26, hi: 40 }));
+    }
+}
