@@ -503,6 +503,11 @@ fn clear_errors() {
     blank(&out, META_BLOCKS);
     let e = err(&[&"-i", &img, &"-o", &out]);
     assert!(e.contains("--data-block-size"), "{e}");
+    // Nothing of a pool at all.
+    let zeros = dir.path().join("zeros");
+    blank(&zeros, 64);
+    let e = err(&[&"-i", &zeros, &"-o", &out, &"--data-block-size", &"128"]);
+    assert!(e.contains("no thin-pool metadata"), "{e}");
     // Missing arguments.
     let e = err(&[&"-i", &meta]);
     assert!(e.contains("No output"), "{e}");

@@ -374,6 +374,11 @@ impl<'r> Recovery<'r> {
 
     /// Pool fields, counts and details: the plan.
     fn finish(&mut self, found: BTreeMap<u64, Found>, opts: &RepairOptions) -> Result<Plan> {
+        if found.is_empty() && matches!(self.sb, SuperblockState::Lost(_)) {
+            return Err(ThinError::Invalid(
+                "no thin-pool metadata found: neither a superblock nor any device".into(),
+            ));
+        }
         let mut seen = Observed::default();
         for f in found.values() {
             for &t in &f.subtrees {
