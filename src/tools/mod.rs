@@ -11,6 +11,7 @@ mod thin_dump;
 mod thin_exec;
 mod thin_ls;
 mod thin_metadata_size;
+mod thin_repair;
 mod thin_restore;
 mod thin_rmap;
 mod thin_trim;
@@ -50,6 +51,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_restore",
         about: "build thin-pool metadata from thin_dump XML",
         run: thin_restore::run,
+    },
+    Tool {
+        name: "thin_repair",
+        about: "recover damaged thin-pool metadata into another device or file",
+        run: thin_repair::run,
     },
     Tool {
         name: "thin_exec",

@@ -3,6 +3,7 @@
 
 use super::cli::Cli;
 use super::progress::Progress;
+use super::thin_repair::parse_override;
 use super::thin_xml::{Counted, HumanWriter, XmlWriter};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::dump::DumpOptions;
+use thin::repair::{recover, RepairOptions};
 use thin::ThinMetadata;
 
 const USAGE: &str = "Usage: thin_dump [options] {device|file}
@@ -18,6 +20,9 @@ Options:
   {-h|--help}
   {-f|--format} {xml|human_readable}
   {-r|--repair}
+  {--transaction-id} <natural> (with --repair)
+  {--data-block-size} <natural> (with --repair)
+  {--nr-data-blocks} <natural> (with --repair)
   {-m|--metadata-snap} [block#]
   {-o <xml file>}
   {--dev-id} <dev-id>
@@ -36,6 +41,8 @@ enum Format {
 
 struct Options {
     format: Format,
+    /// Recover what reads of damaged metadata (with these overrides).
+    repair: Option<RepairOptions>,
     metadata_snap: bool,
     output: Option<PathBuf>,
     dev_ids: Vec<u64>,
@@ -46,6 +53,7 @@ struct Options {
 fn parse(args: &[String]) -> Result<Option<Options>> {
     let mut o = Options {
         format: Format::Xml,
+        repair: None,
         metadata_snap: false,
         output: None,
         dev_ids: Vec::new(),
@@ -53,6 +61,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         input: PathBuf::new(),
     };
     let mut input = None;
+    let mut overrides = RepairOptions::default();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -75,7 +84,9 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                     f => bail!("unknown format '{f}'"),
                 }
             }
-            "-r" | "--repair" => {}
+            "-r" | "--repair" => {
+                o.repair.get_or_insert_with(RepairOptions::default);
+            }
             "-m" | "--metadata-snap" => {
                 o.metadata_snap = true;
                 // An optional block number may follow; the held root is used.
@@ -88,6 +99,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                 .dev_ids
                 .push(value()?.parse().context("--dev-id needs a number")?),
             "--skip-mappings" => o.skip_mappings = true,
+            s if parse_override(s, &mut value, &mut overrides)? => {}
             s if s.starts_with('-') => bail!("unrecognised option '{s}'"),
             s => {
                 if input.replace(PathBuf::from(s)).is_some() {
@@ -98,6 +110,14 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         i += 1;
     }
     o.input = input.context("No input file provided.")?;
+    if let Some(r) = &mut o.repair {
+        if o.metadata_snap || o.skip_mappings || !o.dev_ids.is_empty() {
+            bail!("--repair dumps the whole pool: it takes no -m, --dev-id or --skip-mappings");
+        }
+        *r = overrides;
+    } else if overrides != RepairOptions::default() {
+        bail!("--transaction-id, --data-block-size and --nr-data-blocks go with --repair");
+    }
     Ok(Some(o))
 }
 
@@ -115,13 +135,27 @@ fn dump(o: &Options) -> Result<()> {
         FileDevice::open(&o.input, false)
             .with_context(|| format!("cannot open {}", o.input.display()))?,
     );
-    let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let out: Box<dyn Write> = match &o.output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         ),
         None => Box::new(std::io::stdout().lock()),
     };
+    if let Some(r) = &o.repair {
+        let report = match o.format {
+            Format::Xml => recover(dev, r, &mut XmlWriter::new(out))?,
+            Format::Human => recover(
+                dev,
+                r,
+                &mut HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
+            )?,
+        };
+        for w in &report.warnings {
+            eprintln!("thin_dump: {w}");
+        }
+        return Ok(());
+    }
+    let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     // XmlWriter buffers by itself; the text form goes through a BufWriter.
     let opts = DumpOptions {
         metadata_snap: o.metadata_snap,

@@ -8,6 +8,7 @@ pub mod format;
 pub mod ir;
 pub mod metadata;
 pub mod query;
+pub mod repair;
 pub mod restore;
 pub mod value_types;
 
