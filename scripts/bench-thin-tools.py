@@ -4,6 +4,8 @@ side by side on synthetic pools and prints wall times, peak memory and ratios.
 
     cargo build --release && scripts/bench-thin-tools.py [--mappings 1000000 10000000]
 
+(needs GNU time, Debian package `time`, for peak memory).
+
 For each size it writes the XML with scripts/gen-thin-xml.py, restores it with
 Debian's thin_restore (the image every tool then reads), and times each tool
 --runs times, keeping the fastest wall time and the largest peak RSS. Debian's
@@ -27,16 +29,16 @@ def run(cmd, cold):
         subprocess.run(["sync"], check=True)
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace")
-    p.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(f"{' '.join(cmd)} exited {code}: {err.strip()}")
-    return wall, usage.ru_maxrss
+    # GNU time measures the peak RSS: a child forked from Python would count
+    # Python's own pages until its exec.
+    with tempfile.NamedTemporaryFile("r") as rss:
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name] + cmd,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.decode().strip()}")
+        return wall, int(rss.read().split()[-1])
 
 
 def fresh(path, size):
