@@ -619,48 +619,6 @@ impl ThinMetadata {
         Ok(out)
     }
 
-    /// For restore: sets the pool-wide fields an XML dump carries.
-    pub fn restore_superblock(&mut self, time: u32, transaction_id: u64, flags: u32) {
-        self.sb.time = time;
-        self.sb.transaction_id = transaction_id;
-        self.sb.flags = flags;
-    }
-
-    /// For restore: a new device with the given details and no mappings.
-    pub fn restore_device(&mut self, dev: u64, details: DeviceDetails) -> Result<()> {
-        self.create_thin(dev)?;
-        self.set_details(dev, details);
-        Ok(())
-    }
-
-    /// For restore: maps `vblock` to `dblock` with `time`, adding one
-    /// reference to the data block (dumps do not say which mappings share).
-    /// `mapped_blocks` is left as the dump gave it.
-    pub fn restore_mapping(&mut self, dev: u64, vblock: u64, dblock: u64, time: u32) -> Result<()> {
-        let nr_blocks = self.data_sm.nr_blocks();
-        if dblock >= nr_blocks {
-            return Err(ThinError::DataBlockOutOfRange {
-                block: dblock,
-                nr_blocks,
-            });
-        }
-        if time > MAX_TIME {
-            return Err(ThinError::Invalid(format!(
-                "mapping time {time} does not fit in 24 bits"
-            )));
-        }
-        self.require_device(dev)?;
-        self.mutate(|md| {
-            md.data_sm.inc(&mut md.tm, dblock)?;
-            if !md.map_block(dev, vblock, dblock, time)? {
-                return Err(ThinError::Invalid(format!(
-                    "block {vblock} of device {dev} is mapped twice"
-                )));
-            }
-            Ok(())
-        })
-    }
-
     /// Calls `f(thin block, data block, time)` for every mapping of the
     /// device whose mapping tree is `root` (as `subtree_root` gives), in order.
     pub fn walk_subtree(
