@@ -1050,7 +1050,9 @@ fn tool_ok(debian: bool, tool: &str, args: &[&str]) -> String {
 /// sharing 50 blocks, thin 3 on its own. The kernel must serve the restored
 /// mappings, break sharing on writes, take a metadata snapshot and commit;
 /// then pdt's thin_check, thin_dump and thin_dump -m must agree with
-/// Debian's on what the kernel wrote.
+/// Debian's on what the kernel wrote. Then the top-level mapping root is
+/// lost, and the pool pdt thin_repair rebuilds must be served by the kernel
+/// with every mapping.
 #[test]
 fn kernel_serves_pool_restored_by_pdt() {
     let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
@@ -1216,5 +1218,69 @@ fn kernel_serves_pool_restored_by_pdt() {
     assert!(
         snap_ours.contains("origin_block=\"20\""),
         "the metadata snapshot holds the writes before it:\n{snap_ours}"
+    );
+
+    // ---- lose the top-level mapping root; pdt thin_repair must rebuild a
+    // pool that the kernel serves with every mapping the dump above showed.
+    let root = {
+        let dev: std::sync::Arc<dyn pdata::io::BlockDevice> = std::sync::Arc::new(
+            pdata::io::FileDevice::open(&meta, false).expect("open the metadata"),
+        );
+        thin::ThinMetadata::open(dev, false)
+            .expect("read the superblock")
+            .superblock()
+            .data_mapping_root
+    };
+    let mut f = OpenOptions::new().write(true).open(&meta).unwrap();
+    f.seek(SeekFrom::Start(root * 4096)).unwrap();
+    f.write_all(&[0u8; 4096]).unwrap();
+    drop(f);
+    assert!(
+        thin_check(&meta).is_err(),
+        "zeroing block {root} went unnoticed"
+    );
+    let repaired = dir.join("repaired.img");
+    sparse_file(&repaired, META_BYTES);
+    let repaired_s = repaired.to_str().unwrap();
+    tool_ok(false, "thin_repair", &["-i", meta_s, "-o", repaired_s]);
+    check_thin_check(&repaired, "on the metadata pdt repaired", None);
+    assert_eq!(
+        tool_ok(false, "thin_dump", &[repaired_s]),
+        ours,
+        "the repaired pool lost or changed mappings"
+    );
+    let mut g2 = GuestFiles::new(&dir.join("guest2"));
+    let mut want: Vec<((u32, u64), Vec<u8>)> = expect.into_iter().collect();
+    for k in [(1, 110), (2, 60), (3, 9)] {
+        want.push((k, content(map[&k])));
+    }
+    g2.list(
+        "reads.txt",
+        &want
+            .iter()
+            .map(|&((d, v), _)| read_line(&format!("thin{d}"), v, &rname(d, v)))
+            .collect::<Vec<_>>(),
+    );
+    let b2 = boot_ok(
+        "repaired-pool",
+        dir,
+        &repaired,
+        &data,
+        "read-pool.sh",
+        &g2.files,
+    );
+    for ((d, v), bytes) in &want {
+        let got = b2.out_file(&rname(*d, *v));
+        assert!(
+            &got == bytes,
+            "thin {d} block {v} read by the kernel from the repaired pool: {}\n{}",
+            diff_at(&got, bytes),
+            b2.tail()
+        );
+    }
+    check_thin_check(
+        &repaired,
+        "after the kernel used the repaired pool",
+        Some(&b2),
     );
 }

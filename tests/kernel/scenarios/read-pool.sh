@@ -1,0 +1,18 @@
+# Kernel test 4, second boot: the pool in $META was rebuilt by
+# `pdt thin_repair`. The kernel activates thins 1, 2 and 3, reads what
+# reads.txt lists, and removes everything (committing).
+# Files from the host: params, reads.txt (io_list format).
+. /lib/pdt-guest.sh
+. ./params
+
+step "activate the repaired pool"
+pool_up pool "$META" "$DATA" "$BS" "$NR_BLOCKS"
+for t in 1 2 3; do thin_up thin$t pool $t "$THIN_SECTORS"; done
+save_status status.txt pool thin1 thin2 thin3
+
+step "read the recovered mappings"
+io_list reads.txt
+
+step "remove everything (the pool commits)"
+down thin3 thin2 thin1 pool
+exit 0
