@@ -326,6 +326,7 @@ impl BlockManager {
         }
         want.sort_unstable();
         want.dedup();
+        crate::io::will_need_sorted(self.dev.as_ref(), want.iter().copied());
         let mut loaded = Vec::with_capacity(want.len());
         let mut i = 0;
         while i < want.len() {

@@ -123,7 +123,11 @@ impl<'a> Node<'a> {
             return Err(format!("bad node flags {flags:#x}"));
         }
         let (nr, max, vs) = (self.nr_entries(), self.max_entries(), self.value_size());
-        if vs == 0 || HEADER_SIZE + (8 + vs) * max > BLOCK_SIZE {
+        // Both fields come from disk: compute without overflow.
+        let bytes = (8 + vs)
+            .checked_mul(max)
+            .and_then(|b| b.checked_add(HEADER_SIZE));
+        if vs == 0 || bytes.is_none_or(|b| b > BLOCK_SIZE) {
             return Err(format!(
                 "max_entries {max} with value_size {vs} overflows the block"
             ));

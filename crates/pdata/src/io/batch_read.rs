@@ -51,3 +51,23 @@ mod tests {
         }
     }
 }
+
+/// Hints the device that the (ascending) `locs` will be read soon, one hint
+/// per run of consecutive locations, so that a cold read of a whole tree
+/// level has all its I/O in flight at once.
+pub fn will_need_sorted(dev: &dyn BlockDevice, locs: impl IntoIterator<Item = u64>) {
+    let mut run: Option<(u64, u64)> = None;
+    for loc in locs {
+        match &mut run {
+            Some((first, count)) if *first + *count == loc => *count += 1,
+            _ => {
+                if let Some((first, count)) = run.replace((loc, 1)) {
+                    dev.will_need(first, count);
+                }
+            }
+        }
+    }
+    if let Some((first, count)) = run {
+        dev.will_need(first, count);
+    }
+}

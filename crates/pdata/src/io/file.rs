@@ -149,6 +149,19 @@ impl BlockDevice for FileDevice {
             );
         }
     }
+
+    fn will_need(&self, first: u64, count: u64) {
+        let bs = BLOCK_SIZE as u64;
+        // SAFETY: a plain syscall on our own descriptor; only a hint.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                (first * bs) as libc::off_t,
+                (count * bs) as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
 }
 
 /// Runs a preadv/pwritev-style call until every byte is transferred,

@@ -11,7 +11,7 @@ mod memory;
 mod recording;
 
 pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
-pub use batch_read::read_sorted;
+pub use batch_read::{read_sorted, will_need_sorted};
 pub use file::FileDevice;
 pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
@@ -58,6 +58,12 @@ pub trait BlockDevice: Send + Sync {
         let _ = (first, count);
     }
 
+    /// A hint that blocks `first..first + count` will be read soon, so that
+    /// their reads can be in flight together rather than one after another.
+    fn will_need(&self, first: u64, count: u64) {
+        let _ = (first, count);
+    }
+
     fn read_block(&self, loc: u64, buf: &mut Block) -> io::Result<()> {
         self.read_blocks(loc, &mut [buf])
     }
@@ -85,6 +91,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn start_writeback(&self, first: u64, count: u64) {
         (**self).start_writeback(first, count)
+    }
+    fn will_need(&self, first: u64, count: u64) {
+        (**self).will_need(first, count)
     }
 }
 

@@ -2,8 +2,8 @@
 //! coalesced, no cache) and verify each block on its own; the calling
 //! thread applies the verified blocks to the walk's state, in order.
 
-use pdata::io::read_sorted;
 use pdata::io::BlockDevice;
+use pdata::io::{read_sorted, will_need_sorted};
 use pdata::{Block, BLOCK_SIZE};
 use std::sync::mpsc::sync_channel;
 
@@ -60,6 +60,7 @@ pub fn run<J, V>(
         }
     };
 
+    will_need_sorted(dev, jobs.iter().map(&loc));
     if jobs.len() <= BATCH {
         let mut buf = buffers.take();
         let (ok, verdicts) = read(jobs, &mut buf);
