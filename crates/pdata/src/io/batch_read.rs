@@ -29,6 +29,26 @@ pub fn read_sorted(dev: &dyn BlockDevice, locs: &[u64], bufs: &mut [Block], ok: 
     }
 }
 
+/// Hints the device that the (ascending) `locs` will be read soon, one hint
+/// per run of consecutive locations, so that a cold read of a whole tree
+/// level has all its I/O in flight at once.
+pub fn will_need_sorted(dev: &dyn BlockDevice, locs: impl IntoIterator<Item = u64>) {
+    let mut run: Option<(u64, u64)> = None;
+    for loc in locs {
+        match &mut run {
+            Some((first, count)) if *first + *count == loc => *count += 1,
+            _ => {
+                if let Some((first, count)) = run.replace((loc, 1)) {
+                    dev.will_need(first, count);
+                }
+            }
+        }
+    }
+    if let Some((first, count)) = run {
+        dev.will_need(first, count);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,25 +69,5 @@ mod tests {
         for (i, &l) in locs.iter().enumerate().take(5) {
             assert!(bufs[i].iter().all(|&x| x == l as u8));
         }
-    }
-}
-
-/// Hints the device that the (ascending) `locs` will be read soon, one hint
-/// per run of consecutive locations, so that a cold read of a whole tree
-/// level has all its I/O in flight at once.
-pub fn will_need_sorted(dev: &dyn BlockDevice, locs: impl IntoIterator<Item = u64>) {
-    let mut run: Option<(u64, u64)> = None;
-    for loc in locs {
-        match &mut run {
-            Some((first, count)) if *first + *count == loc => *count += 1,
-            _ => {
-                if let Some((first, count)) = run.replace((loc, 1)) {
-                    dev.will_need(first, count);
-                }
-            }
-        }
-    }
-    if let Some((first, count)) = run {
-        dev.will_need(first, count);
     }
 }
