@@ -18,28 +18,58 @@ pub fn read(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, String> {
     if b.iter().all(|&x| x == 0) {
         return Err("is all zeroes (unformatted metadata)".into());
     }
-    if looks_like_xml(&b) {
-        return Err("looks like XML: thin_check checks binary metadata only".into());
-    }
+    // The XML guess only explains a block that fails validation: a valid
+    // superblock's checksum may well start with '<'.
+    let invalid = |why: String| {
+        if looks_like_xml(&b) {
+            "looks like XML: thin_check checks binary metadata only".to_string()
+        } else {
+            why
+        }
+    };
     let found = le64(&b, BLOCKNR);
     if found != loc {
-        return Err(format!("claims to be block {found}"));
+        return Err(invalid(format!("claims to be block {found}")));
     }
     let magic = le64(&b, MAGIC);
     if magic != THIN_MAGIC {
-        return Err(format!("has magic {magic}, not {THIN_MAGIC}"));
+        return Err(invalid(format!("has magic {magic}, not {THIN_MAGIC}")));
     }
     if !verify(&b, SALT_THIN_SUPERBLOCK) {
-        return Err("has a bad checksum".into());
+        return Err(invalid("has a bad checksum".into()));
     }
     Ok(Superblock::unpack(&b))
 }
 
-/// Text starting with '<' after blanks, as thin_dump writes.
+/// ASCII text opening with `<superblock` or `<?xml` after blanks, as a
+/// dump does.
 fn looks_like_xml(b: &[u8]) -> bool {
     let text = b.iter().position(|&c| c == 0).map_or(b, |n| &b[..n]);
-    text.iter().all(|c| c.is_ascii())
-        && text.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'<')
+    let start = text.iter().position(|c| !c.is_ascii_whitespace());
+    text.is_ascii()
+        && start.is_some_and(|i| {
+            text[i..].starts_with(b"<superblock") || text[i..].starts_with(b"<?xml")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pdata::io::MemoryDevice;
+
+    #[test]
+    fn a_valid_superblock_is_never_taken_for_xml() {
+        // A block whose text part is just "<" is what a checksum starting
+        // with 0x3c followed by a zero byte looks like.
+        let mut b = [0u8; pdata::BLOCK_SIZE];
+        b[0] = b'<';
+        assert!(!looks_like_xml(&b));
+        let xml = b"<superblock uuid=\"\" time=\"0\">\n";
+        b[..xml.len()].copy_from_slice(xml);
+        assert!(looks_like_xml(&b));
+        let dev = MemoryDevice::from_image(b.to_vec());
+        assert!(read(&dev, 0).unwrap_err().contains("XML"));
+    }
 }
 
 /// Fields of a live superblock that the kernel would refuse.
