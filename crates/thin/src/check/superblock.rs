@@ -52,6 +52,21 @@ fn looks_like_xml(b: &[u8]) -> bool {
         })
 }
 
+/// Fields of a live superblock that the kernel would refuse.
+pub fn unsupported(sb: &Superblock) -> Vec<String> {
+    let mut out = Vec::new();
+    if !VERSIONS.contains(&sb.version) {
+        out.push(format!("unknown metadata version {}", sb.version));
+    }
+    if sb.incompat_flags != 0 {
+        out.push(format!(
+            "unsupported incompatible features {:#x}",
+            sb.incompat_flags
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,19 +85,4 @@ mod tests {
         let dev = MemoryDevice::from_image(b.to_vec());
         assert!(read(&dev, 0).unwrap_err().contains("XML"));
     }
-}
-
-/// Fields of a live superblock that the kernel would refuse.
-pub fn unsupported(sb: &Superblock) -> Vec<String> {
-    let mut out = Vec::new();
-    if !VERSIONS.contains(&sb.version) {
-        out.push(format!("unknown metadata version {}", sb.version));
-    }
-    if sb.incompat_flags != 0 {
-        out.push(format!(
-            "unsupported incompatible features {:#x}",
-            sb.incompat_flags
-        ));
-    }
-    out
 }
