@@ -309,3 +309,50 @@ fn thin_repair_options() {
         ],
     );
 }
+
+/// Counts what the library reports.
+#[derive(Default)]
+struct Hook {
+    total: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+}
+
+impl thin::progress::ProgressHook for Hook {
+    fn set_total(&self, total: u64) {
+        self.total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn add(&self, n: u64) {
+        self.done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn progress_hooks() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    let f = build();
+    let dev = pdata::io::FileDevice::open(&f.meta, false).unwrap();
+    // Check: every block in use is read about once.
+    let hook = Hook::default();
+    let report = thin::check::check_with_progress(&dev, &Default::default(), &hook);
+    assert!(report.is_sound());
+    let (total, done) = (hook.total.load(Relaxed), hook.done.load(Relaxed));
+    assert!(total > 0 && done > 0 && done <= total, "{done} of {total}");
+    // Repair: the total is the mappings written.
+    let hook = Hook::default();
+    let out = f.dir.path().join("repaired");
+    blank(&out);
+    let out: Arc<dyn pdata::io::BlockDevice> =
+        Arc::new(pdata::io::FileDevice::open(&out, true).unwrap());
+    let mut restorer = thin::restore::Restorer::new(out);
+    let r = thin::repair::recover_with_progress(
+        Arc::new(dev),
+        &Default::default(),
+        &mut restorer,
+        &hook,
+    )
+    .unwrap();
+    assert_eq!(hook.total.load(Relaxed), 4);
+    assert_eq!(r.mappings, 4);
+}

@@ -7,11 +7,12 @@
 
 use super::cli::{exit_status, number};
 use super::getopt::{GetOpt, HasArg, Opt};
+use super::progress::Progress;
 use anyhow::{Context, Result};
 use pdata::io::FileDevice;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thin::check::{check_with, clear_needs_check, CheckOptions, CheckReport, Section};
+use thin::check::{check_with_progress, clear_needs_check, CheckOptions, CheckReport, Section};
 
 const USAGE: &str = "Usage: thin_check [options] {device|file}
 Options:
@@ -120,7 +121,11 @@ fn execute(o: &Options) -> Result<bool> {
     let writable = o.check.repair_leaks;
     let dev = FileDevice::open(&o.input, writable)
         .with_context(|| format!("cannot open {}", o.input.display()))?;
-    let report = check_with(&dev, &o.check);
+    let report = {
+        // Gone (its line cleared) before the report is printed.
+        let progress = Progress::new("thin_check", 0, o.quiet);
+        check_with_progress(&dev, &o.check, &progress)
+    };
     if !o.quiet {
         print_report(o, &report);
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::dump::DumpOptions;
-use thin::repair::{recover, RepairOptions};
+use thin::repair::{recover_with_progress, RepairOptions};
 use thin::ThinMetadata;
 
 const USAGE: &str = "Usage: thin_dump [options] {device|file}
@@ -168,15 +168,29 @@ fn dump(o: &Options) -> Result<()> {
         ),
         None => Box::new(std::io::stdout().lock()),
     };
+    // The bar shares the terminal with the text only when writing to a file.
+    let quiet = o.quiet || o.output.is_none();
     if let Some(r) = &o.repair {
+        let progress = Progress::new("thin_dump", 0, quiet);
         let report = match o.format {
-            Format::Xml => recover(dev, r, &mut XmlWriter::new(out))?,
-            Format::Human => recover(
-                dev,
-                r,
-                &mut HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
-            )?,
+            Format::Xml => {
+                let inner = XmlWriter::new(out);
+                let mut out = Counted {
+                    inner,
+                    progress: &progress,
+                };
+                recover_with_progress(dev, r, &mut out, &progress)?
+            }
+            Format::Human => {
+                let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+                let mut out = Counted {
+                    inner,
+                    progress: &progress,
+                };
+                recover_with_progress(dev, r, &mut out, &progress)?
+            }
         };
+        drop(progress);
         if !o.quiet {
             for w in &report.warnings {
                 eprintln!("thin_dump: {w}");
@@ -195,8 +209,6 @@ fn dump(o: &Options) -> Result<()> {
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
-    // The bar shares the terminal with the text only when writing to a file.
-    let quiet = o.quiet || o.output.is_none();
     let total = if quiet {
         0
     } else {

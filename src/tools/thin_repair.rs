@@ -3,12 +3,14 @@
 
 use super::cli::{exit_status, number};
 use super::getopt::{GetOpt, HasArg, Opt};
+use super::progress::Progress;
+use super::thin_xml::Counted;
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use thin::repair::{recover, RepairOptions};
+use thin::repair::{recover_with_progress, RepairOptions};
 use thin::restore::Restorer;
 
 const USAGE: &str = "Usage: thin_repair [options] -i {device|file} -o {device|file}
@@ -114,8 +116,15 @@ fn repair(o: &Options) -> Result<()> {
         .with_context(|| format!("cannot open {}", o.output.display()))?;
     let out_blocks = out_dev.nr_blocks();
     let output: Arc<dyn BlockDevice> = Arc::new(out_dev);
-    let mut restorer = Restorer::new(output);
-    let report = recover(input, &o.repair, &mut restorer).map_err(|e| {
+    // Mappings written, out of those recovered.
+    let progress = Progress::new("thin_repair", 0, o.quiet);
+    let mut restorer = Counted {
+        inner: Restorer::new(output),
+        progress: &progress,
+    };
+    let recovered = recover_with_progress(input, &o.repair, &mut restorer, &progress);
+    drop(progress);
+    let report = recovered.map_err(|e| {
         if matches!(e, thin::ThinError::Pdata(pdata::Error::NoSpace(_))) {
             anyhow::anyhow!(
                 "the output ({out_blocks} blocks of 4 KiB) is too small for the recovered metadata: give it more space"

@@ -2,6 +2,7 @@
 
 use super::cli::exit_status;
 use super::getopt::{GetOpt, HasArg, Opt};
+use super::progress::{CountingReader, Progress};
 use super::thin_repair::parse_override;
 use super::thin_xml::parse_in_background;
 use anyhow::{bail, Context, Result};
@@ -42,16 +43,17 @@ struct Options {
     input: PathBuf,
     output: PathBuf,
     overrides: Overrides,
+    quiet: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, ExitCode> {
-    let (mut input, mut output) = (None, None);
+    let (mut input, mut output, mut quiet) = (None, None, false);
     let mut o = RepairOptions::default();
     let mut g = GetOpt::new("thin_restore", OPTS, args).with_usage(USAGE);
     while let Some((id, value)) = g.next_opt()? {
         let value = value.unwrap_or_default();
         match id {
-            "quiet" => {}
+            "quiet" => quiet = true,
             "input" => input = Some(PathBuf::from(value)),
             "output" => output = Some(PathBuf::from(value)),
             "async-io" => {}
@@ -77,6 +79,7 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             data_block_size: o.data_block_size,
             nr_data_blocks: o.nr_data_blocks,
         },
+        quiet,
     })
 }
 
@@ -101,5 +104,12 @@ fn restore(o: &Options) -> Result<()> {
             .with_context(|| format!("cannot open {}", o.output.display()))?,
     );
     let mut restorer = Restorer::new(dev).with_overrides(o.overrides);
+    // Input bytes parsed, out of the file's length.
+    let len = input.metadata().map_or(0, |m| m.len());
+    let progress = Progress::new("thin_restore", len, o.quiet || len == 0);
+    let input = CountingReader {
+        inner: input,
+        progress: &progress,
+    };
     parse_in_background(input, &mut restorer)
 }
