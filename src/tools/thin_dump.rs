@@ -95,13 +95,12 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let mut g = GetOpt::new("thin_dump", OPTS, args).with_usage(USAGE);
     while let Some((id, value)) = g.next_opt()? {
         let value = value.unwrap_or_default();
-        let bad = |g: &GetOpt, msg: String| g.usage_error(msg);
         match id {
             "format" => {
                 o.format = match value.as_str() {
                     "xml" => Format::Xml,
                     "human_readable" => Format::Human,
-                    f => return Err(bad(&g, format!("unknown format '{f}'"))),
+                    f => return Err(g.usage_error(format!("unknown format '{f}'"))),
                 }
             }
             "repair" => {
@@ -116,18 +115,19 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
                     b => Some(b.to_string()),
                 };
                 if let Some(b) = block {
-                    o.snap_block =
-                        Some(b.parse().map_err(|_| {
-                            bad(&g, format!("couldn't parse <metadata-snap> '{b}'"))
-                        })?);
+                    o.snap_block = Some(b.parse().map_err(|_| {
+                        g.usage_error(format!("couldn't parse <metadata-snap> '{b}'"))
+                    })?);
                 }
             }
             "output" => o.output = Some(PathBuf::from(value)),
-            "dev-id" => o.dev_ids.push(number(id, &value).map_err(|e| bad(&g, e))?),
+            "dev-id" => o
+                .dev_ids
+                .push(number(id, &value).map_err(|e| g.usage_error(e))?),
             "skip-mappings" => o.skip_mappings = true,
             "quiet" => o.quiet = true,
             "async-io" => {}
-            _ => parse_override(id, &value, &mut overrides).map_err(|e| bad(&g, e))?,
+            _ => parse_override(id, &value, &mut overrides).map_err(|e| g.usage_error(e))?,
         }
     }
     o.input = match g.operands.as_slice() {
