@@ -1,46 +1,26 @@
-//! The common ending of a tool: parse, run, turn the outcome into an exit
-//! status.
+//! What the tools share after parsing: reading numbers given as option
+//! arguments, and turning the outcome of the work into an exit status.
 
 use anyhow::Result;
 use std::process::ExitCode;
+use std::str::FromStr;
 
-/// What a tool prints for itself.
-pub struct Cli {
-    pub usage: &'static str,
-    /// Put before error messages ("thin_exec: "), or empty.
-    pub prefix: &'static str,
-    /// Exit status for bad arguments.
-    pub usage_status: u8,
+/// The argument of option `--name` as a number.
+pub fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("--{name} needs a number, not '{value}'"))
 }
 
-impl Cli {
-    /// `parse` gives None when help was asked for. `execute` gives
-    /// `Ok(false)` when it ran and found problems (exit 1); an error is
-    /// printed and exits 1 too.
-    pub fn run<O>(
-        &self,
-        args: &[String],
-        parse: impl FnOnce(&[String]) -> Result<Option<O>>,
-        execute: impl FnOnce(&O) -> Result<bool>,
-    ) -> ExitCode {
-        let opts = match parse(args) {
-            Ok(Some(o)) => o,
-            Ok(None) => {
-                print!("{}", self.usage);
-                return ExitCode::SUCCESS;
-            }
-            Err(e) => {
-                eprintln!("{}{e}\n{}", self.prefix, self.usage);
-                return ExitCode::from(self.usage_status);
-            }
-        };
-        match execute(&opts) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("{}{e:#}", self.prefix);
-                ExitCode::from(1)
-            }
+/// `Ok(true)`: the tool ran and all is well (0). `Ok(false)`: it ran and
+/// found problems (1). An error is printed after `prefix` (1).
+pub fn exit_status(prefix: &str, outcome: Result<bool>) -> ExitCode {
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{prefix}{e:#}");
+            ExitCode::from(1)
         }
     }
 }

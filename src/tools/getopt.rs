@@ -6,6 +6,12 @@
 //!
 //! Options come out one at a time, in order, so a tool acts on each as the
 //! established one does (an error in an early option wins over `-h` later).
+//!
+//! Tools read them with `next_opt`, which answers `help` and `version` and
+//! reports glibc's complaints with the usage, the same way for every tool.
+
+use std::fmt::Display;
+use std::process::ExitCode;
 
 /// Whether an option takes an argument.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,6 +72,10 @@ pub struct GetOpt<'a> {
     pub operands: Vec<String>,
     /// Name used in error messages.
     prog: &'static str,
+    /// Printed for `help` and after complaints.
+    usage: &'a str,
+    /// Exit status for a bad command line.
+    usage_status: u8,
 }
 
 impl<'a> GetOpt<'a> {
@@ -77,7 +87,57 @@ impl<'a> GetOpt<'a> {
             cluster: 0,
             operands: Vec::new(),
             prog,
+            usage: "",
+            usage_status: 1,
         }
+    }
+
+    /// The text `help` prints and complaints end with.
+    pub fn with_usage(mut self, usage: &'a str) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// The exit status for a bad command line (1 unless set).
+    pub fn with_usage_status(mut self, status: u8) -> Self {
+        self.usage_status = status;
+        self
+    }
+
+    /// The next option the tool acts on. Options with the ids `help` and
+    /// `version` are answered here, and a bad option is reported with the
+    /// usage; either ends the parse, `Err` holding the exit status.
+    pub fn next_opt(&mut self) -> Result<Option<(&'static str, Option<String>)>, ExitCode> {
+        match self.next() {
+            None => Ok(None),
+            Some(Err(msg)) => Err(self.usage_error(msg)),
+            Some(Ok(("help", _))) => {
+                print!("{}", self.usage);
+                Err(ExitCode::SUCCESS)
+            }
+            Some(Ok(("version", _))) => {
+                println!("{}", env!("CARGO_PKG_VERSION"));
+                Err(ExitCode::SUCCESS)
+            }
+            Some(Ok(o)) => Ok(Some(o)),
+        }
+    }
+
+    /// Reports a bad command line: the complaint, then the usage.
+    pub fn usage_error(&self, msg: impl Display) -> ExitCode {
+        eprint!("{msg}\n{}", self.usage);
+        ExitCode::from(self.usage_status)
+    }
+
+    /// Takes the next word as an option's argument when `accept` says it is
+    /// one (for an optional argument given apart: `-m 5`).
+    pub fn take_next_if(&mut self, accept: impl Fn(&str) -> bool) -> Option<String> {
+        let a = self
+            .args
+            .get(self.i)
+            .filter(|a| self.cluster == 0 && accept(a))?;
+        self.i += 1;
+        Some(a.clone())
     }
 
     /// The next option with its argument; `Err` holds glibc's message.
@@ -283,5 +343,21 @@ mod tests {
         let (o, ops) = parse(&["--", "-h"]);
         assert!(o.is_empty());
         assert_eq!(ops, vec!["-h"]);
+    }
+
+    #[test]
+    fn optional_argument_apart() {
+        let args: Vec<String> = ["-m", "12", "dev", "-m", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut g = GetOpt::new("t", OPTS, &args);
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        assert_eq!(g.next(), Some(Ok(("snap", None))));
+        assert_eq!(g.take_next_if(digits).as_deref(), Some("12"));
+        assert_eq!(g.next(), Some(Ok(("snap", None))));
+        assert_eq!(g.take_next_if(digits), None);
+        assert_eq!(g.next(), None);
+        assert_eq!(g.operands, vec!["dev", "x"]);
     }
 }

@@ -2,11 +2,12 @@
 //! error is a terminal and the tool is not quiet, by a thread of its own, so
 //! that the work only bumps an atomic counter.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use thin::progress::ProgressHook;
 
 /// Redraw interval; also the delay before the bar first appears, so that
 /// short runs print nothing.
@@ -45,6 +46,34 @@ impl Progress {
     #[inline]
     pub fn add(&self, n: u64) {
         self.shared.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// For a total known only once the work started.
+    pub fn set_total(&self, total: u64) {
+        self.shared.total.store(total, Ordering::Relaxed);
+    }
+}
+
+impl ProgressHook for Progress {
+    fn set_total(&self, total: u64) {
+        Progress::set_total(self, total);
+    }
+    fn add(&self, n: u64) {
+        Progress::add(self, n);
+    }
+}
+
+/// A reader that counts the bytes it gives.
+pub struct CountingReader<'a, R> {
+    pub inner: R,
+    pub progress: &'a Progress,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
     }
 }
 

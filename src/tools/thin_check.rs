@@ -5,12 +5,14 @@
 //! stdout. Exit 0 when sound, 1 otherwise (leaks count only without
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
-use super::cli::Cli;
-use anyhow::{bail, Context, Result};
+use super::cli::{exit_status, number};
+use super::getopt::{GetOpt, HasArg, Opt};
+use super::progress::Progress;
+use anyhow::{Context, Result};
 use pdata::io::FileDevice;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thin::check::{check_with, clear_needs_check, CheckOptions, CheckReport, Section};
+use thin::check::{check_with_progress, clear_needs_check, CheckOptions, CheckReport, Section};
 
 const USAGE: &str = "Usage: thin_check [options] {device|file}
 Options:
@@ -26,6 +28,35 @@ Options:
   {--super-block-only}
 ";
 
+const OPTS: &[Opt] = &[
+    Opt::both('q', "quiet", HasArg::No, "quiet"),
+    Opt::both('h', "help", HasArg::No, "help"),
+    Opt::both('V', "version", HasArg::No, "version"),
+    Opt::both('m', "metadata-snap", HasArg::No, "metadata-snap"),
+    // 1.x's spelling.
+    Opt::long("metadata-snapshot", HasArg::No, "metadata-snap"),
+    Opt::long("auto-repair", HasArg::No, "auto-repair"),
+    Opt::long(
+        "override-mapping-root",
+        HasArg::Required,
+        "override-mapping-root",
+    ),
+    Opt::long(
+        "clear-needs-check-flag",
+        HasArg::No,
+        "clear-needs-check-flag",
+    ),
+    Opt::long(
+        "ignore-non-fatal-errors",
+        HasArg::No,
+        "ignore-non-fatal-errors",
+    ),
+    Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
+    Opt::long("super-block-only", HasArg::No, "super-block-only"),
+    // 1.x's I/O engine switch: one engine here.
+    Opt::long("async-io", HasArg::No, "async-io"),
+];
+
 #[derive(Default)]
 struct Options {
     quiet: bool,
@@ -36,80 +67,65 @@ struct Options {
     input: PathBuf,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>> {
+fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let mut o = Options::default();
-    let mut input = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        match name {
-            "-h" | "--help" => return Ok(None),
-            "-V" | "--version" => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
+    let mut g = GetOpt::new("thin_check", OPTS, args).with_usage(USAGE);
+    while let Some((id, value)) = g.next_opt()? {
+        let value = value.unwrap_or_default();
+        match id {
+            "quiet" => o.quiet = true,
+            "super-block-only" => o.check.super_block_only = true,
+            "skip-mappings" => o.check.skip_mappings = true,
+            "metadata-snap" => o.check.metadata_snap = true,
+            "auto-repair" => o.auto_repair = true,
+            "ignore-non-fatal-errors" => o.ignore_non_fatal = true,
+            "clear-needs-check-flag" => o.clear_needs_check = true,
+            "override-mapping-root" => {
+                o.check.override_mapping_root =
+                    Some(number(id, &value).map_err(|e| g.usage_error(e))?);
             }
-            "-q" | "--quiet" => o.quiet = true,
-            "--super-block-only" => o.check.super_block_only = true,
-            "--skip-mappings" => o.check.skip_mappings = true,
-            "-m" | "--metadata-snap" | "--metadata-snapshot" => o.check.metadata_snap = true,
-            "--auto-repair" => o.auto_repair = true,
-            "--ignore-non-fatal-errors" => o.ignore_non_fatal = true,
-            "--clear-needs-check-flag" => o.clear_needs_check = true,
-            "--override-mapping-root" => {
-                let v = match inline {
-                    Some(v) => v,
-                    None => it
-                        .next()
-                        .context("--override-mapping-root needs a block number")?
-                        .clone(),
-                };
-                let b = v.parse().with_context(|| {
-                    format!("bad block number '{v}' for --override-mapping-root")
-                })?;
-                o.check.override_mapping_root = Some(b);
-            }
-            s if s.starts_with('-') && s.len() > 1 => bail!("unrecognised option '{s}'"),
-            s => {
-                if input.replace(PathBuf::from(s)).is_some() {
-                    bail!("only one input is allowed");
-                }
-            }
+            _ => {} // async-io
         }
     }
-    o.input = input.context("No input file provided.")?;
+    o.input = match g.operands.as_slice() {
+        [] => return Err(g.usage_error("No input file provided.")),
+        [input] => PathBuf::from(input),
+        _ => return Err(g.usage_error("only one input is allowed")),
+    };
     if (o.auto_repair || o.clear_needs_check)
         && (o.check.metadata_snap || o.check.override_mapping_root.is_some())
     {
-        bail!(
-            "cannot repair or clear flags outside the live metadata (-m, --override-mapping-root)"
-        );
+        return Err(g.usage_error(
+            "cannot repair or clear flags outside the live metadata (-m, --override-mapping-root)",
+        ));
     }
     // 1.x: clearing the flag repairs leaks too.
     o.check.repair_leaks = o.auto_repair || o.clear_needs_check;
-    Ok(Some(o))
+    Ok(o)
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let cli = Cli {
-        usage: USAGE,
-        prefix: "",
-        usage_status: 1,
+    let o = match parse(args) {
+        Ok(o) => o,
+        Err(status) => return status,
     };
-    cli.run(args, parse, |o| match execute(o) {
+    let outcome = match execute(&o) {
         // -q: only the exit status speaks.
         Err(_) if o.quiet => Ok(false),
         r => r,
-    })
+    };
+    exit_status("", outcome)
 }
 
 fn execute(o: &Options) -> Result<bool> {
     let writable = o.check.repair_leaks;
     let dev = FileDevice::open(&o.input, writable)
         .with_context(|| format!("cannot open {}", o.input.display()))?;
-    let report = check_with(&dev, &o.check);
+    let report = {
+        // Gone (its line cleared) before the report is printed.
+        let progress = Progress::new("thin_check", 0, o.quiet);
+        check_with_progress(&dev, &o.check, &progress)
+    };
     if !o.quiet {
         print_report(o, &report);
     }

@@ -78,25 +78,15 @@ fn parse(args: &[String]) -> Result<Parsed> {
     let mut right = None;
     let mut metadata_snap = None;
     let mut verbose = false;
-    let mut g = GetOpt::new("thin_delta", OPTS, args);
-    while let Some(opt) = g.next() {
-        let (id, value) = match opt {
-            Ok(o) => o,
-            Err(msg) => {
-                eprint!("{msg}\n{USAGE}");
-                return Ok(Parsed::Exit(ExitCode::from(1)));
-            }
+    let mut g = GetOpt::new("thin_delta", OPTS, args).with_usage(USAGE);
+    loop {
+        let (id, value) = match g.next_opt() {
+            Ok(Some(o)) => o,
+            Ok(None) => break,
+            Err(status) => return Ok(Parsed::Exit(status)),
         };
         let value = value.unwrap_or_default();
         match id {
-            "help" => {
-                print!("{USAGE}");
-                return Ok(Parsed::Exit(ExitCode::SUCCESS));
-            }
-            "version" => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                return Ok(Parsed::Exit(ExitCode::SUCCESS));
-            }
             "thin1" => left = Some(Side::Dev(parse_u64(&value, "thin id 1")?)),
             "thin2" => right = Some(Side::Dev(parse_u64(&value, "thin id 2")?)),
             "root1" => left = Some(Side::Root(parse_u64(&value, "root block 1")?)),

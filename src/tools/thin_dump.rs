@@ -1,7 +1,8 @@
 //! `thin_dump`: thin-pool metadata as XML (the established tools' format,
 //! element for element) or as human-readable text.
 
-use super::cli::Cli;
+use super::cli::{exit_status, number};
+use super::getopt::{GetOpt, HasArg, Opt};
 use super::progress::Progress;
 use super::thin_repair::parse_override;
 use super::thin_xml::{Counted, HumanWriter, XmlWriter};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::dump::DumpOptions;
-use thin::repair::{recover, RepairOptions};
+use thin::repair::{recover_with_progress, RepairOptions};
 use thin::ThinMetadata;
 
 const USAGE: &str = "Usage: thin_dump [options] {device|file}
@@ -24,9 +25,10 @@ Options:
   {--data-block-size} <natural> (with --repair)
   {--nr-data-blocks} <natural> (with --repair)
   {-m|--metadata-snap} [block#]
-  {-o <xml file>}
+  {-o|--output} <xml file>
   {--dev-id} <dev-id>
   {--skip-mappings}
+  {-q|--quiet}
   {-V|--version}
 ";
 
@@ -44,90 +46,115 @@ struct Options {
     /// Recover what reads of damaged metadata (with these overrides).
     repair: Option<RepairOptions>,
     metadata_snap: bool,
+    /// The snapshot's block, when given: it must be the one held.
+    snap_block: Option<u64>,
     output: Option<PathBuf>,
     dev_ids: Vec<u64>,
     skip_mappings: bool,
+    /// No progress bar, no warnings.
+    quiet: bool,
     input: PathBuf,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>> {
+const OPTS: &[Opt] = &[
+    Opt::both('h', "help", HasArg::No, "help"),
+    Opt::both('V', "version", HasArg::No, "version"),
+    Opt::both('q', "quiet", HasArg::No, "quiet"),
+    Opt::both('f', "format", HasArg::Required, "format"),
+    Opt::both('r', "repair", HasArg::No, "repair"),
+    Opt::both('m', "metadata-snap", HasArg::Optional, "metadata-snap"),
+    // 1.x's spelling.
+    Opt::long("metadata-snapshot", HasArg::Optional, "metadata-snap"),
+    Opt::both('o', "output", HasArg::Required, "output"),
+    Opt::long("dev-id", HasArg::Required, "dev-id"),
+    Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
+    Opt::long("transaction-id", HasArg::Required, "transaction-id"),
+    Opt::long("data-block-size", HasArg::Required, "data-block-size"),
+    Opt::long("nr-data-blocks", HasArg::Required, "nr-data-blocks"),
+    // 1.x's I/O engine switch: one engine here.
+    Opt::long("async-io", HasArg::No, "async-io"),
+];
+
+fn is_number(s: &str) -> bool {
+    s.parse::<u64>().is_ok()
+}
+
+fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let mut o = Options {
         format: Format::Xml,
         repair: None,
         metadata_snap: false,
+        snap_block: None,
         output: None,
         dev_ids: Vec::new(),
         skip_mappings: false,
+        quiet: false,
         input: PathBuf::new(),
     };
-    let mut input = None;
     let mut overrides = RepairOptions::default();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        let mut value = || -> Result<String> {
-            i += 1;
-            args.get(i)
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
-        match a {
-            "-h" | "--help" => return Ok(None),
-            "-V" | "--version" => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
-            "-f" | "--format" => {
-                o.format = match value()?.as_str() {
+    let mut g = GetOpt::new("thin_dump", OPTS, args).with_usage(USAGE);
+    while let Some((id, value)) = g.next_opt()? {
+        let value = value.unwrap_or_default();
+        match id {
+            "format" => {
+                o.format = match value.as_str() {
                     "xml" => Format::Xml,
                     "human_readable" => Format::Human,
-                    f => bail!("unknown format '{f}'"),
+                    f => return Err(g.usage_error(format!("unknown format '{f}'"))),
                 }
             }
-            "-r" | "--repair" => {
+            "repair" => {
                 o.repair.get_or_insert_with(RepairOptions::default);
             }
-            "-m" | "--metadata-snap" => {
+            "metadata-snap" => {
                 o.metadata_snap = true;
-                // An optional block number may follow; the held root is used.
-                if args.get(i + 1).is_some_and(|n| n.parse::<u64>().is_ok()) {
-                    i += 1;
+                // `-m5`, `--metadata-snap=5`, 1.x's `-m=5`, or a number in
+                // the next word.
+                let block = match value.strip_prefix('=').unwrap_or(&value) {
+                    "" => g.take_next_if(is_number),
+                    b => Some(b.to_string()),
+                };
+                if let Some(b) = block {
+                    o.snap_block = Some(b.parse().map_err(|_| {
+                        g.usage_error(format!("couldn't parse <metadata-snap> '{b}'"))
+                    })?);
                 }
             }
-            "-o" | "--output" => o.output = Some(PathBuf::from(value()?)),
-            "--dev-id" => o
+            "output" => o.output = Some(PathBuf::from(value)),
+            "dev-id" => o
                 .dev_ids
-                .push(value()?.parse().context("--dev-id needs a number")?),
-            "--skip-mappings" => o.skip_mappings = true,
-            s if parse_override(s, &mut value, &mut overrides)? => {}
-            s if s.starts_with('-') => bail!("unrecognised option '{s}'"),
-            s => {
-                if input.replace(PathBuf::from(s)).is_some() {
-                    bail!("only one input is allowed");
-                }
-            }
+                .push(number(id, &value).map_err(|e| g.usage_error(e))?),
+            "skip-mappings" => o.skip_mappings = true,
+            "quiet" => o.quiet = true,
+            "async-io" => {}
+            _ => parse_override(id, &value, &mut overrides).map_err(|e| g.usage_error(e))?,
         }
-        i += 1;
     }
-    o.input = input.context("No input file provided.")?;
+    o.input = match g.operands.as_slice() {
+        [] => return Err(g.usage_error("No input file provided.")),
+        [input] => PathBuf::from(input),
+        _ => return Err(g.usage_error("only one input is allowed")),
+    };
     if let Some(r) = &mut o.repair {
         if o.metadata_snap || o.skip_mappings || !o.dev_ids.is_empty() {
-            bail!("--repair dumps the whole pool: it takes no -m, --dev-id or --skip-mappings");
+            return Err(g.usage_error(
+                "--repair dumps the whole pool: it takes no -m, --dev-id or --skip-mappings",
+            ));
         }
         *r = overrides;
     } else if overrides != RepairOptions::default() {
-        bail!("--transaction-id, --data-block-size and --nr-data-blocks go with --repair");
+        return Err(g.usage_error(
+            "--transaction-id, --data-block-size and --nr-data-blocks go with --repair",
+        ));
     }
-    Ok(Some(o))
+    Ok(o)
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let cli = Cli {
-        usage: USAGE,
-        prefix: "",
-        usage_status: 1,
-    };
-    cli.run(args, parse, |o| dump(o).map(|()| true))
+    match parse(args) {
+        Ok(o) => exit_status("", dump(&o).map(|()| true)),
+        Err(status) => status,
+    }
 }
 
 fn dump(o: &Options) -> Result<()> {
@@ -141,29 +168,47 @@ fn dump(o: &Options) -> Result<()> {
         ),
         None => Box::new(std::io::stdout().lock()),
     };
+    // The bar shares the terminal with the text only when writing to a file.
+    let quiet = o.quiet || o.output.is_none();
     if let Some(r) = &o.repair {
+        let progress = Progress::new("thin_dump", 0, quiet);
         let report = match o.format {
-            Format::Xml => recover(dev, r, &mut XmlWriter::new(out))?,
-            Format::Human => recover(
-                dev,
-                r,
-                &mut HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
-            )?,
+            Format::Xml => {
+                let inner = XmlWriter::new(out);
+                let mut out = Counted {
+                    inner,
+                    progress: &progress,
+                };
+                recover_with_progress(dev, r, &mut out, &progress)?
+            }
+            Format::Human => {
+                let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
+                let mut out = Counted {
+                    inner,
+                    progress: &progress,
+                };
+                recover_with_progress(dev, r, &mut out, &progress)?
+            }
         };
-        for w in &report.warnings {
-            eprintln!("thin_dump: {w}");
+        drop(progress);
+        if !o.quiet {
+            for w in &report.warnings {
+                eprintln!("thin_dump: {w}");
+            }
         }
         return Ok(());
     }
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
+    let held = md.superblock().held_root;
+    if let Some(b) = o.snap_block.filter(|&b| b != held) {
+        bail!("metadata snapshot {b} is not the one the superblock holds ({held})");
+    }
     // XmlWriter buffers by itself; the text form goes through a BufWriter.
     let opts = DumpOptions {
         metadata_snap: o.metadata_snap,
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
-    // The bar shares the terminal with the text only when writing to a file.
-    let quiet = o.output.is_none();
     let total = if quiet {
         0
     } else {

@@ -2,7 +2,8 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use super::cli::Cli;
+use super::cli::exit_status;
+use super::getopt::{GetOpt, HasArg, Opt};
 use anyhow::{anyhow, bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::{BufRead, BufReader, Write};
@@ -42,37 +43,40 @@ struct Options {
     script: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>> {
+const OPTS: &[Opt] = &[
+    Opt::both('h', "help", HasArg::No, "help"),
+    Opt::both('f', "force", HasArg::No, "force"),
+    Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
+];
+
+fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let mut force = false;
     let mut stop_on_error = false;
-    let mut pos = Vec::new();
-    for a in args {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--force" | "-f" => force = true,
-            "--stop-on-error" => stop_on_error = true,
-            s if s.starts_with('-') && s.len() > 1 => bail!("unknown option '{s}'"),
-            s => pos.push(PathBuf::from(s)),
+    let mut g = GetOpt::new("thin_exec", OPTS, args)
+        .with_usage(USAGE)
+        .with_usage_status(2);
+    while let Some((id, _)) = g.next_opt()? {
+        match id {
+            "force" => force = true,
+            _ => stop_on_error = true,
         }
     }
-    if pos.is_empty() || pos.len() > 2 {
-        bail!("expected META [SCRIPT]");
+    match g.operands.as_slice() {
+        [meta, script @ ..] if script.len() <= 1 => Ok(Options {
+            force,
+            stop_on_error,
+            meta: PathBuf::from(meta),
+            script: script.first().map(PathBuf::from),
+        }),
+        _ => Err(g.usage_error("thin_exec: expected META [SCRIPT]")),
     }
-    Ok(Some(Options {
-        force,
-        stop_on_error,
-        meta: pos[0].clone(),
-        script: pos.get(1).cloned(),
-    }))
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let cli = Cli {
-        usage: USAGE,
-        prefix: "thin_exec: ",
-        usage_status: 2,
-    };
-    cli.run(args, parse, execute)
+    match parse(args) {
+        Ok(o) => exit_status("thin_exec: ", execute(&o)),
+        Err(status) => status,
+    }
 }
 
 /// The session: metadata opened lazily (the first line may be `format`).

@@ -177,25 +177,16 @@ fn parse(args: &[String]) -> Parsed {
         json: false,
         input: PathBuf::new(),
     };
-    let mut g = GetOpt::new("thin_ls", OPTS, args);
-    while let Some(opt) = g.next() {
-        match opt {
-            Err(msg) => {
-                eprint!("{msg}\n{}", usage());
-                return Parsed::Exit(ExitCode::from(1));
-            }
-            Ok(("help", _)) => {
-                print!("{}", usage());
-                return Parsed::Exit(ExitCode::SUCCESS);
-            }
-            Ok(("version", _)) => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                return Parsed::Exit(ExitCode::SUCCESS);
-            }
-            Ok(("snap", _)) => o.metadata_snap = true,
-            Ok(("no-headers", _)) => o.headers = false,
-            Ok(("json", _)) => o.json = true,
-            Ok((_, v)) => match parse_fields(v.as_deref().unwrap_or_default()) {
+    let usage = usage();
+    let mut g = GetOpt::new("thin_ls", OPTS, args).with_usage(&usage);
+    loop {
+        match g.next_opt() {
+            Err(status) => return Parsed::Exit(status),
+            Ok(None) => break,
+            Ok(Some(("snap", _))) => o.metadata_snap = true,
+            Ok(Some(("no-headers", _))) => o.headers = false,
+            Ok(Some(("json", _))) => o.json = true,
+            Ok(Some((_, v))) => match parse_fields(v.as_deref().unwrap_or_default()) {
                 Ok(f) => o.fields = f,
                 Err(e) => {
                     eprintln!("{e}");
@@ -206,10 +197,7 @@ fn parse(args: &[String]) -> Parsed {
     }
     match g.operands.first() {
         Some(p) => o.input = PathBuf::from(p),
-        None => {
-            eprint!("No input file provided.\n{}", usage());
-            return Parsed::Exit(ExitCode::from(1));
-        }
+        None => return Parsed::Exit(g.usage_error("No input file provided.")),
     }
     Parsed::Run(o)
 }

@@ -1,13 +1,16 @@
 //! `thin_repair -i IN -o OUT`: recovers what can be read of damaged
 //! thin-pool metadata and writes it, consistent, to another device or file.
 
-use super::cli::Cli;
+use super::cli::{exit_status, number};
+use super::getopt::{GetOpt, HasArg, Opt};
+use super::progress::Progress;
+use super::thin_xml::Counted;
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use thin::repair::{recover, RepairOptions};
+use thin::repair::{recover_with_progress, RepairOptions};
 use thin::restore::Restorer;
 
 const USAGE: &str = "Usage: thin_repair [options] -i {device|file} -o {device|file}
@@ -29,72 +32,69 @@ struct Options {
     repair: RepairOptions,
 }
 
-/// The overrides `thin_repair` and `thin_dump --repair` share; true when
-/// `arg` was one (its value taken from `value`).
-pub fn parse_override(
-    arg: &str,
-    value: &mut dyn FnMut() -> Result<String>,
-    o: &mut RepairOptions,
-) -> Result<bool> {
-    fn number<T: std::str::FromStr>(arg: &str, s: String) -> Result<T> {
-        s.parse()
-            .ok()
-            .with_context(|| format!("{arg} needs a number, not '{s}'"))
+const OPTS: &[Opt] = &[
+    Opt::both('h', "help", HasArg::No, "help"),
+    Opt::both('V', "version", HasArg::No, "version"),
+    Opt::both('q', "quiet", HasArg::No, "quiet"),
+    Opt::both('i', "input", HasArg::Required, "input"),
+    Opt::both('o', "output", HasArg::Required, "output"),
+    Opt::long("transaction-id", HasArg::Required, "transaction-id"),
+    Opt::long("data-block-size", HasArg::Required, "data-block-size"),
+    Opt::long("nr-data-blocks", HasArg::Required, "nr-data-blocks"),
+    // 1.x's I/O engine switch: one engine here.
+    Opt::long("async-io", HasArg::No, "async-io"),
+];
+
+/// The superblock overrides `thin_repair`, `thin_restore` and
+/// `thin_dump --repair` share, by option id; other ids are left alone.
+pub fn parse_override(id: &str, value: &str, o: &mut RepairOptions) -> Result<(), String> {
+    match id {
+        "transaction-id" => o.transaction_id = Some(number(id, value)?),
+        "data-block-size" => o.data_block_size = Some(number(id, value)?),
+        "nr-data-blocks" => o.nr_data_blocks = Some(number(id, value)?),
+        _ => {}
     }
-    match arg {
-        "--transaction-id" => o.transaction_id = Some(number(arg, value()?)?),
-        "--data-block-size" => o.data_block_size = Some(number(arg, value()?)?),
-        "--nr-data-blocks" => o.nr_data_blocks = Some(number(arg, value()?)?),
-        _ => return Ok(false),
-    }
-    Ok(true)
+    Ok(())
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>> {
+fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let (mut input, mut output, mut quiet) = (None, None, false);
     let mut repair = RepairOptions::default();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        let mut value = || -> Result<String> {
-            i += 1;
-            args.get(i)
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
-        match a {
-            "-h" | "--help" => return Ok(None),
-            "-V" | "--version" => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                std::process::exit(0);
-            }
-            "-q" | "--quiet" => quiet = true,
-            // 1.x's I/O engine switch: one engine here.
-            "--async-io" => {}
-            "-i" | "--input" => input = Some(PathBuf::from(value()?)),
-            "-o" | "--output" => output = Some(PathBuf::from(value()?)),
-            s if parse_override(s, &mut value, &mut repair)? => {}
-            s => bail!("unrecognised option '{s}'"),
+    let mut g = GetOpt::new("thin_repair", OPTS, args).with_usage(USAGE);
+    while let Some((id, value)) = g.next_opt()? {
+        let value = value.unwrap_or_default();
+        match id {
+            "quiet" => quiet = true,
+            "input" => input = Some(PathBuf::from(value)),
+            "output" => output = Some(PathBuf::from(value)),
+            "async-io" => {}
+            _ => parse_override(id, &value, &mut repair).map_err(|e| g.usage_error(e))?,
         }
-        i += 1;
     }
-    let input = input.context("No input file provided.")?;
-    let output = output.context("No output file provided.")?;
-    Ok(Some(Options {
+    if let Some(extra) = g.operands.first() {
+        return Err(g.usage_error(format!(
+            "unexpected argument '{extra}': give the input with -i and the output with -o"
+        )));
+    }
+    let Some(input) = input else {
+        return Err(g.usage_error("No input file provided."));
+    };
+    let Some(output) = output else {
+        return Err(g.usage_error("No output file provided."));
+    };
+    Ok(Options {
         input,
         output,
         quiet,
         repair,
-    }))
+    })
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let cli = Cli {
-        usage: USAGE,
-        prefix: "thin_repair: ",
-        usage_status: 1,
-    };
-    cli.run(args, parse, |o| repair(o).map(|()| true))
+    match parse(args) {
+        Ok(o) => exit_status("thin_repair: ", repair(&o).map(|()| true)),
+        Err(status) => status,
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -116,8 +116,15 @@ fn repair(o: &Options) -> Result<()> {
         .with_context(|| format!("cannot open {}", o.output.display()))?;
     let out_blocks = out_dev.nr_blocks();
     let output: Arc<dyn BlockDevice> = Arc::new(out_dev);
-    let mut restorer = Restorer::new(output);
-    let report = recover(input, &o.repair, &mut restorer).map_err(|e| {
+    // Mappings written, out of those recovered.
+    let progress = Progress::new("thin_repair", 0, o.quiet);
+    let mut restorer = Counted {
+        inner: Restorer::new(output),
+        progress: &progress,
+    };
+    let recovered = recover_with_progress(input, &o.repair, &mut restorer, &progress);
+    drop(progress);
+    let report = recovered.map_err(|e| {
         if matches!(e, thin::ThinError::Pdata(pdata::Error::NoSpace(_))) {
             anyhow::anyhow!(
                 "the output ({out_blocks} blocks of 4 KiB) is too small for the recovered metadata: give it more space"

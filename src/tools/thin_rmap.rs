@@ -76,23 +76,13 @@ fn parse_region(s: &str) -> Result<Range<u64>> {
 pub fn run(args: &[String]) -> ExitCode {
     let mut regions = Vec::new();
     let mut sharers = Sharers::All;
-    let mut g = GetOpt::new("thin_rmap", OPTS, args);
-    while let Some(opt) = g.next() {
-        match opt {
-            Err(msg) => {
-                eprint!("{msg}\n{USAGE}");
-                return ExitCode::from(1);
-            }
-            Ok(("help", _)) => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Ok(("version", _)) => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            Ok(("shared-once", _)) => sharers = Sharers::FirstOnly,
-            Ok((_, v)) => match parse_region(v.as_deref().unwrap_or_default()) {
+    let mut g = GetOpt::new("thin_rmap", OPTS, args).with_usage(USAGE);
+    loop {
+        match g.next_opt() {
+            Err(status) => return status,
+            Ok(None) => break,
+            Ok(Some(("shared-once", _))) => sharers = Sharers::FirstOnly,
+            Ok(Some((_, v))) => match parse_region(v.as_deref().unwrap_or_default()) {
                 Ok(r) => regions.push(r),
                 Err(e) => {
                     eprintln!("{e}");
@@ -102,12 +92,10 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     }
     if regions.is_empty() {
-        eprint!("No regions provided.\n{USAGE}");
-        return ExitCode::from(1);
+        return g.usage_error("No regions provided.");
     }
     let Some(input) = g.operands.first().map(PathBuf::from) else {
-        eprint!("No input file provided.\n{USAGE}");
-        return ExitCode::from(1);
+        return g.usage_error("No input file provided.");
     };
     match rmap(&input, &regions, sharers) {
         Ok(()) => ExitCode::SUCCESS,

@@ -55,25 +55,15 @@ pub fn run(args: &[String]) -> ExitCode {
     let mut metadata = None;
     let mut data = None;
     let mut quiet = false;
-    let mut g = GetOpt::new("thin_trim", OPTS, args);
-    while let Some(opt) = g.next() {
-        match opt {
-            Err(msg) => {
-                eprint!("{msg}\n{USAGE}");
-                return ExitCode::from(1);
-            }
-            Ok(("help", _)) => {
-                print!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            Ok(("version", _)) => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            Ok(("quiet", _)) => quiet = true,
-            Ok(("metadata", v)) => metadata = v.map(PathBuf::from),
-            Ok(("data", v)) => data = v.map(PathBuf::from),
-            Ok(_) => eprintln!(
+    let mut g = GetOpt::new("thin_trim", OPTS, args).with_usage(USAGE);
+    loop {
+        match g.next_opt() {
+            Err(status) => return status,
+            Ok(None) => break,
+            Ok(Some(("quiet", _))) => quiet = true,
+            Ok(Some(("metadata", v))) => metadata = v.map(PathBuf::from),
+            Ok(Some(("data", v))) => data = v.map(PathBuf::from),
+            Ok(Some(_)) => eprintln!(
                 "--pool-inactive no longer required since we ensure the metadata device is opened exclusively."
             ),
         }

@@ -24,6 +24,7 @@ pub use repair::clear_needs_check;
 pub use report::{CheckReport, Problem, Section, Severity};
 
 use crate::format::superblock::SUPERBLOCK_LOCATION;
+use crate::progress::{NoProgress, ProgressHook};
 use counts::RefCounts;
 use pdata::io::BlockDevice;
 use pdata::space_map::format::{nr_bitmaps, MAX_METADATA_BLOCKS};
@@ -56,6 +57,16 @@ pub fn check(dev: Arc<dyn BlockDevice>) -> pdata::Result<CheckReport> {
 
 /// Checks the metadata on `dev` as `opts` says.
 pub fn check_with(dev: &dyn BlockDevice, opts: &CheckOptions) -> CheckReport {
+    check_with_progress(dev, opts, &NoProgress)
+}
+
+/// Checks as `check_with` does, reporting to `progress` the metadata blocks
+/// read, out of those the superblock says are in use.
+pub fn check_with_progress(
+    dev: &dyn BlockDevice,
+    opts: &CheckOptions,
+    progress: &dyn ProgressHook,
+) -> CheckReport {
     let mut report = CheckReport::default();
     let sb = match superblock::read(dev, SUPERBLOCK_LOCATION) {
         Ok(sb) => sb,
@@ -118,7 +129,8 @@ pub fn check_with(dev: &dyn BlockDevice, opts: &CheckOptions) -> CheckReport {
         );
         return report;
     };
-    let mut w = Walker::new(dev, meta, data, dsm.nr_blocks);
+    progress.set_total(msm.nr_allocated);
+    let mut w = Walker::new(dev, meta, data, dsm.nr_blocks, progress);
     w.report = report;
     w.reference_other(SUPERBLOCK_LOCATION, Other::Superblock, Section::Superblock);
 

@@ -2,6 +2,7 @@
 //! coalesced, no cache) and verify each block on its own; the calling
 //! thread applies the verified blocks to the walk's state, in order.
 
+use crate::progress::ProgressHook;
 use pdata::io::BlockDevice;
 use pdata::io::{read_sorted, will_need_sorted};
 use pdata::{Block, BLOCK_SIZE};
@@ -30,9 +31,11 @@ impl Buffers {
 
 /// Reads the block of every job (`loc(job)`, ascending for speed), runs
 /// `verify` on it (None: the read failed) on the worker, then `apply` on the
-/// calling thread, job by job in order.
+/// calling thread, job by job in order; `progress` is told after each batch.
+#[allow(clippy::too_many_arguments)]
 pub fn run<J, V>(
     dev: &dyn BlockDevice,
+    progress: &dyn ProgressHook,
     jobs: &[J],
     buffers: &mut Buffers,
     loc: impl Fn(&J) -> u64 + Sync,
@@ -58,6 +61,7 @@ pub fn run<J, V>(
         for (((j, b), ok), v) in chunk.iter().zip(buf).zip(ok).zip(verdicts) {
             apply(j, ok.then_some(b), v);
         }
+        progress.add(chunk.len() as u64);
     };
 
     will_need_sorted(dev, jobs.iter().map(&loc));

@@ -139,6 +139,7 @@ pub fn compare(w: &mut Walker, mut bitmaps: Vec<BitmapRef>, nr_blocks: [u64; 2])
     let (dev, meta, data, report) = (w.dev, &w.meta, &w.data, &mut w.report);
     pipeline::run(
         dev,
+        w.progress,
         &bitmaps,
         &mut buffers,
         |b| b.loc,

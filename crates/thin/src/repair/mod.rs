@@ -32,6 +32,7 @@ use crate::format::device_details::DeviceDetails;
 use crate::format::superblock::Superblock;
 use crate::ir::Visitor;
 use crate::metadata::MAX_DEVICE_ID;
+use crate::progress::{NoProgress, ProgressHook};
 use crate::{Result, ThinError};
 use emit::{Plan, PlannedDevice};
 use pdata::block_manager::le64;
@@ -69,6 +70,17 @@ pub fn recover(
     opts: &RepairOptions,
     out: &mut dyn Visitor,
 ) -> Result<RepairReport> {
+    recover_with_progress(dev, opts, out, &NoProgress)
+}
+
+/// Recovers as `recover` does, first telling `progress` how many mappings
+/// `out` will be given (the caller counts them as they come).
+pub fn recover_with_progress(
+    dev: Arc<dyn BlockDevice>,
+    opts: &RepairOptions,
+    out: &mut dyn Visitor,
+    progress: &dyn ProgressHook,
+) -> Result<RepairReport> {
     let sb = SuperblockState::read(dev.as_ref());
     let mut warnings = Vec::new();
     match &sb {
@@ -95,10 +107,12 @@ pub fn recover(
         warnings,
     };
     let plan = rec.plan(opts)?;
+    let mappings = plan.devices.iter().map(|d| d.details.mapped_blocks).sum();
+    progress.set_total(mappings);
     emit::emit(&plan, &reader, out)?;
     Ok(RepairReport {
         devices: plan.devices.len() as u64,
-        mappings: plan.devices.iter().map(|d| d.details.mapped_blocks).sum(),
+        mappings,
         scanned: rec.search.is_some(),
         warnings: rec.warnings,
     })

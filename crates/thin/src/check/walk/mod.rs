@@ -10,6 +10,7 @@ use super::node::{key, verify_node, Head};
 use super::pipeline::{self, Buffers};
 use super::report::{CheckReport, Section};
 use crate::format::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
+use crate::progress::ProgressHook;
 use pdata::block_manager::{le32, le64};
 use pdata::io::BlockDevice;
 use pdata::space_map::format::{IndexEntry, INDEX_ENTRY_SIZE};
@@ -140,6 +141,8 @@ pub struct IndexSlot {
 
 pub struct Walker<'a> {
     pub dev: &'a dyn BlockDevice,
+    /// Told of every block read.
+    pub progress: &'a dyn ProgressHook,
     /// Batch buffers, reused by every read of the check.
     pub buffers: Buffers,
     /// Expected metadata counts; its length bounds every metadata reference.
@@ -174,9 +177,16 @@ pub struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(dev: &'a dyn BlockDevice, meta: RefCounts, data: RefCounts, nr_data: u64) -> Self {
+    pub fn new(
+        dev: &'a dyn BlockDevice,
+        meta: RefCounts,
+        data: RefCounts,
+        nr_data: u64,
+        progress: &'a dyn ProgressHook,
+    ) -> Self {
         Walker {
             dev,
+            progress,
             buffers: Buffers::default(),
             meta,
             data,
@@ -246,13 +256,14 @@ impl<'a> Walker<'a> {
         for &r in roots {
             self.reference_node(r, &mut frontier);
         }
-        let dev = self.dev;
+        let (dev, progress) = (self.dev, self.progress);
         while !frontier.is_empty() {
             frontier.sort_unstable_by_key(|r| r.loc);
             let mut next = Vec::new();
             let mut buffers = std::mem::take(&mut self.buffers);
             pipeline::run(
                 dev,
+                progress,
                 &frontier,
                 &mut buffers,
                 |r| r.loc,
