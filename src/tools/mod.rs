@@ -3,6 +3,7 @@
 mod cli;
 mod demo;
 mod getopt;
+mod in_out;
 mod introsort;
 mod progress;
 mod thin_check;

@@ -3,8 +3,8 @@
 
 use super::cli::{exit_status, number};
 use super::getopt::{GetOpt, HasArg, Opt};
+use super::in_out::parse_override;
 use super::progress::Progress;
-use super::thin_repair::parse_override;
 use super::thin_xml::{Counted, HumanWriter, XmlWriter};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
