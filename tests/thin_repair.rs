@@ -7,13 +7,17 @@ use pdata::btree::node::Node;
 use pdata::io::{BlockDevice, FileDevice, MemoryDevice};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use thin::format::superblock::{Superblock, SUPERBLOCK_VALIDATOR};
 use thin::ir::{PoolInfo, Run, Visitor};
 use thin::repair::{recover, RepairOptions};
 use thin::restore::Restorer;
 use thin::{DeviceDetails, ThinMetadata};
+
+#[path = "common/oracle.rs"]
+mod oracle;
+use oracle::{debian, run};
 
 const PDT: &str = env!("CARGO_BIN_EXE_pdt");
 const BLOCK: usize = 4096;
@@ -22,22 +26,6 @@ const NR_DATA_BLOCKS: u64 = 20_000;
 
 /// (device, thin block) -> (data block, time).
 type Mappings = BTreeMap<(u64, u64), (u64, u32)>;
-
-fn debian(tool: &str) -> String {
-    let p = format!("/usr/sbin/{tool}");
-    assert!(
-        Path::new(&p).exists(),
-        "{p} is missing: apt-get install thin-provisioning-tools"
-    );
-    p
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    o
-}
 
 fn blank(path: &Path, blocks: u64) {
     std::fs::File::create(path)

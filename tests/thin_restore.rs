@@ -5,23 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/oracle.rs"]
+mod oracle;
+use oracle::{debian, run};
+
 const PDT: &str = env!("CARGO_BIN_EXE_pdt");
-
-fn debian(tool: &str) -> String {
-    let p = format!("/usr/sbin/{tool}");
-    assert!(
-        Path::new(&p).exists(),
-        "{p} is missing: apt-get install thin-provisioning-tools"
-    );
-    p
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    o
-}
 
 fn ok(cmd: &mut Command) -> Vec<u8> {
     let o = run(cmd);

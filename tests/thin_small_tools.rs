@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+#[path = "common/oracle.rs"]
+mod oracle;
+
 const PDT: &str = env!("CARGO_BIN_EXE_pdt");
 
 struct Out {
@@ -30,12 +33,7 @@ fn run(cmd: &mut Command) -> Out {
 }
 
 fn debian(tool: &str) -> Command {
-    let p = format!("/usr/sbin/{tool}");
-    assert!(
-        Path::new(&p).exists(),
-        "{p} is missing: apt-get install thin-provisioning-tools"
-    );
-    Command::new(p)
+    Command::new(oracle::debian(tool))
 }
 
 fn ours(tool: &str, args: &[&str]) -> Out {

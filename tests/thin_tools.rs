@@ -4,16 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-const PDT: &str = env!("CARGO_BIN_EXE_pdt");
+#[path = "common/oracle.rs"]
+mod oracle;
+use oracle::debian;
 
-fn debian(tool: &str) -> String {
-    let p = format!("/usr/sbin/{tool}");
-    assert!(
-        Path::new(&p).exists(),
-        "{p} is missing: apt-get install thin-provisioning-tools"
-    );
-    p
-}
+const PDT: &str = env!("CARGO_BIN_EXE_pdt");
 
 fn output(cmd: &mut Command) -> (bool, Vec<u8>) {
     let o = cmd.output().expect("runs");

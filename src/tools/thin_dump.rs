@@ -209,33 +209,30 @@ fn dump(o: &Options) -> Result<()> {
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
-    let total = if quiet {
-        0
-    } else {
-        thin::dump::total_mapped(&md, &opts)?
-    };
-    let progress = Progress::new("thin_dump", total, quiet);
+    let progress = Progress::new("thin_dump", 0, quiet);
     match o.format {
         Format::Xml => {
             let inner = XmlWriter::new(out);
-            thin::dump::dump(
+            thin::dump::dump_with_progress(
                 &md,
                 &opts,
                 &mut Counted {
                     inner,
                     progress: &progress,
                 },
+                &progress,
             )?
         }
         Format::Human => {
             let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
-            thin::dump::dump(
+            thin::dump::dump_with_progress(
                 &md,
                 &opts,
                 &mut Counted {
                     inner,
                     progress: &progress,
                 },
+                &progress,
             )?
         }
     }

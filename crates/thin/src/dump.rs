@@ -2,6 +2,7 @@
 //! feeds it to a [`Visitor`]: the reading half of `thin_dump`.
 
 use crate::ir::{PoolInfo, RunJoiner, Visitor};
+use crate::progress::{NoProgress, ProgressHook};
 use crate::{Result, ThinError, ThinMetadata};
 
 /// What to walk.
@@ -15,18 +16,6 @@ pub struct DumpOptions {
     pub skip_mappings: bool,
 }
 
-/// The sum of `mapped_blocks` over the devices `dump` would visit: the
-/// length of the walk, for progress reports.
-pub fn total_mapped(md: &ThinMetadata, opts: &DumpOptions) -> Result<u64> {
-    let sb = roots(md, opts)?;
-    Ok(md
-        .devices_at(sb.data_mapping_root, sb.device_details_root)?
-        .iter()
-        .filter(|(id, _, _)| opts.dev_ids.is_empty() || opts.dev_ids.contains(id))
-        .map(|(_, d, _)| d.mapped_blocks)
-        .sum())
-}
-
 fn roots(md: &ThinMetadata, opts: &DumpOptions) -> Result<crate::format::superblock::Superblock> {
     if opts.metadata_snap {
         md.metadata_snap()?.ok_or(ThinError::NoSnapshot)
@@ -36,9 +25,22 @@ fn roots(md: &ThinMetadata, opts: &DumpOptions) -> Result<crate::format::superbl
 }
 
 pub fn dump(md: &ThinMetadata, opts: &DumpOptions, out: &mut dyn Visitor) -> Result<()> {
+    dump_with_progress(md, opts, out, &NoProgress)
+}
+
+/// `dump`, telling `progress` the number of mappings to come (the devices'
+/// `mapped_blocks`) once the devices are known; the visitor counts them.
+pub fn dump_with_progress(
+    md: &ThinMetadata,
+    opts: &DumpOptions,
+    out: &mut dyn Visitor,
+    progress: &dyn ProgressHook,
+) -> Result<()> {
     let live = md.superblock().clone();
     let sb = roots(md, opts)?;
-    let devices = md.devices_at(sb.data_mapping_root, sb.device_details_root)?;
+    let mut devices = md.devices_at(sb.data_mapping_root, sb.device_details_root)?;
+    devices.retain(|(id, _, _)| opts.dev_ids.is_empty() || opts.dev_ids.contains(id));
+    progress.set_total(devices.iter().map(|(_, d, _)| d.mapped_blocks).sum());
     out.superblock_begin(&PoolInfo {
         uuid: String::new(),
         time: sb.time,
@@ -51,9 +53,6 @@ pub fn dump(md: &ThinMetadata, opts: &DumpOptions, out: &mut dyn Visitor) -> Res
         metadata_snap: None,
     })?;
     for (id, details, root) in devices {
-        if !opts.dev_ids.is_empty() && !opts.dev_ids.contains(&id) {
-            continue;
-        }
         out.device_begin(id, &details)?;
         if !opts.skip_mappings {
             let mut joiner = RunJoiner::new();

@@ -1,0 +1,24 @@
+//! Running Debian's thin-provisioning-tools (the oracle) and our tools.
+// Each test file uses what it needs of this.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The path of Debian's `tool`; fails the test if it is not installed.
+pub fn debian(tool: &str) -> String {
+    let p = format!("/usr/sbin/{tool}");
+    assert!(
+        Path::new(&p).exists(),
+        "{p} is missing: apt-get install thin-provisioning-tools"
+    );
+    p
+}
+
+/// Runs `cmd`; whatever its exit status, it must not have panicked.
+pub fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    o
+}
