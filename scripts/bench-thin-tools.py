@@ -53,6 +53,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pdt", default=os.path.join(ROOT, "target/release/pdt"))
+    ap.add_argument("--before", help="an earlier pdt build, timed in the same run"
+                    " (adds its time and the ratio pdt / before)")
     ap.add_argument("--tools", nargs="+",
                     default=["thin_check", "thin_dump", "thin_restore", "thin_repair"])
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each run")
@@ -62,8 +64,11 @@ def main():
         sys.exit(f"{a.pdt} not found: run cargo build --release first")
     work = a.keep or tempfile.mkdtemp(prefix="pdt-bench-")
     os.makedirs(work, exist_ok=True)
-    print(f"{'mappings':>10} {'tool':<13} {'debian s':>9} {'pdt s':>8} {'ratio':>6}"
-          f" {'debian MB':>10} {'pdt MB':>7}")
+    head = (f"{'mappings':>10} {'tool':<13} {'debian s':>9} {'pdt s':>8} {'ratio':>6}"
+            f" {'debian MB':>10} {'pdt MB':>7}")
+    if a.before:
+        head += f" {'before s':>9} {'/before':>8} {'before MB':>10}"
+    print(head)
     try:
         for n in a.mappings:
             bench(a, work, n)
@@ -94,7 +99,10 @@ def bench(a, work, n):
     }
     for tool in a.tools:
         best = {}
-        for who, exe in (("debian", [f"/usr/sbin/{tool}"]), ("pdt", [a.pdt, tool])):
+        who_exe = [("debian", [f"/usr/sbin/{tool}"]), ("pdt", [a.pdt, tool])]
+        if a.before:
+            who_exe.append(("before", [a.before, tool]))
+        for who, exe in who_exe:
             walls, rss = [], 0
             for _ in range(a.runs):
                 fresh(out, size)
@@ -104,8 +112,12 @@ def bench(a, work, n):
                 rss = max(rss, r)
             best[who] = (min(walls), rss)
         (dw, dr), (pw, pr) = best["debian"], best["pdt"]
-        print(f"{n:>10} {tool:<13} {dw:>9.3f} {pw:>8.3f} {pw / dw:>6.3f}"
-              f" {dr / 1024:>10.1f} {pr / 1024:>7.1f}", flush=True)
+        line = (f"{n:>10} {tool:<13} {dw:>9.3f} {pw:>8.3f} {pw / dw:>6.3f}"
+                f" {dr / 1024:>10.1f} {pr / 1024:>7.1f}")
+        if a.before:
+            bw, br = best["before"]
+            line += f" {bw:>9.3f} {pw / bw:>8.3f} {br / 1024:>10.1f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
