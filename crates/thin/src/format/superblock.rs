@@ -88,7 +88,7 @@ const _: () = assert!(MAX_METADATA_SECTORS == 33_292_800);
 pub const DATA_BLOCK_SIZE_MULTIPLE: u32 = 128;
 pub const MIN_DATA_BLOCK_SIZE: u32 = DATA_BLOCK_SIZE_MULTIPLE;
 pub const MAX_DATA_BLOCK_SIZE: u32 = 2_097_152;
-const _: () = assert!(MAX_DATA_BLOCK_SIZE % DATA_BLOCK_SIZE_MULTIPLE == 0);
+const _: () = assert!(MAX_DATA_BLOCK_SIZE.is_multiple_of(DATA_BLOCK_SIZE_MULTIPLE));
 
 /// A data block size the thin-pool target accepts.
 pub fn valid_data_block_size(sectors: u32) -> bool {
@@ -386,20 +386,11 @@ mod tests {
             Err(SuperblockError::Unformatted)
         ));
         // The engine's wording, as the validator gives it.
-        assert_eq!(
-            SuperblockError::Unformatted.at(0).to_string(),
-            SUPERBLOCK_VALIDATOR
-                .check(0, &zero)
-                .unwrap_err()
-                .to_string()
-        );
-        assert_eq!(
-            SuperblockError::Unformatted.at(3).to_string(),
-            SUPERBLOCK_VALIDATOR
-                .check(3, &zero)
-                .unwrap_err()
-                .to_string()
-        );
+        for loc in [0, 3] {
+            let by_validator = SUPERBLOCK_VALIDATOR.check(loc, &zero).unwrap_err();
+            let ours = SuperblockError::Unformatted.at(loc);
+            assert_eq!(ours.to_string(), by_validator.to_string());
+        }
         let dev = MemoryDevice::from_image(b.to_vec());
         assert!(matches!(
             read_superblock(&dev, 1),
