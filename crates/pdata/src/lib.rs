@@ -19,6 +19,7 @@ pub mod array;
 pub mod bitset;
 pub mod block_manager;
 pub mod btree;
+pub mod build;
 pub mod checksum;
 pub mod error;
 pub mod io;

@@ -10,20 +10,22 @@
 use crate::error::{Result, ThinError};
 use crate::format::block_time::{BlockTime, MAX_DATA_BLOCK, MAX_TIME};
 use crate::format::device_details::{DeviceDetails, DEVICE_DETAILS_SIZE};
-use crate::format::superblock::*;
+use crate::format::superblock::{
+    data_block_size_error, valid_data_block_size, Superblock, SuperblockError, FLAG_NEEDS_CHECK,
+    SUPERBLOCK_LOCATION, SUPERBLOCK_VALIDATOR, THIN_VERSION,
+};
 use crate::value_types::{DataRefs, SubtreeRefs};
 use pdata::block_manager::{BlockManager, BlockRead, DEFAULT_CACHE_BLOCKS};
 use pdata::btree::{self, NoRefs};
 use pdata::io::BlockDevice;
-use pdata::space_map::format::SmRoot;
+use pdata::space_map::format::{SmRoot, MAX_METADATA_BLOCKS};
 use pdata::space_map::DiskSpaceMap;
 use pdata::transaction_manager::TransactionManager;
 use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Thin device ids are 24-bit.
-pub const MAX_DEVICE_ID: u64 = (1 << 24) - 1;
+pub use crate::format::device_details::MAX_DEVICE_ID;
 
 /// A run of consecutive mappings: thin blocks [thin_begin, thin_end) map
 /// to data blocks starting at pool_begin.
@@ -75,12 +77,8 @@ impl ThinMetadata {
         force: bool,
         cache_blocks: usize,
     ) -> Result<Self> {
-        if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&data_block_size)
-            || !data_block_size.is_multiple_of(MIN_DATA_BLOCK_SIZE)
-        {
-            return Err(ThinError::Invalid(format!(
-                "data block size {data_block_size} sectors: it must be a multiple of {MIN_DATA_BLOCK_SIZE} between {MIN_DATA_BLOCK_SIZE} and {MAX_DATA_BLOCK_SIZE}"
-            )));
+        if !valid_data_block_size(data_block_size) {
+            return Err(ThinError::Invalid(data_block_size_error(data_block_size)));
         }
         if nr_data_blocks > MAX_DATA_BLOCK + 1 {
             return Err(ThinError::Invalid(format!(
@@ -91,7 +89,7 @@ impl ThinMetadata {
         if !force && bm.read_raw(SUPERBLOCK_LOCATION)?.iter().any(|&b| b != 0) {
             return Err(ThinError::AlreadyFormatted);
         }
-        let metadata_nr_blocks = bm.nr_blocks().min(MAX_METADATA_SECTORS / 8);
+        let metadata_nr_blocks = bm.nr_blocks().min(MAX_METADATA_BLOCKS);
         let mut tm = TransactionManager::format(bm)?;
         let data_sm = DiskSpaceMap::format(&mut tm, nr_data_blocks)?;
         let data_mapping_root = btree::empty_tree(&mut tm, 8)?;
@@ -699,10 +697,9 @@ impl ThinMetadata {
                 "cannot shrink the metadata device from {current} to {nr_blocks} blocks"
             )));
         }
-        if nr_blocks > MAX_METADATA_SECTORS / 8 {
+        if nr_blocks > MAX_METADATA_BLOCKS {
             return Err(ThinError::Invalid(format!(
-                "a metadata device holds at most {} blocks",
-                MAX_METADATA_SECTORS / 8
+                "a metadata device holds at most {MAX_METADATA_BLOCKS} blocks"
             )));
         }
         self.mutate(|md| Ok(md.tm.extend_metadata(nr_blocks)?))
@@ -865,16 +862,17 @@ impl ThinMetadata {
     }
 }
 
-/// Reads and validates the superblock.
+/// Reads and validates the superblock; refuses what the pool cannot open.
 pub fn read_superblock(bm: &BlockManager, writable: bool) -> Result<Superblock> {
     let raw = bm.read_raw(SUPERBLOCK_LOCATION)?;
-    if raw.iter().all(|&b| b == 0) {
-        return Err(ThinError::Unformatted);
-    }
-    let sb = {
-        let b = bm.read_lock(SUPERBLOCK_LOCATION, &SUPERBLOCK_VALIDATOR)?;
-        Superblock::unpack(&b)
+    let sb = match Superblock::decode(SUPERBLOCK_LOCATION, &raw) {
+        Ok(sb) => sb,
+        Err(SuperblockError::Unformatted) => return Err(ThinError::Unformatted),
+        Err(e) => return Err(e.at(SUPERBLOCK_LOCATION).into()),
     };
+    // Block 0 goes through the cache as well, as it always has: the I/O
+    // sequence, and so torture's fault points, stay as they were.
+    drop(bm.read_lock(SUPERBLOCK_LOCATION, &SUPERBLOCK_VALIDATOR)?);
     if sb.incompat_flags != 0 {
         return Err(ThinError::Incompatible(sb.incompat_flags));
     }

@@ -1,44 +1,22 @@
 //! Reading and validating a superblock (the live one or the metadata
 //! snapshot's copy) straight from the device.
 
-use crate::format::superblock::{Superblock, BLOCKNR, MAGIC, THIN_MAGIC};
-use pdata::block_manager::le64;
-use pdata::checksum::{verify, SALT_THIN_SUPERBLOCK};
+use crate::format::superblock::{read_block, Superblock, SuperblockError};
 use pdata::io::BlockDevice;
-
-/// Versions with the layout we know (1 and 2 share it).
-pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
 
 /// Reads the superblock at `loc`: its own block number, magic and
 /// checksum must hold.
 pub fn read(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, String> {
-    let mut b = [0u8; pdata::BLOCK_SIZE];
-    dev.read_block(loc, &mut b)
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    if b.iter().all(|&x| x == 0) {
-        return Err("is all zeroes (unformatted metadata)".into());
-    }
+    let b = read_block(dev, loc).map_err(|e| SuperblockError::Io(e).to_string())?;
     // The XML guess only explains a block that fails validation: a valid
     // superblock's checksum may well start with '<'.
-    let invalid = |why: String| {
-        if looks_like_xml(&b) {
+    Superblock::decode(loc, &b).map_err(|e| {
+        if looks_like_xml(&b[..]) {
             "looks like XML: thin_check checks binary metadata only".to_string()
         } else {
-            why
+            e.to_string()
         }
-    };
-    let found = le64(&b, BLOCKNR);
-    if found != loc {
-        return Err(invalid(format!("claims to be block {found}")));
-    }
-    let magic = le64(&b, MAGIC);
-    if magic != THIN_MAGIC {
-        return Err(invalid(format!("has magic {magic}, not {THIN_MAGIC}")));
-    }
-    if !verify(&b, SALT_THIN_SUPERBLOCK) {
-        return Err(invalid("has a bad checksum".into()));
-    }
-    Ok(Superblock::unpack(&b))
+    })
 }
 
 /// ASCII text opening with `<superblock` or `<?xml` after blanks, as a
@@ -54,17 +32,7 @@ fn looks_like_xml(b: &[u8]) -> bool {
 
 /// Fields of a live superblock that the kernel would refuse.
 pub fn unsupported(sb: &Superblock) -> Vec<String> {
-    let mut out = Vec::new();
-    if !VERSIONS.contains(&sb.version) {
-        out.push(format!("unknown metadata version {}", sb.version));
-    }
-    if sb.incompat_flags != 0 {
-        out.push(format!(
-            "unsupported incompatible features {:#x}",
-            sb.incompat_flags
-        ));
-    }
-    out
+    sb.unsupported().iter().map(|u| u.to_string()).collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,22 @@
-//! A mapping value: `(data_block << 24) | time`, packed in a le64.
+//! A mapping value (leaf value of a device's mapping tree): one le64.
+//!
+//! ```text
+//! bit 63           24 23       0
+//!     | data block    | time     |
+//!     |   40 bits     | 24 bits  |
+//! ```
 
 /// Bits of the snapshot time in a block_time.
 pub const TIME_BITS: u32 = 24;
 pub const MAX_TIME: u32 = (1 << TIME_BITS) - 1;
-/// Data block numbers must fit in the remaining 40 bits.
-pub const MAX_DATA_BLOCK: u64 = (1 << 40) - 1;
+/// Data block numbers fit in the remaining bits.
+pub const DATA_BLOCK_BITS: u32 = u64::BITS - TIME_BITS;
+pub const MAX_DATA_BLOCK: u64 = (1 << DATA_BLOCK_BITS) - 1;
+/// The packed value's size.
+pub const BLOCK_TIME_SIZE: usize = 8;
+
+const _: () = assert!(DATA_BLOCK_BITS == 40);
+const _: () = assert!(BLOCK_TIME_SIZE * 8 == (TIME_BITS + DATA_BLOCK_BITS) as usize);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockTime {

@@ -29,9 +29,9 @@ mod search;
 mod survey;
 
 use crate::format::device_details::DeviceDetails;
+use crate::format::device_details::MAX_DEVICE_ID;
 use crate::format::superblock::Superblock;
 use crate::ir::Visitor;
-use crate::metadata::MAX_DEVICE_ID;
 use crate::progress::{NoProgress, ProgressHook};
 use crate::{Result, ThinError};
 use emit::{Plan, PlannedDevice};

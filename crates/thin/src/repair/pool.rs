@@ -5,14 +5,12 @@
 use super::RepairOptions;
 use crate::format::block_time::MAX_DATA_BLOCK;
 use crate::format::superblock::{
-    Superblock, MAGIC, MAX_DATA_BLOCK_SIZE, MIN_DATA_BLOCK_SIZE, SUPERBLOCK_LOCATION,
-    SUPERBLOCK_VALIDATOR, THIN_MAGIC, THIN_VERSION,
+    data_block_size_error, has_thin_magic, read_block, valid_data_block_size, Superblock,
+    SUPERBLOCK_LOCATION, THIN_VERSION,
 };
 use crate::ir::PoolInfo;
 use crate::{Result, ThinError};
-use pdata::block_manager::{le64, Validator};
 use pdata::io::BlockDevice;
-use pdata::BLOCK_SIZE;
 
 /// Block 0 as found.
 pub(crate) enum SuperblockState {
@@ -24,16 +22,19 @@ pub(crate) enum SuperblockState {
 
 impl SuperblockState {
     pub fn read(dev: &dyn BlockDevice) -> Self {
-        let mut b = [0u8; BLOCK_SIZE];
-        if let Err(e) = dev.read_block(SUPERBLOCK_LOCATION, &mut b) {
-            return SuperblockState::Lost(format!("cannot read it: {e}"));
-        }
-        match SUPERBLOCK_VALIDATOR.check(SUPERBLOCK_LOCATION, &b) {
+        let loc = SUPERBLOCK_LOCATION;
+        let b = match read_block(dev, loc) {
+            Ok(b) => b,
+            Err(e) => return SuperblockState::Lost(format!("cannot read it: {e}")),
+        };
+        // Not `decode`: a zeroed block is lost like any block without the
+        // magic, and worded as the engine words it.
+        match Superblock::validate(loc, &b) {
             Ok(()) => SuperblockState::Valid(Superblock::unpack(&b)),
-            Err(e) if le64(&b, MAGIC) == THIN_MAGIC => {
-                SuperblockState::Damaged(Superblock::unpack(&b), e.to_string())
+            Err(e) if has_thin_magic(&b) => {
+                SuperblockState::Damaged(Superblock::unpack(&b), e.at(loc).to_string())
             }
-            Err(e) => SuperblockState::Lost(e.to_string()),
+            Err(e) => SuperblockState::Lost(e.at(loc).to_string()),
         }
     }
 
@@ -64,11 +65,6 @@ pub(crate) struct Observed {
     pub max_details_transaction: Option<u64>,
 }
 
-pub(crate) fn sane_block_size(s: u32) -> bool {
-    (MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&s)
-        && s.is_multiple_of(MIN_DATA_BLOCK_SIZE)
-}
-
 /// The pool fields. `copies` are superblocks of metadata snapshots found
 /// by a scan, newest transaction first.
 pub(crate) fn pool_info(
@@ -92,8 +88,8 @@ pub(crate) fn pool_info(
 
     let data_block_size = match (opts.data_block_size, valid) {
         (Some(s), _) => s,
-        (None, Some(sb)) if sane_block_size(sb.data_block_size) => sb.data_block_size,
-        _ => match hint.filter(|h| sane_block_size(h.data_block_size)) {
+        (None, Some(sb)) if valid_data_block_size(sb.data_block_size) => sb.data_block_size,
+        _ => match hint.filter(|h| valid_data_block_size(h.data_block_size)) {
             Some(h) => {
                 warn(format!(
                     "data block size {} {from} (give --data-block-size to override)",
@@ -107,10 +103,8 @@ pub(crate) fn pool_info(
             )),
         },
     };
-    if !sane_block_size(data_block_size) {
-        return Err(ThinError::Invalid(format!(
-            "data block size {data_block_size} sectors: it must be a multiple of {MIN_DATA_BLOCK_SIZE} between {MIN_DATA_BLOCK_SIZE} and {MAX_DATA_BLOCK_SIZE}"
-        )));
+    if !valid_data_block_size(data_block_size) {
+        return Err(ThinError::Invalid(data_block_size_error(data_block_size)));
     }
 
     let needed = seen.max_block.map_or(0, |b| b + 1);

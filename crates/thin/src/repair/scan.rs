@@ -3,8 +3,8 @@
 //! or as a copy of the superblock (a metadata snapshot). Block contents are
 //! not kept: later steps read the few nodes they need again.
 
+use crate::format::device_details::MAX_DEVICE_ID;
 use crate::format::superblock::{Superblock, SUPERBLOCK_VALIDATOR};
-use crate::metadata::MAX_DEVICE_ID;
 use pdata::block_manager::{le64, Validator};
 use pdata::btree::node::{Node, BLOCKNR_OFFSET, NODE_VALIDATOR};
 use pdata::io::BlockDevice;

@@ -1,13 +1,11 @@
 //! Builds thin metadata in bulk from a [`Visitor`] event stream: the
 //! writing half of `thin_restore`, and of `thin_repair`.
 //!
-//! Layout, as a fresh kernel format: the superblock at block 0, the metadata
-//! space map's index block, overflow root and bitmaps after it, then each
-//! device's mapping tree written bottom-up as its runs arrive (leaves
-//! packed full), then the details and top-level trees and the data space
-//! map. Blocks go out in large sequential batches; the superblock last,
-//! between two flushes. Block 0 is zeroed first, so an interrupted restore
-//! leaves no superblock pointing at half-written trees.
+//! The frame (block 0 zeroed first, the metadata space map, the superblock
+//! last between two flushes, the too-small device) is the engine's
+//! [`MetadataBuild`]. Inside it, in its layout: each device's mapping tree
+//! written bottom-up as its runs arrive (leaves packed full), then the
+//! details and top-level trees and the data space map.
 //!
 //! Memory: two node buffers per level of the tree being built, one row per
 //! device, and one byte per data block in the bitmaps that are in use.
@@ -19,17 +17,18 @@
 mod finish;
 
 use crate::format::block_time::{MAX_DATA_BLOCK, MAX_TIME, TIME_BITS};
-use crate::format::superblock::SUPERBLOCK_LOCATION;
 use crate::ir::{PoolInfo, Run, Visitor};
 use crate::{DeviceDetails, Result, ThinError};
 use pdata::btree::TreeBuilder;
-use pdata::io::{BatchWriter, BlockDevice, DEFAULT_BATCH_BLOCKS};
-use pdata::space_map::builder::MetadataSmLayout;
-use pdata::space_map::format::MAX_METADATA_BLOCKS;
+use pdata::build::{BuildError, MetadataBuild};
+use pdata::io::BlockDevice;
 use pdata::space_map::RefCounts;
-use pdata::BLOCK_SIZE;
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
+
+// The frame writes the superblock where thin keeps it.
+const _: () =
+    assert!(crate::format::superblock::SUPERBLOCK_LOCATION == pdata::build::SUPERBLOCK_LOCATION);
 
 /// Pool-wide values that replace those of the input (thin_restore's and
 /// thin_repair's `--transaction-id`, `--data-block-size`, `--nr-data-blocks`).
@@ -72,8 +71,7 @@ enum State {
 
 /// Everything between `superblock_begin` and `superblock_end`.
 struct Build {
-    w: BatchWriter,
-    msm: MetadataSmLayout,
+    frame: MetadataBuild,
     pool: PoolInfo,
     counts: RefCounts,
     /// (id, details, mapping-tree root) of every finished device.
@@ -126,6 +124,15 @@ fn invalid(msg: impl Into<String>) -> ThinError {
     ThinError::Invalid(msg.into())
 }
 
+impl From<BuildError> for ThinError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Pdata(e) => ThinError::Pdata(e),
+            e => invalid(e.to_string()),
+        }
+    }
+}
+
 impl Build {
     fn start(dev: Arc<dyn BlockDevice>, pool: PoolInfo) -> Result<Build> {
         if pool.data_block_size == 0 {
@@ -137,25 +144,8 @@ impl Build {
                 pool.nr_data_blocks
             )));
         }
-        let nr_blocks = dev.nr_blocks().min(MAX_METADATA_BLOCKS);
-        if nr_blocks > SUPERBLOCK_LOCATION {
-            dev.write_block(SUPERBLOCK_LOCATION, &[0u8; BLOCK_SIZE])
-                .map_err(|source| pdata::Error::Io {
-                    op: "writing",
-                    block: SUPERBLOCK_LOCATION,
-                    source,
-                })?;
-        }
-        let mut w = BatchWriter::new(
-            dev,
-            SUPERBLOCK_LOCATION + 1,
-            nr_blocks,
-            DEFAULT_BATCH_BLOCKS,
-        );
-        let msm = MetadataSmLayout::reserve(&mut w, nr_blocks)?;
         Ok(Build {
-            w,
-            msm,
+            frame: MetadataBuild::start(dev)?,
             counts: RefCounts::new(pool.nr_data_blocks),
             pool,
             devices: Vec::new(),
@@ -211,7 +201,7 @@ impl Build {
         self.counts.inc_range(data, len)?;
         let value = (data << TIME_BITS) | time as u64;
         d.tree
-            .push_u64_run(&mut self.w, origin, len, value, 1 << TIME_BITS)?;
+            .push_u64_run(self.frame.writer(), origin, len, value, 1 << TIME_BITS)?;
         d.next_origin = origin_end;
         Ok(())
     }
@@ -259,20 +249,22 @@ impl Visitor for Restorer {
                 .current
                 .take()
                 .ok_or_else(|| invalid("the end of a device that did not begin"))?;
-            let root = d.tree.finish(&mut b.w)?;
+            let root = d.tree.finish(b.frame.writer())?;
             b.devices.push((d.id, d.details, root));
             Ok(())
         })
     }
 
     fn superblock_end(&mut self) -> Result<()> {
-        self.with_build(|b| {
-            if let Some(d) = &b.current {
-                return Err(invalid(format!("device {} has no end", d.id)));
-            }
-            finish::finish(b)
+        self.with_build(|b| match &b.current {
+            Some(d) => Err(invalid(format!("device {} has no end", d.id))),
+            None => Ok(()),
         })?;
-        self.state = State::Finished;
+        // Failed until the superblock is written.
+        if let State::Building(b) = std::mem::replace(&mut self.state, State::Failed) {
+            finish::finish(*b)?;
+            self.state = State::Finished;
+        }
         Ok(())
     }
 }
