@@ -38,23 +38,44 @@ fn patch_superblock(dev: &MemoryDevice, offset: usize, value: u32) -> Arc<Memory
 fn format_refusals() {
     let dev = Arc::new(MemoryDevice::new(64));
     let f = |v, bs, p: &Policy| CacheMetadata::format(dev.clone(), v, bs, 10, p, false).map(|_| ());
-    assert!(matches!(f(3, 64, &Policy::smq()), Err(CacheError::Invalid(_))));
-    assert!(matches!(f(1, 100, &Policy::smq()), Err(CacheError::Invalid(_))));
-    assert!(matches!(f(1, 32, &Policy::smq()), Err(CacheError::Invalid(_))));
-    let long = Policy { name: "x".repeat(16), ..Policy::smq() };
+    assert!(matches!(
+        f(3, 64, &Policy::smq()),
+        Err(CacheError::Invalid(_))
+    ));
+    assert!(matches!(
+        f(1, 100, &Policy::smq()),
+        Err(CacheError::Invalid(_))
+    ));
+    assert!(matches!(
+        f(1, 32, &Policy::smq()),
+        Err(CacheError::Invalid(_))
+    ));
+    let long = Policy {
+        name: "x".repeat(16),
+        ..Policy::smq()
+    };
     assert!(matches!(f(1, 64, &long), Err(CacheError::Invalid(_))));
     f(2, 64, &Policy::smq()).unwrap();
-    assert!(matches!(f(2, 64, &Policy::smq()), Err(CacheError::AlreadyFormatted)));
+    assert!(matches!(
+        f(2, 64, &Policy::smq()),
+        Err(CacheError::AlreadyFormatted)
+    ));
     CacheMetadata::format(dev.clone(), 1, 128, 5, &Policy::smq(), true).unwrap();
     let md = CacheMetadata::open(dev, false).unwrap();
-    assert_eq!((md.version(), md.data_block_size(), md.nr_cache_blocks()), (1, 128, 5));
+    assert_eq!(
+        (md.version(), md.data_block_size(), md.nr_cache_blocks()),
+        (1, 128, 5)
+    );
     assert_eq!(md.policy(), Policy::smq());
 }
 
 #[test]
 fn opening_rules() {
     let blank = Arc::new(MemoryDevice::new(16));
-    assert!(matches!(CacheMetadata::open(blank, true), Err(CacheError::Unformatted)));
+    assert!(matches!(
+        CacheMetadata::open(blank, true),
+        Err(CacheError::Unformatted)
+    ));
     let (dev, md) = new_cache(2, 10);
     drop(md);
     let incompat = patch_superblock(&dev, INCOMPAT_FLAGS, 4);
@@ -66,7 +87,10 @@ fn opening_rules() {
     let ro = patch_superblock(&dev, COMPAT_RO_FLAGS, 1);
     let mut md = CacheMetadata::open(ro, true).unwrap();
     assert!(!md.is_writable());
-    assert!(matches!(md.insert(0, 1), Err(CacheError::Pdata(pdata::Error::ReadOnly))));
+    assert!(matches!(
+        md.insert(0, 1),
+        Err(CacheError::Pdata(pdata::Error::ReadOnly))
+    ));
     assert!(md.commit(false).is_err());
 }
 
@@ -87,17 +111,38 @@ fn clean_shutdown_flag_cleared_at_open() {
     assert!(md.clean_when_opened());
     assert_eq!(disk_flags(&dev) & FLAG_CLEAN_SHUTDOWN, 0);
     md.set_dirty(2, false).unwrap();
-    assert_eq!(md.lookup(2).unwrap(), Some(Mapping { oblock: 20, dirty: false }));
+    assert_eq!(
+        md.lookup(2).unwrap(),
+        Some(Mapping {
+            oblock: 20,
+            dirty: false
+        })
+    );
     // Abort goes back to the disk, whose flag is now clear: not trusted.
     md.abort().unwrap();
     assert!(!md.clean_when_opened());
-    assert_eq!(md.lookup(2).unwrap(), Some(Mapping { oblock: 20, dirty: true }));
+    assert_eq!(
+        md.lookup(2).unwrap(),
+        Some(Mapping {
+            oblock: 20,
+            dirty: true
+        })
+    );
     assert_eq!(md.hints().unwrap(), None);
     drop(md);
     // Crash (no clean commit): the next open counts every mapping dirty.
     let md = CacheMetadata::open(dev, true).unwrap();
     assert!(!md.clean_when_opened());
-    assert_eq!(md.mappings().unwrap(), vec![(2, Mapping { oblock: 20, dirty: true })]);
+    assert_eq!(
+        md.mappings().unwrap(),
+        vec![(
+            2,
+            Mapping {
+                oblock: 20,
+                dirty: true
+            }
+        )]
+    );
 }
 
 #[test]
@@ -145,18 +190,42 @@ fn shrink_refused_while_a_dropped_block_is_dirty() {
 #[test]
 fn mapping_refusals() {
     let (_dev, mut md) = new_cache(1, 8);
-    assert!(matches!(md.insert(8, 1), Err(CacheError::CblockOutOfRange { .. })));
-    assert!(matches!(md.insert(0, 1 << 48), Err(CacheError::OblockOutOfRange(_))));
+    assert!(matches!(
+        md.insert(8, 1),
+        Err(CacheError::CblockOutOfRange { .. })
+    ));
+    assert!(matches!(
+        md.insert(0, 1 << 48),
+        Err(CacheError::OblockOutOfRange(_))
+    ));
     md.insert(0, 5).unwrap();
-    assert!(matches!(md.insert(1, 5), Err(CacheError::OblockMapped { oblock: 5, cblock: 0 })));
+    assert!(matches!(
+        md.insert(1, 5),
+        Err(CacheError::OblockMapped {
+            oblock: 5,
+            cblock: 0
+        })
+    ));
     assert!(matches!(md.remove(1), Err(CacheError::NotMapped(1))));
-    assert!(matches!(md.set_dirty(1, true), Err(CacheError::NotMapped(1))));
+    assert!(matches!(
+        md.set_dirty(1, true),
+        Err(CacheError::NotMapped(1))
+    ));
     // Replacing a mapping leaves it clean and frees the old origin block.
     md.set_dirty(0, true).unwrap();
     md.insert(0, 6).unwrap();
-    assert_eq!(md.lookup(0).unwrap(), Some(Mapping { oblock: 6, dirty: false }));
+    assert_eq!(
+        md.lookup(0).unwrap(),
+        Some(Mapping {
+            oblock: 6,
+            dirty: false
+        })
+    );
     md.insert(1, 5).unwrap();
-    assert!(matches!(md.set_discard(0, true), Err(CacheError::DiscardOutOfRange { .. })));
+    assert!(matches!(
+        md.set_discard(0, true),
+        Err(CacheError::DiscardOutOfRange { .. })
+    ));
     md.discard_size(128, 3).unwrap();
     md.set_discard(2, true).unwrap();
     assert!(md.discarded(2).unwrap());
@@ -168,7 +237,10 @@ fn mapping_refusals() {
 #[test]
 fn policy_without_hints() {
     let dev = Arc::new(MemoryDevice::new(64));
-    let p = Policy { hint_size: 0, ..Policy::smq() };
+    let p = Policy {
+        hint_size: 0,
+        ..Policy::smq()
+    };
     let mut md = CacheMetadata::format(dev.clone(), 2, 64, 10, &p, false).unwrap();
     assert!(matches!(md.set_hint(0, 1), Err(CacheError::NoHints)));
     assert_eq!(md.hints().unwrap(), None);
@@ -180,7 +252,10 @@ fn policy_without_hints() {
 /// Opens what the device below a flakey one holds.
 fn on_disk(below: &Arc<MemoryDevice>) -> Vec<(u32, Mapping)> {
     let copy = Arc::new(MemoryDevice::from_image(below.image()));
-    CacheMetadata::open(copy, false).unwrap().mappings().unwrap()
+    CacheMetadata::open(copy, false)
+        .unwrap()
+        .mappings()
+        .unwrap()
 }
 
 /// A cache over a flakey device with one mapping committed clean, and a
@@ -201,11 +276,20 @@ fn flakey_cache(mutation: bool) -> (Arc<MemoryDevice>, Arc<FlakeyDevice>, CacheM
 
 #[test]
 fn a_failed_commit_leaves_the_last_one() {
-    let before = vec![(1, Mapping { oblock: 10, dirty: false })];
+    let before = vec![(
+        1,
+        Mapping {
+            oblock: 10,
+            dirty: false,
+        },
+    )];
     // Fail the pre-commit flush, then the superblock write.
     for rule in [
         Rule::fail(IoKinds::FLUSH, Trigger::Nth(0)),
-        Rule::fail(IoKinds::WRITE, Trigger::Blocks([SUPERBLOCK_LOCATION].into_iter().collect())),
+        Rule::fail(
+            IoKinds::WRITE,
+            Trigger::Blocks([SUPERBLOCK_LOCATION].into_iter().collect()),
+        ),
     ] {
         let (below, fl, mut md) = flakey_cache(false);
         fl.add_rule(rule);
@@ -230,6 +314,10 @@ fn seed_bug_mutation_writes_the_superblock_despite_a_failed_flush() {
     // The pre-fix commit dirtied the superblock with the other blocks: it
     // reached the disk although the commit failed.
     let sb = Superblock::unpack((&below.image()[..4096]).try_into().unwrap());
-    assert_eq!(sb.flags & FLAG_CLEAN_SHUTDOWN, 0, "the new superblock is on disk");
+    assert_eq!(
+        sb.flags & FLAG_CLEAN_SHUTDOWN,
+        0,
+        "the new superblock is on disk"
+    );
     assert_eq!(on_disk(&below).len(), 2);
 }

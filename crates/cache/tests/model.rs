@@ -127,7 +127,13 @@ fn run(version: u32, nr: u32, ops: Vec<Op>) {
                         && cur.owner_of(o).is_none_or(|owner| u64::from(owner) == c);
                     check_result(md.insert(c, o), ok, "insert");
                     if ok {
-                        cur.maps.insert(c as u32, Mapping { oblock: o, dirty: false });
+                        cur.maps.insert(
+                            c as u32,
+                            Mapping {
+                                oblock: o,
+                                dirty: false,
+                            },
+                        );
                     }
                 }
             }
@@ -169,7 +175,10 @@ fn run(version: u32, nr: u32, ops: Vec<Op>) {
                 let dirty_dropped = cur.maps.range(n..).find(|(_, m)| m.dirty).map(|(c, _)| *c);
                 let r = md.resize(n);
                 match dirty_dropped {
-                    Some(c) => assert!(matches!(r, Err(CacheError::DirtyBlock(x)) if x == c), "{r:?}"),
+                    Some(c) => assert!(
+                        matches!(r, Err(CacheError::DirtyBlock(x)) if x == c),
+                        "{r:?}"
+                    ),
                     None => {
                         r.unwrap();
                         cur.maps.retain(|c, _| *c < n);

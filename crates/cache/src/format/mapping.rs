@@ -16,7 +16,7 @@ pub const FLAG_DIRTY: u64 = 2;
 /// Origin block numbers fit in the 48 bits above the flags.
 pub const MAX_OBLOCK: u64 = (1 << (64 - FLAGS_BITS)) - 1;
 
-const _: () = assert!(FLAG_VALID | FLAG_DIRTY <= FLAGS_MASK);
+const _: () = assert!((FLAG_VALID | FLAG_DIRTY) & !FLAGS_MASK == 0);
 
 /// A cache block's mapping: the origin block it holds and whether the cache
 /// copy is newer than the origin's.

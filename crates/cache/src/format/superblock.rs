@@ -226,9 +226,8 @@ impl Superblock {
         put_le32(&mut b[..], VERSION, self.version);
         b[POLICY_NAME..POLICY_NAME + POLICY_NAME_SIZE].copy_from_slice(&self.policy_name);
         put_le32(&mut b[..], POLICY_HINT_SIZE, self.policy_hint_size);
-        self.metadata_sm_root.pack(
-            &mut b[METADATA_SPACE_MAP_ROOT..METADATA_SPACE_MAP_ROOT + SM_ROOT_AREA_SIZE],
-        );
+        self.metadata_sm_root
+            .pack(&mut b[METADATA_SPACE_MAP_ROOT..METADATA_SPACE_MAP_ROOT + SM_ROOT_AREA_SIZE]);
         put_le64(&mut b[..], MAPPING_ROOT, self.mapping_root);
         put_le64(&mut b[..], HINT_ROOT, self.hint_root);
         put_le64(&mut b[..], DISCARD_ROOT, self.discard_root);
@@ -374,7 +373,11 @@ mod tests {
             SUPERBLOCK_VALIDATOR.prepare_for_write(0, &mut b).unwrap();
             SUPERBLOCK_VALIDATOR.check(0, &b).unwrap();
             assert_eq!(Superblock::unpack(&b), sb);
-            let end = if v == 1 { SUPERBLOCK_V1_SIZE } else { SUPERBLOCK_V2_SIZE };
+            let end = if v == 1 {
+                SUPERBLOCK_V1_SIZE
+            } else {
+                SUPERBLOCK_V2_SIZE
+            };
             assert!(b[end..].iter().all(|&x| x == 0));
             assert_eq!(sb.policy(), Policy::smq());
         }
@@ -391,14 +394,23 @@ mod tests {
         ));
         let mut m = b.clone();
         put_le64(&mut m[..], MAGIC, 1);
-        assert!(matches!(SUPERBLOCK_VALIDATOR.check(0, &m), Err(Error::Magic { .. })));
+        assert!(matches!(
+            SUPERBLOCK_VALIDATOR.check(0, &m),
+            Err(Error::Magic { .. })
+        ));
         let mut c = b.clone();
         c[100] ^= 1;
-        assert!(matches!(SUPERBLOCK_VALIDATOR.check(0, &c), Err(Error::Checksum { .. })));
+        assert!(matches!(
+            SUPERBLOCK_VALIDATOR.check(0, &c),
+            Err(Error::Checksum { .. })
+        ));
         let mut v = b.clone();
         put_le32(&mut v[..], VERSION, 3);
         seal(&mut v[..], SALT_CACHE_SUPERBLOCK);
-        assert!(matches!(SUPERBLOCK_VALIDATOR.check(0, &v), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            SUPERBLOCK_VALIDATOR.check(0, &v),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]

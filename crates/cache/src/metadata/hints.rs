@@ -115,7 +115,9 @@ impl CacheMetadata {
             if !self.has_hint_array() {
                 return Ok(());
             }
-            let h = self.disk_hints(old)?.unwrap_or_else(|| vec![0; old as usize]);
+            let h = self
+                .disk_hints(old)?
+                .unwrap_or_else(|| vec![0; old as usize]);
             self.hints = Some(h);
         }
         if let Some(h) = self.hints.as_mut() {
@@ -206,10 +208,15 @@ impl CacheMetadata {
     pub fn discards(&self) -> Result<Vec<bool>> {
         self.tm.check_alive()?;
         let mut out = Vec::with_capacity(self.sb.discard_nr_blocks as usize);
-        bitset::walk(&self.tm, self.sb.discard_root, self.sb.discard_nr_blocks, |b, v| {
-            out.push(v && (self.trusted || self.discard_touched.contains(&b)));
-            Ok(())
-        })?;
+        bitset::walk(
+            &self.tm,
+            self.sb.discard_root,
+            self.sb.discard_nr_blocks,
+            |b, v| {
+                out.push(v && (self.trusted || self.discard_touched.contains(&b)));
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }

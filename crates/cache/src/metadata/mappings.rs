@@ -2,7 +2,9 @@
 
 use super::CacheMetadata;
 use crate::error::{CacheError, Result};
-use crate::format::mapping::{self, Mapping, FLAG_DIRTY, FLAG_VALID, MAPPING_VALUE_SIZE, MAX_OBLOCK};
+use crate::format::mapping::{
+    self, Mapping, FLAG_DIRTY, FLAG_VALID, MAPPING_VALUE_SIZE, MAX_OBLOCK,
+};
 use pdata::block_manager::le64;
 use pdata::{array, bitset};
 use rustc_hash::FxHashMap;
@@ -26,7 +28,11 @@ impl CacheMetadata {
     /// The dirty state as stored: the v1 flag or the v2 bit.
     fn stored_dirty(&self, cblock: u32, flags: u64) -> Result<bool> {
         if self.sb.separate_dirty_bits() {
-            Ok(bitset::test(&self.tm, self.sb.dirty_root, u64::from(cblock))?)
+            Ok(bitset::test(
+                &self.tm,
+                self.sb.dirty_root,
+                u64::from(cblock),
+            )?)
         } else {
             Ok(flags & FLAG_DIRTY != 0)
         }
@@ -70,32 +76,42 @@ impl CacheMetadata {
             })?;
         }
         let mut out = Vec::new();
-        array::walk(&self.tm, self.sb.mapping_root, MAPPING_VALUE_SIZE, |i, v| {
-            let (oblock, flags) = mapping::unpack(le64(v, 0));
-            if flags & FLAG_VALID != 0 {
-                let c = i as u32;
-                let stored = match dirty_bits.get(i as usize) {
-                    Some(&d) => d,
-                    None => flags & FLAG_DIRTY != 0,
-                };
-                let dirty = self.effective_dirty(c, stored);
-                out.push((c, Mapping { oblock, dirty }));
-            }
-            Ok(())
-        })?;
+        array::walk(
+            &self.tm,
+            self.sb.mapping_root,
+            MAPPING_VALUE_SIZE,
+            |i, v| {
+                let (oblock, flags) = mapping::unpack(le64(v, 0));
+                if flags & FLAG_VALID != 0 {
+                    let c = i as u32;
+                    let stored = match dirty_bits.get(i as usize) {
+                        Some(&d) => d,
+                        None => flags & FLAG_DIRTY != 0,
+                    };
+                    let dirty = self.effective_dirty(c, stored);
+                    out.push((c, Mapping { oblock, dirty }));
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
     fn reverse_map(&mut self) -> Result<&mut FxHashMap<u64, u32>> {
         if self.by_oblock.is_none() {
             let mut m = FxHashMap::default();
-            array::walk(&self.tm, self.sb.mapping_root, MAPPING_VALUE_SIZE, |i, v| {
-                let (oblock, flags) = mapping::unpack(le64(v, 0));
-                if flags & FLAG_VALID != 0 {
-                    m.insert(oblock, i as u32);
-                }
-                Ok(())
-            })?;
+            array::walk(
+                &self.tm,
+                self.sb.mapping_root,
+                MAPPING_VALUE_SIZE,
+                |i, v| {
+                    let (oblock, flags) = mapping::unpack(le64(v, 0));
+                    if flags & FLAG_VALID != 0 {
+                        m.insert(oblock, i as u32);
+                    }
+                    Ok(())
+                },
+            )?;
             self.by_oblock = Some(m);
         }
         Ok(self.by_oblock.get_or_insert_with(FxHashMap::default))
@@ -111,7 +127,8 @@ impl CacheMetadata {
             &value.to_le_bytes(),
         )?;
         if self.sb.separate_dirty_bits() {
-            self.sb.dirty_root = bitset::set(&mut self.tm, self.sb.dirty_root, u64::from(c), dirty)?;
+            self.sb.dirty_root =
+                bitset::set(&mut self.tm, self.sb.dirty_root, u64::from(c), dirty)?;
         }
         self.dirty_touched.insert(c);
         Ok(())
@@ -213,7 +230,8 @@ impl CacheMetadata {
                 &mapping::pack(0, 0).to_le_bytes(),
             )?;
             if md.sb.separate_dirty_bits() {
-                md.sb.dirty_root = bitset::resize(&mut md.tm, md.sb.dirty_root, old64, new64, false)?;
+                md.sb.dirty_root =
+                    bitset::resize(&mut md.tm, md.sb.dirty_root, old64, new64, false)?;
             }
             md.sb.cache_blocks = nr_cache_blocks;
             md.dirty_touched.retain(|&c| c < nr_cache_blocks);

@@ -19,29 +19,40 @@ impl CacheMetadata {
                 dirty[b as usize] = v;
                 Ok(())
             })?;
-            array::walk(&self.tm, self.sb.mapping_root, MAPPING_VALUE_SIZE, |i, v| {
-                let (_, flags) = mapping::unpack(le64(v, 0));
-                let c = i as usize;
-                if flags & FLAG_VALID == 0 {
-                    dirty[c] = false;
-                } else if !self.dirty_touched.contains(&(i as u32)) {
-                    dirty[c] = true;
-                }
-                Ok(())
-            })?;
+            array::walk(
+                &self.tm,
+                self.sb.mapping_root,
+                MAPPING_VALUE_SIZE,
+                |i, v| {
+                    let (_, flags) = mapping::unpack(le64(v, 0));
+                    let c = i as usize;
+                    if flags & FLAG_VALID == 0 {
+                        dirty[c] = false;
+                    } else if !self.dirty_touched.contains(&(i as u32)) {
+                        dirty[c] = true;
+                    }
+                    Ok(())
+                },
+            )?;
             // Rebuilt whole, as the kernel's dm_cache_set_dirty_bits.
             bitset::delete(&mut self.tm, self.sb.dirty_root)?;
             self.sb.dirty_root = bitset::new_with(&mut self.tm, nr, |b| dirty[b as usize])?;
         } else {
             let mut to_mark = Vec::new();
-            array::walk(&self.tm, self.sb.mapping_root, MAPPING_VALUE_SIZE, |i, v| {
-                let (oblock, flags) = mapping::unpack(le64(v, 0));
-                let valid = flags & FLAG_VALID != 0;
-                if valid && flags & FLAG_DIRTY == 0 && !self.dirty_touched.contains(&(i as u32)) {
-                    to_mark.push((i, oblock));
-                }
-                Ok(())
-            })?;
+            array::walk(
+                &self.tm,
+                self.sb.mapping_root,
+                MAPPING_VALUE_SIZE,
+                |i, v| {
+                    let (oblock, flags) = mapping::unpack(le64(v, 0));
+                    let valid = flags & FLAG_VALID != 0;
+                    if valid && flags & FLAG_DIRTY == 0 && !self.dirty_touched.contains(&(i as u32))
+                    {
+                        to_mark.push((i, oblock));
+                    }
+                    Ok(())
+                },
+            )?;
             for (i, oblock) in to_mark {
                 self.sb.mapping_root = array::set(
                     &mut self.tm,
@@ -54,12 +65,17 @@ impl CacheMetadata {
         }
         // Discards: nothing untouched is discarded.
         let mut to_clear = Vec::new();
-        bitset::walk(&self.tm, self.sb.discard_root, self.sb.discard_nr_blocks, |b, v| {
-            if v && !self.discard_touched.contains(&b) {
-                to_clear.push(b);
-            }
-            Ok(())
-        })?;
+        bitset::walk(
+            &self.tm,
+            self.sb.discard_root,
+            self.sb.discard_nr_blocks,
+            |b, v| {
+                if v && !self.discard_touched.contains(&b) {
+                    to_clear.push(b);
+                }
+                Ok(())
+            },
+        )?;
         for b in to_clear {
             self.sb.discard_root = bitset::set(&mut self.tm, self.sb.discard_root, b, false)?;
         }

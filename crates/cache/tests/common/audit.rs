@@ -18,7 +18,9 @@ use std::sync::Arc;
 pub fn audit(dev: Arc<dyn BlockDevice>) {
     let bm = BlockManager::new(dev, 1024, false);
     let sb = {
-        let b = bm.read_lock(SUPERBLOCK_LOCATION, &SUPERBLOCK_VALIDATOR).unwrap();
+        let b = bm
+            .read_lock(SUPERBLOCK_LOCATION, &SUPERBLOCK_VALIDATOR)
+            .unwrap();
         Superblock::unpack(&b)
     };
     let tm = TransactionManager::open(bm, &sb.metadata_sm_root).unwrap();
@@ -54,7 +56,11 @@ pub fn audit(dev: Arc<dyn BlockDevice>) {
     spine_refs(&tm, &roots, &mut expected);
     for b in 0..tm.nr_metadata_blocks() {
         let want = expected.get(&b).copied().unwrap_or(0);
-        assert_eq!(tm.ref_count(b).unwrap(), want, "count of metadata block {b}");
+        assert_eq!(
+            tm.ref_count(b).unwrap(),
+            want,
+            "count of metadata block {b}"
+        );
     }
 }
 
