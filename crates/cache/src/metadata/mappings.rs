@@ -63,55 +63,61 @@ impl CacheMetadata {
         }))
     }
 
-    /// Every mapping, in cache-block order, as the kernel would load them.
-    pub fn mappings(&self) -> Result<Vec<(u32, Mapping)>> {
-        self.tm.check_alive()?;
-        let nr = u64::from(self.sb.cache_blocks);
-        let mut dirty_bits = Vec::new();
-        if self.sb.separate_dirty_bits() {
-            dirty_bits.reserve(nr as usize);
-            bitset::walk(&self.tm, self.sb.dirty_root, nr, |_, v| {
-                dirty_bits.push(v);
-                Ok(())
-            })?;
-        }
-        let mut out = Vec::new();
+    /// Calls `f(cblock, oblock, flags)` for every stored value, in order.
+    pub(super) fn walk_stored(&self, mut f: impl FnMut(u32, u64, u64)) -> Result<()> {
         array::walk(
             &self.tm,
             self.sb.mapping_root,
             MAPPING_VALUE_SIZE,
             |i, v| {
                 let (oblock, flags) = mapping::unpack(le64(v, 0));
-                if flags & FLAG_VALID != 0 {
-                    let c = i as u32;
-                    let stored = match dirty_bits.get(i as usize) {
-                        Some(&d) => d,
-                        None => flags & FLAG_DIRTY != 0,
-                    };
-                    let dirty = self.effective_dirty(c, stored);
-                    out.push((c, Mapping { oblock, dirty }));
-                }
+                f(i as u32, oblock, flags);
                 Ok(())
             },
         )?;
+        Ok(())
+    }
+
+    /// The stored v2 dirty bits, one per cache block (empty in v1).
+    pub(super) fn stored_dirty_bits(&self) -> Result<Vec<bool>> {
+        let mut bits = Vec::new();
+        if self.sb.separate_dirty_bits() {
+            let nr = u64::from(self.sb.cache_blocks);
+            bits.reserve(nr as usize);
+            bitset::walk(&self.tm, self.sb.dirty_root, nr, |_, v| {
+                bits.push(v);
+                Ok(())
+            })?;
+        }
+        Ok(bits)
+    }
+
+    /// Every mapping, in cache-block order, as the kernel would load them.
+    pub fn mappings(&self) -> Result<Vec<(u32, Mapping)>> {
+        self.tm.check_alive()?;
+        let dirty_bits = self.stored_dirty_bits()?;
+        let mut out = Vec::new();
+        self.walk_stored(|c, oblock, flags| {
+            if flags & FLAG_VALID != 0 {
+                let stored = match dirty_bits.get(c as usize) {
+                    Some(&d) => d,
+                    None => flags & FLAG_DIRTY != 0,
+                };
+                let dirty = self.effective_dirty(c, stored);
+                out.push((c, Mapping { oblock, dirty }));
+            }
+        })?;
         Ok(out)
     }
 
     fn reverse_map(&mut self) -> Result<&mut FxHashMap<u64, u32>> {
         if self.by_oblock.is_none() {
             let mut m = FxHashMap::default();
-            array::walk(
-                &self.tm,
-                self.sb.mapping_root,
-                MAPPING_VALUE_SIZE,
-                |i, v| {
-                    let (oblock, flags) = mapping::unpack(le64(v, 0));
-                    if flags & FLAG_VALID != 0 {
-                        m.insert(oblock, i as u32);
-                    }
-                    Ok(())
-                },
-            )?;
+            self.walk_stored(|c, oblock, flags| {
+                if flags & FLAG_VALID != 0 {
+                    m.insert(oblock, c);
+                }
+            })?;
             self.by_oblock = Some(m);
         }
         Ok(self.by_oblock.get_or_insert_with(FxHashMap::default))

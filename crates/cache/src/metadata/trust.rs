@@ -6,7 +6,6 @@
 use super::CacheMetadata;
 use crate::error::Result;
 use crate::format::mapping::{self, FLAG_DIRTY, FLAG_VALID, MAPPING_VALUE_SIZE};
-use pdata::block_manager::le64;
 use pdata::{array, bitset};
 
 impl CacheMetadata {
@@ -14,45 +13,28 @@ impl CacheMetadata {
         let nr = u64::from(self.sb.cache_blocks);
         // Dirty: every untouched mapped block.
         if self.sb.separate_dirty_bits() {
-            let mut dirty = vec![false; nr as usize];
-            bitset::walk(&self.tm, self.sb.dirty_root, nr, |b, v| {
-                dirty[b as usize] = v;
-                Ok(())
-            })?;
-            array::walk(
-                &self.tm,
-                self.sb.mapping_root,
-                MAPPING_VALUE_SIZE,
-                |i, v| {
-                    let (_, flags) = mapping::unpack(le64(v, 0));
-                    let c = i as usize;
+            let mut dirty = self.stored_dirty_bits()?;
+            self.walk_stored(|c, _, flags| {
+                // An array longer than the cache (damage) is not ours to fix.
+                if let Some(d) = dirty.get_mut(c as usize) {
                     if flags & FLAG_VALID == 0 {
-                        dirty[c] = false;
-                    } else if !self.dirty_touched.contains(&(i as u32)) {
-                        dirty[c] = true;
+                        *d = false;
+                    } else if !self.dirty_touched.contains(&c) {
+                        *d = true;
                     }
-                    Ok(())
-                },
-            )?;
+                }
+            })?;
             // Rebuilt whole, as the kernel's dm_cache_set_dirty_bits.
             bitset::delete(&mut self.tm, self.sb.dirty_root)?;
             self.sb.dirty_root = bitset::new_with(&mut self.tm, nr, |b| dirty[b as usize])?;
         } else {
             let mut to_mark = Vec::new();
-            array::walk(
-                &self.tm,
-                self.sb.mapping_root,
-                MAPPING_VALUE_SIZE,
-                |i, v| {
-                    let (oblock, flags) = mapping::unpack(le64(v, 0));
-                    let valid = flags & FLAG_VALID != 0;
-                    if valid && flags & FLAG_DIRTY == 0 && !self.dirty_touched.contains(&(i as u32))
-                    {
-                        to_mark.push((i, oblock));
-                    }
-                    Ok(())
-                },
-            )?;
+            self.walk_stored(|c, oblock, flags| {
+                let valid = flags & FLAG_VALID != 0;
+                if valid && flags & FLAG_DIRTY == 0 && !self.dirty_touched.contains(&c) {
+                    to_mark.push((u64::from(c), oblock));
+                }
+            })?;
             for (i, oblock) in to_mark {
                 self.sb.mapping_root = array::set(
                     &mut self.tm,
