@@ -169,8 +169,9 @@ impl CacheMetadata {
         })
     }
 
-    /// Unmaps `cblock` (its value becomes 0, its dirty bit clear).
-    pub fn remove(&mut self, cblock: u64) -> Result<()> {
+    /// Before changing a mapping: (cache block, origin block) of a mapped
+    /// block of a writable, live transaction.
+    fn require_mapped(&self, cblock: u64) -> Result<(u32, u64)> {
         self.require_writable()?;
         self.tm.check_alive()?;
         let c = self.check_cblock(cblock)?;
@@ -178,6 +179,12 @@ impl CacheMetadata {
         if flags & FLAG_VALID == 0 {
             return Err(CacheError::NotMapped(c));
         }
+        Ok((c, oblock))
+    }
+
+    /// Unmaps `cblock` (its value becomes 0, its dirty bit clear).
+    pub fn remove(&mut self, cblock: u64) -> Result<()> {
+        let (c, oblock) = self.require_mapped(cblock)?;
         self.mutate(|md| {
             md.store(c, mapping::pack(0, 0), false)?;
             if let Some(m) = md.by_oblock.as_mut() {
@@ -189,13 +196,7 @@ impl CacheMetadata {
 
     /// Marks a mapped block dirty or clean: the v1 flag or the v2 bit.
     pub fn set_dirty(&mut self, cblock: u64, dirty: bool) -> Result<()> {
-        self.require_writable()?;
-        self.tm.check_alive()?;
-        let c = self.check_cblock(cblock)?;
-        let (oblock, flags) = self.stored(c)?;
-        if flags & FLAG_VALID == 0 {
-            return Err(CacheError::NotMapped(c));
-        }
+        let (c, oblock) = self.require_mapped(cblock)?;
         let value = if self.sb.separate_dirty_bits() {
             mapping::valid(oblock, false)
         } else {
