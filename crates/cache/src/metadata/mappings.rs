@@ -40,7 +40,7 @@ impl CacheMetadata {
 
     /// What the kernel would load: stored dirtiness if it can be trusted or
     /// this session set it, dirty otherwise.
-    fn effective_dirty(&self, cblock: u32, stored_dirty: bool) -> bool {
+    pub(super) fn effective_dirty(&self, cblock: u32, stored_dirty: bool) -> bool {
         if self.trusted || self.dirty_touched.contains(&cblock) {
             stored_dirty
         } else {

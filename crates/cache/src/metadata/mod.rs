@@ -314,8 +314,8 @@ impl CacheMetadata {
 
     fn commit_inner(&mut self, clean: bool) -> Result<()> {
         // 1. Client-level state: what a clean shutdown promises, the hints.
-        if clean && !self.trusted {
-            self.make_stored_state_exact()?;
+        if clean {
+            self.prepare_clean_shutdown()?;
         }
         if self.hints_dirty {
             self.write_hints()?;
