@@ -321,3 +321,59 @@ fn seed_bug_mutation_writes_the_superblock_despite_a_failed_flush() {
     );
     assert_eq!(on_disk(&below).len(), 2);
 }
+
+#[test]
+fn a_larger_cache_round_trips() {
+    // 40,000 blocks: several levels of spine, bitset words over many blocks.
+    let nr = 40_000u32;
+    let dev = Arc::new(MemoryDevice::new(4096));
+    let mut md = CacheMetadata::format(dev.clone(), 2, 64, nr, &Policy::smq(), false).unwrap();
+    let hints: Vec<u32> = (0..nr).map(|c| c ^ 0x5a5a).collect();
+    md.save_hints(&Policy::smq(), &hints).unwrap();
+    for c in (0..nr).filter(|c| c % 10 != 0) {
+        md.insert(u64::from(c), u64::from(c) * 3).unwrap();
+        if c % 3 == 0 {
+            md.set_dirty(u64::from(c), true).unwrap();
+        }
+    }
+    md.commit(true).unwrap();
+    drop(md);
+    common::audit::audit(dev.clone());
+    let md = CacheMetadata::open(dev, false).unwrap();
+    let maps = md.mappings().unwrap();
+    assert_eq!(maps.len(), 36_000);
+    assert!(maps
+        .iter()
+        .all(|(c, m)| m.oblock == u64::from(*c) * 3 && m.dirty == (c % 3 == 0)));
+    assert_eq!(md.hints().unwrap(), Some(hints));
+}
+
+#[test]
+fn hints_follow_the_policy() {
+    let (dev, mut md) = new_cache(1, 10);
+    md.set_hint(3, 33).unwrap();
+    assert_eq!(md.hint(3).unwrap(), Some(33));
+    let mq = Policy {
+        name: "mq".into(),
+        version: [1, 9, 0],
+        hint_size: 4,
+    };
+    md.save_hints(&mq, &[7; 10]).unwrap();
+    md.commit(true).unwrap();
+    drop(md);
+    let md = CacheMetadata::open(dev, false).unwrap();
+    assert_eq!(md.policy(), mq);
+    assert_eq!(md.hints_for(&mq).unwrap(), Some(vec![7; 10]));
+    // Another minor version loads them; another major or name does not.
+    let minor = Policy {
+        version: [1, 0, 5],
+        ..mq.clone()
+    };
+    assert_eq!(md.hints_for(&minor).unwrap(), Some(vec![7; 10]));
+    let major = Policy {
+        version: [2, 9, 0],
+        ..mq
+    };
+    assert_eq!(md.hints_for(&major).unwrap(), None);
+    assert_eq!(md.hints_for(&Policy::smq()).unwrap(), None);
+}

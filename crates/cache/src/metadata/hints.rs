@@ -46,6 +46,19 @@ impl CacheMetadata {
         }
     }
 
+    /// The hints as the kernel loads them for `policy`: only when the
+    /// stored policy has the same name, major version and hint size.
+    pub fn hints_for(&self, policy: &Policy) -> Result<Option<Vec<u32>>> {
+        let stored = self.sb.policy();
+        if stored.name != policy.name
+            || stored.version[0] != policy.version[0]
+            || stored.hint_size != policy.hint_size
+        {
+            return Ok(None);
+        }
+        self.hints()
+    }
+
     /// The hint of one block (None as for `hints`).
     pub fn hint(&self, cblock: u64) -> Result<Option<u32>> {
         self.tm.check_alive()?;
