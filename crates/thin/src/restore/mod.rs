@@ -156,7 +156,7 @@ impl Build {
         Ok(Build {
             w,
             msm,
-            counts: RefCounts::new(pool.nr_data_blocks),
+            counts: RefCounts::new(pool.nr_data_blocks)?,
             pool,
             devices: Vec::new(),
             ids: FxHashSet::default(),
