@@ -7,7 +7,7 @@
 //! and the problems found ([`report`]). A client says only what is its own:
 //! its trees, its value types, its rules, its superblock.
 
-// pub mod array;
+pub mod array;
 pub mod node;
 pub mod pipeline;
 pub mod report;

@@ -4,7 +4,7 @@
 
 use super::pipeline;
 use super::report::{Problems, Section};
-use super::walk::{Client, SmBlock, TreeKind, Walker};
+use super::walk::{Client, EngineBlock, TreeKind, Walker};
 use super::{RefCounts, OVERFLOW_SEEN};
 use crate::block_manager::le64;
 use crate::checksum::{verify, SALT_BITMAP, SALT_INDEX};
@@ -49,7 +49,7 @@ pub fn metadata_index<C: Client>(
     nr_blocks: u64,
     section: SectionOf<C>,
 ) -> Vec<IndexEntry> {
-    if !w.reference_other(root, SmBlock::MetaIndex.into(), section) {
+    if !w.reference_other(root, EngineBlock::MetaIndex.into(), section) {
         return Vec::new();
     }
     let mut b = [0u8; crate::BLOCK_SIZE];
@@ -71,7 +71,7 @@ pub fn metadata_index<C: Client>(
     }
     let entries = unpack_metadata_index(&b, nr_bitmaps(nr_blocks).min(MAX_METADATA_BITMAPS));
     for (i, e) in entries.iter().enumerate() {
-        w.reference_other(e.blocknr, SmBlock::MetaBitmap(i as u64).into(), section);
+        w.reference_other(e.blocknr, EngineBlock::MetaBitmap(i as u64).into(), section);
     }
     entries
 }

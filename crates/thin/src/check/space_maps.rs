@@ -4,7 +4,7 @@
 
 use super::report::Section;
 use super::trees::{IndexSlot, Walker};
-use pdata::check::walk::SmBlock;
+use pdata::check::walk::EngineBlock;
 use pdata::space_map::format::nr_bitmaps;
 
 /// Checks that the data space map index holds bitmaps 0..n for `nr_blocks`
@@ -36,7 +36,7 @@ pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
     for s in &slots {
         w.reference_other(
             s.entry.blocknr,
-            SmBlock::DataBitmap(s.key).into(),
+            EngineBlock::DataBitmap(s.key).into(),
             Section::SpaceMaps,
         );
     }

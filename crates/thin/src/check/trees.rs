@@ -10,7 +10,7 @@ use pdata::block_manager::{le32, le64};
 use pdata::btree::node::Shape;
 use pdata::check::node::key;
 use pdata::check::space_map::overflow_entry;
-use pdata::check::walk::{self, leaf_values, SmBlock, TreeKind};
+use pdata::check::walk::{self, leaf_values, EngineBlock, TreeKind};
 use pdata::check::RefCounts;
 use pdata::space_map::format::{IndexEntry, INDEX_ENTRY_SIZE};
 use pdata::Block;
@@ -104,11 +104,11 @@ pub fn root(loc: u64, tree: Tree, snap: bool) -> Ref {
 pub enum Other {
     Superblock,
     SnapSuperblock,
-    SpaceMap(SmBlock),
+    SpaceMap(EngineBlock),
 }
 
-impl From<SmBlock> for Other {
-    fn from(b: SmBlock) -> Self {
+impl From<EngineBlock> for Other {
+    fn from(b: EngineBlock) -> Self {
         Other::SpaceMap(b)
     }
 }

@@ -18,7 +18,7 @@ use crate::io::BlockDevice;
 use crate::progress::ProgressHook;
 use crate::space_map::RefCounts;
 use crate::Block;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fmt::Display;
 
 /// Deeper than any B-tree of a metadata device can be.
@@ -48,7 +48,7 @@ pub trait Client: Sized {
     type Kind: TreeKind;
     /// Metadata blocks that are not B-tree nodes (superblock, space map
     /// index and bitmaps, array blocks...), as named in messages.
-    type Other: Copy + Display + From<SmBlock>;
+    type Other: Copy + Display + From<EngineBlock>;
     /// Handles the values of leaf `b` at `r` (its shape passed): counts
     /// the blocks they refer to, pushes the sub-trees to descend into onto
     /// `next` (with [`Walker::reference_node`]), keeps what it needs.
@@ -61,20 +61,23 @@ pub trait Client: Sized {
     );
 }
 
-/// The blocks of a space map, which every client has.
+/// Blocks of the engine's structures that are not B-tree nodes: a space
+/// map's (every client has one) and arrays' (named by the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmBlock {
+pub enum EngineBlock {
     MetaIndex,
     MetaBitmap(u64),
     DataBitmap(u64),
+    ArrayBlock { array: &'static str, index: u64 },
 }
 
-impl Display for SmBlock {
+impl Display for EngineBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SmBlock::MetaIndex => write!(f, "the metadata space map index"),
-            SmBlock::MetaBitmap(i) => write!(f, "metadata space map bitmap {i}"),
-            SmBlock::DataBitmap(i) => write!(f, "data space map bitmap {i}"),
+            EngineBlock::MetaIndex => write!(f, "the metadata space map index"),
+            EngineBlock::MetaBitmap(i) => write!(f, "metadata space map bitmap {i}"),
+            EngineBlock::DataBitmap(i) => write!(f, "data space map bitmap {i}"),
+            EngineBlock::ArrayBlock { array, index } => write!(f, "{array} block {index}"),
         }
     }
 }
@@ -119,9 +122,9 @@ struct Summary<T> {
     last: u64,
 }
 
-type KindOf<C> = <C as Client>::Kind;
-type TreeOf<C> = <KindOf<C> as TreeKind>::Tree;
-type SectionOf<C> = <KindOf<C> as TreeKind>::Section;
+pub(super) type KindOf<C> = <C as Client>::Kind;
+pub(super) type TreeOf<C> = <KindOf<C> as TreeKind>::Tree;
+pub(super) type SectionOf<C> = <KindOf<C> as TreeKind>::Section;
 
 pub struct Walker<'a, C: Client> {
     pub dev: &'a dyn BlockDevice,
@@ -144,6 +147,8 @@ pub struct Walker<'a, C: Client> {
     /// References to nodes already referenced.
     repeats: Vec<Ref<KindOf<C>>>,
     pub others: FxHashMap<u64, C::Other>,
+    /// The array blocks among `others` (arrays may share them).
+    pub(crate) array_blocks: FxHashSet<u64>,
 }
 
 impl<'a, C: Client> Walker<'a, C> {
@@ -167,6 +172,7 @@ impl<'a, C: Client> Walker<'a, C> {
             child_locs: Vec::new(),
             repeats: Vec::new(),
             others: FxHashMap::default(),
+            array_blocks: FxHashSet::default(),
         }
     }
 
