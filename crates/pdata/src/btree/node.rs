@@ -391,6 +391,62 @@ mod tests {
     }
 
     #[test]
+    fn one_shape_rule() {
+        let mut b = [0u8; BLOCK_SIZE];
+        let mut n = NodeMut(&mut b);
+        n.init(LEAF_NODE, max_entries(8), 8);
+        n.insert_at(0, 5, &[0; 8]);
+        n.insert_at(1, 9, &[0; 8]);
+        let shape = Node(&b).verify_shape(Some(8)).unwrap();
+        assert!(shape.leaf && shape.nr == 2 && shape.value_offset(1) == 32 + 8 * 252 + 8);
+        assert_eq!(
+            Node(&b).verify_shape(Some(16)).unwrap_err(),
+            NodeFault::ValueSize {
+                leaf: true,
+                found: 8,
+                want: 16
+            }
+        );
+        let with = |b: &mut Block, off: usize, v: u32| put_le32(b, off, v);
+        let mut c = b;
+        with(&mut c, FLAGS_OFFSET, LEAF_NODE | 4);
+        assert!(
+            Node(&c).verify_shape(None).is_ok(),
+            "other flag bits are ignored"
+        );
+        with(&mut c, FLAGS_OFFSET, INTERNAL_NODE | LEAF_NODE);
+        assert_eq!(Node(&c).check_shape().unwrap_err(), "bad node flags 0x3");
+        let mut c = b;
+        with(&mut c, MAX_ENTRIES_OFFSET, 250);
+        assert_eq!(
+            Node(&c).verify_shape(None).unwrap_err(),
+            NodeFault::MaxNotMultipleOf3 { max: 250 }
+        );
+        with(&mut c, MAX_ENTRIES_OFFSET, 255);
+        assert!(Node(&c).check_shape().unwrap_err().contains("overflows"));
+        let mut c = b;
+        with(&mut c, NR_ENTRIES_OFFSET, 253);
+        assert_eq!(
+            Node(&c).check_shape().unwrap_err(),
+            "nr_entries 253 > max_entries 252"
+        );
+        let mut c = b;
+        put_le64(&mut c, HEADER_SIZE, 9);
+        assert_eq!(
+            Node(&c).check_key_order().unwrap_err(),
+            "keys out of order at 1: 9 >= 9"
+        );
+        let mut c = b;
+        with(&mut c, FLAGS_OFFSET, INTERNAL_NODE);
+        assert!(Node(&c).check_shape().is_ok());
+        with(&mut c, VALUE_SIZE_OFFSET, 16);
+        assert_eq!(
+            Node(&c).check_shape().unwrap_err(),
+            "internal node with value_size 16"
+        );
+    }
+
+    #[test]
     fn search() {
         let mut b = [0u8; BLOCK_SIZE];
         let mut n = NodeMut(&mut b);
