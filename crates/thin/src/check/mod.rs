@@ -9,6 +9,11 @@
 //! in block order (no cache), verified on a second thread, and counted in
 //! one byte per block; shared sub-trees are visited once but counted per
 //! reference.
+//!
+//! That machinery is the engine's (`pdata::check`); this module says only
+//! what is thin's: its trees and their values (`trees`), its device rules
+//! (`devices`), its superblock, its data space map index, and the in-place
+//! repairs (`repair`).
 
 mod devices;
 mod repair;
