@@ -9,7 +9,11 @@
 //! transaction_manager shadowing (copy-on-write), two-phase commit, poisoning
 //! space_map, btree,   reference counts, CoW B-trees, arrays, bitsets
 //! array, bitset
+//! check               the generic checker: batched read-and-verify, tree
+//!                     walker, node/array/bitset verifiers, space map counts
 //! ```
+//!
+//! `progress` is the hook long operations report through (any layer).
 //!
 //! The transaction manager owns the metadata space map, as in the kernel; the
 //! space map only reads blocks during a transaction and writes itself out
@@ -20,9 +24,11 @@ pub mod bitset;
 pub mod block_manager;
 pub mod btree;
 pub mod build;
+pub mod check;
 pub mod checksum;
 pub mod error;
 pub mod io;
+pub mod progress;
 pub mod space_map;
 pub mod transaction_manager;
 

@@ -116,45 +116,139 @@ impl<'a> Node<'a> {
         self.lower_bound(x).filter(|&i| self.key(i) == x)
     }
 
-    /// Structural soundness: capacity fits the block, nr <= max, one node type.
-    pub fn check_shape(&self) -> std::result::Result<(), String> {
+    /// The shape rule, one for every reader (FORMAT §3.6): what the kernel
+    /// checks on read (one node type, values fit the block, nr <= max,
+    /// internal values are block numbers), plus the tools' stricter rules
+    /// (max_entries a multiple of 3, leaves of the tree's value size when
+    /// `leaf_value_size` is known). Key order is [`Self::verify_key_order`].
+    pub fn verify_shape(
+        &self,
+        leaf_value_size: Option<usize>,
+    ) -> std::result::Result<Shape, NodeFault> {
         let flags = self.flags();
-        if flags != INTERNAL_NODE && flags != LEAF_NODE {
-            return Err(format!("bad node flags {flags:#x}"));
-        }
+        let leaf = match flags & (INTERNAL_NODE | LEAF_NODE) {
+            INTERNAL_NODE => false,
+            LEAF_NODE => true,
+            _ => return Err(NodeFault::BadFlags(flags)),
+        };
         let (nr, max, vs) = (self.nr_entries(), self.max_entries(), self.value_size());
+        let want = if leaf {
+            leaf_value_size
+        } else {
+            Some(INTERNAL_VALUE_SIZE)
+        };
+        if let Some(want) = want.filter(|&w| w != vs) {
+            return Err(NodeFault::ValueSize {
+                leaf,
+                found: vs,
+                want,
+            });
+        }
         // Both fields come from disk: compute without overflow.
-        let bytes = (8 + vs)
-            .checked_mul(max)
-            .and_then(|b| b.checked_add(HEADER_SIZE));
-        if vs == 0 || bytes.is_none_or(|b| b > BLOCK_SIZE) {
-            return Err(format!(
-                "max_entries {max} with value_size {vs} overflows the block"
-            ));
+        let bytes = (8 + vs as u64)
+            .checked_mul(max as u64)
+            .and_then(|b| b.checked_add(HEADER_SIZE as u64));
+        if vs == 0 || bytes.is_none_or(|b| b > BLOCK_SIZE as u64) {
+            return Err(NodeFault::TooManyEntries {
+                max,
+                value_size: vs,
+            });
+        }
+        if max % 3 != 0 {
+            return Err(NodeFault::MaxNotMultipleOf3 { max });
         }
         if nr > max {
-            return Err(format!("nr_entries {nr} > max_entries {max}"));
+            return Err(NodeFault::NrOverMax { nr, max });
         }
-        if flags == INTERNAL_NODE && vs != INTERNAL_VALUE_SIZE {
-            return Err(format!("internal node with value_size {vs}"));
+        Ok(Shape {
+            leaf,
+            nr,
+            max,
+            value_size: vs,
+        })
+    }
+
+    /// Keys strictly increasing (call after [`Self::verify_shape`]).
+    pub fn verify_key_order(&self) -> std::result::Result<(), NodeFault> {
+        let nr = self.nr_entries().min(max_entries_fit());
+        let keys = &self.0[HEADER_SIZE..HEADER_SIZE + 8 * nr];
+        let mut prev: Option<u64> = None;
+        for (at, k) in keys.chunks_exact(8).enumerate() {
+            let k = u64::from_le_bytes(k.try_into().unwrap_or_default());
+            if let Some(p) = prev.filter(|&p| p >= k) {
+                return Err(NodeFault::KeysOutOfOrder {
+                    at,
+                    prev: p,
+                    next: k,
+                });
+            }
+            prev = Some(k);
         }
         Ok(())
     }
 
-    /// Keys strictly increasing.
-    pub fn check_key_order(&self) -> std::result::Result<(), String> {
-        for i in 1..self.nr_entries() {
-            if self.key(i - 1) >= self.key(i) {
-                return Err(format!(
-                    "keys out of order at {}: {} >= {}",
-                    i,
-                    self.key(i - 1),
-                    self.key(i)
-                ));
-            }
-        }
-        Ok(())
+    /// [`Self::verify_shape`] without a known leaf value size, as text.
+    pub fn check_shape(&self) -> std::result::Result<(), String> {
+        self.verify_shape(None)
+            .map(|_| ())
+            .map_err(|f| f.to_string())
     }
+
+    /// [`Self::verify_key_order`], as text.
+    pub fn check_key_order(&self) -> std::result::Result<(), String> {
+        self.verify_key_order().map_err(|f| f.to_string())
+    }
+}
+
+/// Most keys a block can hold (any value size).
+const fn max_entries_fit() -> usize {
+    (BLOCK_SIZE - HEADER_SIZE) / 8
+}
+
+fn value_size_text(leaf: bool, found: usize, want: usize) -> String {
+    if leaf {
+        format!("leaf with value_size {found}, expected {want}")
+    } else {
+        format!("internal node with value_size {found}")
+    }
+}
+
+/// A node's header, once it passed [`Node::verify_shape`].
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub leaf: bool,
+    pub nr: usize,
+    pub max: usize,
+    pub value_size: usize,
+}
+
+impl Shape {
+    /// Byte offset of value `i`.
+    pub fn value_offset(&self, i: usize) -> usize {
+        HEADER_SIZE + 8 * self.max + i * self.value_size
+    }
+}
+
+/// What the node rule found wrong, in the order it checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NodeFault {
+    /// Neither or both of internal and leaf.
+    #[error("bad node flags {0:#x}")]
+    BadFlags(u32),
+    #[error("{}", value_size_text(*leaf, *found, *want))]
+    ValueSize {
+        leaf: bool,
+        found: usize,
+        want: usize,
+    },
+    #[error("max_entries {max} with value_size {value_size} overflows the block")]
+    TooManyEntries { max: usize, value_size: usize },
+    #[error("max_entries {max} is not a multiple of 3")]
+    MaxNotMultipleOf3 { max: usize },
+    #[error("nr_entries {nr} > max_entries {max}")]
+    NrOverMax { nr: usize, max: usize },
+    #[error("keys out of order at {at}: {prev} >= {next}")]
+    KeysOutOfOrder { at: usize, prev: u64, next: u64 },
 }
 
 /// A mutable view of a node.
@@ -294,6 +388,62 @@ mod tests {
         assert_eq!(max_entries(12), 201);
         assert_eq!(max_entries(16), 168);
         assert_eq!(max_entries(24), 126);
+    }
+
+    #[test]
+    fn one_shape_rule() {
+        let mut b = [0u8; BLOCK_SIZE];
+        let mut n = NodeMut(&mut b);
+        n.init(LEAF_NODE, max_entries(8), 8);
+        n.insert_at(0, 5, &[0; 8]);
+        n.insert_at(1, 9, &[0; 8]);
+        let shape = Node(&b).verify_shape(Some(8)).unwrap();
+        assert!(shape.leaf && shape.nr == 2 && shape.value_offset(1) == 32 + 8 * 252 + 8);
+        assert_eq!(
+            Node(&b).verify_shape(Some(16)).unwrap_err(),
+            NodeFault::ValueSize {
+                leaf: true,
+                found: 8,
+                want: 16
+            }
+        );
+        let with = |b: &mut Block, off: usize, v: u32| put_le32(b, off, v);
+        let mut c = b;
+        with(&mut c, FLAGS_OFFSET, LEAF_NODE | 4);
+        assert!(
+            Node(&c).verify_shape(None).is_ok(),
+            "other flag bits are ignored"
+        );
+        with(&mut c, FLAGS_OFFSET, INTERNAL_NODE | LEAF_NODE);
+        assert_eq!(Node(&c).check_shape().unwrap_err(), "bad node flags 0x3");
+        let mut c = b;
+        with(&mut c, MAX_ENTRIES_OFFSET, 250);
+        assert_eq!(
+            Node(&c).verify_shape(None).unwrap_err(),
+            NodeFault::MaxNotMultipleOf3 { max: 250 }
+        );
+        with(&mut c, MAX_ENTRIES_OFFSET, 255);
+        assert!(Node(&c).check_shape().unwrap_err().contains("overflows"));
+        let mut c = b;
+        with(&mut c, NR_ENTRIES_OFFSET, 253);
+        assert_eq!(
+            Node(&c).check_shape().unwrap_err(),
+            "nr_entries 253 > max_entries 252"
+        );
+        let mut c = b;
+        put_le64(&mut c, HEADER_SIZE, 9);
+        assert_eq!(
+            Node(&c).check_key_order().unwrap_err(),
+            "keys out of order at 1: 9 >= 9"
+        );
+        let mut c = b;
+        with(&mut c, FLAGS_OFFSET, INTERNAL_NODE);
+        assert!(Node(&c).check_shape().is_ok());
+        with(&mut c, VALUE_SIZE_OFFSET, 16);
+        assert_eq!(
+            Node(&c).check_shape().unwrap_err(),
+            "internal node with value_size 16"
+        );
     }
 
     #[test]

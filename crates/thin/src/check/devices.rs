@@ -2,7 +2,7 @@
 //! each device's mapped_blocks equal to the mappings its tree holds.
 
 use super::report::Section;
-use super::walk::Walker;
+use super::trees::{detail_entries, top_entries, Tree, Walker};
 use crate::format::device_details::DeviceDetails;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
@@ -19,16 +19,16 @@ pub fn check(
 ) -> (BTreeMap<u64, DeviceDetails>, u64) {
     let prefix = if snap { "metadata snapshot: " } else { "" };
     let details: BTreeMap<u64, DeviceDetails> =
-        w.detail_entries(details_root).into_iter().collect();
-    let roots: BTreeMap<u64, u64> = w.top_entries(top_root).into_iter().collect();
+        detail_entries(w, details_root).into_iter().collect();
+    let roots: BTreeMap<u64, u64> = top_entries(w, top_root).into_iter().collect();
     for dev in details.keys().filter(|d| !roots.contains_key(d)) {
-        w.report.fatal(
+        w.problems.fatal(
             Section::Devices,
             format!("{prefix}device {dev} is in the devices tree but has no mapping tree"),
         );
     }
     for dev in roots.keys().filter(|d| !details.contains_key(d)) {
-        w.report.fatal(
+        w.problems.fatal(
             Section::Devices,
             format!("{prefix}device {dev} has a mapping tree but is not in the devices tree"),
         );
@@ -37,12 +37,12 @@ pub fn check(
     if count_mappings {
         let mut memo = FxHashMap::default();
         for (dev, root) in &roots {
-            let Some(n) = w.mapped_below(*root, &mut memo, 0) else {
+            let Some(n) = w.entries_below(*root, Tree::Bottom, &mut memo) else {
                 continue;
             };
             total += n;
             if let Some(d) = details.get(dev).filter(|d| d.mapped_blocks != n) {
-                w.report.fatal(
+                w.problems.fatal(
                     Section::Devices,
                     format!(
                         "{prefix}device {dev}: mapped_blocks is {}, but its mapping tree holds {n}",

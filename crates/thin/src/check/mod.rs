@@ -9,28 +9,30 @@
 //! in block order (no cache), verified on a second thread, and counted in
 //! one byte per block; shared sub-trees are visited once but counted per
 //! reference.
+//!
+//! That machinery is the engine's (`pdata::check`); this module says only
+//! what is thin's: its trees and their values (`trees`), its device rules
+//! (`devices`), its superblock, its data space map index, and the in-place
+//! repairs (`repair`).
 
-mod counts;
 mod devices;
-mod node;
-mod pipeline;
 mod repair;
 mod report;
 mod space_maps;
 mod superblock;
-mod walk;
+mod trees;
 
 pub use repair::clear_needs_check;
 pub use report::{CheckReport, Problem, Section, Severity};
 
 use crate::format::superblock::SUPERBLOCK_LOCATION;
 use crate::progress::{NoProgress, ProgressHook};
-use counts::RefCounts;
+use pdata::check::space_map::{self as sm, BitmapRef, Map};
+use pdata::check::RefCounts;
 use pdata::io::BlockDevice;
 use pdata::space_map::format::{nr_bitmaps, MAX_METADATA_BLOCKS};
-use space_maps::{BitmapRef, Map};
 use std::sync::Arc;
-use walk::{Other, Ref, Tree, Walker};
+use trees::{root, Other, Thin, Tree, Walker};
 
 /// What to check.
 #[derive(Debug, Clone, Default)]
@@ -122,7 +124,7 @@ pub fn check_with_progress(
     } else {
         dsm.nr_blocks
     };
-    let (Some(meta), Some(data)) = (RefCounts::new(meta_len), RefCounts::new(data_len)) else {
+    let (Ok(meta), Ok(data)) = (RefCounts::new(meta_len), RefCounts::new(data_len)) else {
         report.fatal(
             Section::Superblock,
             format!("not enough memory to count references to {data_len} data blocks"),
@@ -130,8 +132,8 @@ pub fn check_with_progress(
         return report;
     };
     progress.set_total(msm.nr_allocated);
-    let mut w = Walker::new(dev, meta, data, dsm.nr_blocks, progress);
-    w.report = report;
+    let mut w = Walker::new(dev, meta, Thin::new(data, dsm.nr_blocks), progress);
+    w.problems = std::mem::take(&mut report.log);
     w.reference_other(SUPERBLOCK_LOCATION, Other::Superblock, Section::Superblock);
 
     let mut snap = None;
@@ -140,7 +142,7 @@ pub fn check_with_progress(
     {
         match superblock::read(dev, sb.held_root) {
             Ok(s) => snap = Some(s),
-            Err(e) => w.report.fatal(
+            Err(e) => w.problems.fatal(
                 Section::Superblock,
                 format!(
                     "the metadata snapshot's superblock at block {} {e}",
@@ -151,31 +153,31 @@ pub fn check_with_progress(
     }
     if opts.metadata_snap && snap.is_none() {
         if sb.held_root == 0 {
-            w.report
+            w.problems
                 .fatal(Section::Superblock, "no metadata snapshot is held");
         }
-        return w.report;
+        return finish(report, w);
     }
 
     let full = !opts.metadata_snap && !opts.skip_mappings;
     let mut roots = Vec::new();
     let top = opts.override_mapping_root.unwrap_or(sb.data_mapping_root);
     if !opts.metadata_snap {
-        roots.push(Ref::root(sb.device_details_root, Tree::Details, false));
-        roots.push(Ref::root(top, Tree::Top, false));
+        roots.push(root(sb.device_details_root, Tree::Details, false));
+        roots.push(root(top, Tree::Top, false));
     }
     if let Some(s) = &snap {
-        roots.push(Ref::root(s.device_details_root, Tree::Details, true));
-        roots.push(Ref::root(s.data_mapping_root, Tree::Top, true));
+        roots.push(root(s.device_details_root, Tree::Details, true));
+        roots.push(root(s.data_mapping_root, Tree::Top, true));
     }
     if full {
-        roots.push(Ref::root(dsm.bitmap_root, Tree::DataIndex, false));
+        roots.push(root(dsm.bitmap_root, Tree::DataIndex, false));
     }
-    w.follow_bottom = !opts.skip_mappings;
+    w.client.follow_bottom = !opts.skip_mappings;
     w.walk(&roots);
 
     w.check_repeats();
-    let follow = w.follow_bottom;
+    let follow = w.client.follow_bottom;
     let live = (!opts.metadata_snap)
         .then(|| devices::check(&mut w, false, sb.device_details_root, top, follow));
     let snapped = snap.as_ref().map(|s| {
@@ -188,30 +190,32 @@ pub fn check_with_progress(
         )
     });
     let (devices, nr_mappings) = live.or(snapped).unwrap_or_default();
-    w.report.devices = devices;
-    w.report.nr_mappings = nr_mappings;
+    report.devices = devices;
+    report.nr_mappings = nr_mappings;
     if !full {
-        return std::mem::take(&mut w.report);
+        return finish(report, w);
     }
 
     // The space maps: their own structure always, their counts only when
     // the trees gave every reference (else the differences only echo the
     // damage found).
-    let r = &w.report;
-    w.compare_counts = r.nr_fatal == r.fatal_by_section[Section::SpaceMaps as usize];
-    let mut meta_index = space_maps::metadata_index(&mut w, msm.bitmap_root, msm.nr_blocks);
+    let p = &w.problems;
+    w.client.compare_counts = p.nr_fatal == p.nr_fatal_in(Section::SpaceMaps);
+    let mut meta_index =
+        sm::metadata_index(&mut w, msm.bitmap_root, msm.nr_blocks, Section::SpaceMaps);
     let mut data_index = space_maps::data_index(&mut w, dsm.nr_blocks);
     w.walk(&[
-        Ref::root(msm.ref_count_root, Tree::MetaOverflow, false),
-        Ref::root(dsm.ref_count_root, Tree::DataOverflow, false),
+        root(msm.ref_count_root, Tree::MetaOverflow, false),
+        root(dsm.ref_count_root, Tree::DataOverflow, false),
     ]);
     w.check_repeats();
-    if !w.compare_counts {
-        return std::mem::take(&mut w.report);
+    if !w.client.compare_counts {
+        return finish(report, w);
     }
-    w.report.counts_compared = true;
-    space_maps::metadata_overflow(&mut w);
-    let limit = w.meta.len();
+    report.counts_compared = true;
+    let overflow = std::mem::take(&mut w.client.meta_overflow);
+    sm::metadata_overflow(&mut w, overflow, Section::SpaceMaps);
+    let limit = w.meta.nr_blocks();
     let mut bitmaps: Vec<BitmapRef> = meta_index
         .iter()
         .enumerate()
@@ -229,10 +233,16 @@ pub fn check_with_progress(
         }));
     }
     bitmaps.retain(|b| b.loc < limit);
-    let t = space_maps::compare(&mut w, bitmaps, [msm.nr_blocks, dsm.nr_blocks]);
-    w.report.metadata_blocks_in_use = t.in_use[0];
-    w.report.data_blocks_in_use = t.in_use[1];
-    if opts.repair_leaks && w.report.nr_fatal == 0 && !t.leaky.is_empty() {
+    let t = sm::compare(
+        &mut w,
+        |t| &t.data,
+        bitmaps,
+        [msm.nr_blocks, dsm.nr_blocks],
+        Section::SpaceMaps,
+    );
+    report.metadata_blocks_in_use = t.in_use[0];
+    report.data_blocks_in_use = t.in_use[1];
+    if opts.repair_leaks && w.problems.nr_fatal == 0 && !t.leaky.is_empty() {
         match repair::leaks(
             &w,
             &t.leaky,
@@ -240,12 +250,18 @@ pub fn check_with_progress(
             msm.bitmap_root,
             &mut data_index,
         ) {
-            Ok(n) => w.report.repaired_leaks = n,
-            Err(e) => w.report.fatal(
+            Ok(n) => report.repaired_leaks = n,
+            Err(e) => w.problems.fatal(
                 Section::SpaceMaps,
                 format!("repairing the leaks failed: {e}"),
             ),
         }
     }
-    std::mem::take(&mut w.report)
+    finish(report, w)
+}
+
+/// The report, with the problems the walk found.
+fn finish(mut report: CheckReport, w: Walker) -> CheckReport {
+    report.log = w.problems;
+    report
 }

@@ -2,13 +2,13 @@
 //! blocks free (with their index entries and the space map roots kept
 //! exact), and clearing the needs_check flag.
 
-use super::space_maps::{BitmapRef, Map};
-use super::walk::{IndexSlot, Walker};
+use super::trees::{IndexSlot, Walker};
 use crate::format::superblock::{
     DATA_SPACE_MAP_ROOT, FLAGS, FLAG_NEEDS_CHECK, METADATA_SPACE_MAP_ROOT, SUPERBLOCK_LOCATION,
 };
 use pdata::block_manager::{le32, le64, put_le32};
 use pdata::btree::node::{HEADER_SIZE, MAX_ENTRIES_OFFSET};
+use pdata::check::space_map::{BitmapRef, Map};
 use pdata::checksum::{seal, SALT_BITMAP, SALT_BTREE_NODE, SALT_INDEX, SALT_THIN_SUPERBLOCK};
 use pdata::io::BlockDevice;
 use pdata::space_map::format::{
@@ -48,7 +48,7 @@ pub fn leaks(
     for r in leaky {
         let counts = match r.map {
             Map::Metadata => &w.meta,
-            Map::Data => &w.data,
+            Map::Data => &w.client.data,
         };
         let mut b = read(dev, r.loc)?;
         let base = r.index * ENTRIES_PER_BITMAP;
@@ -56,7 +56,7 @@ pub fn leaks(
         let mut nr_free = 0u32;
         for e in 0..ENTRIES_PER_BITMAP {
             let c = bitmap_get(&b, e);
-            if c == 1 && base + e < counts.len() && counts.get(base + e) == Some(0) {
+            if c == 1 && base + e < counts.nr_blocks() && counts.get(base + e) == Some(0) {
                 bitmap_set(&mut b, e, 0);
                 freed[r.map as usize] += 1;
                 first_freed.get_or_insert(e as u32);

@@ -1,6 +1,8 @@
-//! What a check found: problems by section and severity, and a few figures.
+//! What a thin check found: the problems (the engine's [`Problems`], under
+//! thin's sections) and a few figures.
 
 use crate::format::device_details::DeviceDetails;
+pub use pdata::check::{Problems, Severity};
 use std::collections::BTreeMap;
 
 /// The part of the metadata a problem is in; the tool prints problems under
@@ -13,41 +15,19 @@ pub enum Section {
     SpaceMaps,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// Damage: anything but a leak.
-    Fatal,
-    /// A block counted 1 in a space map but referenced by nothing.
-    Leak,
+impl pdata::check::Section for Section {
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
-#[derive(Debug, Clone)]
-pub struct Problem {
-    pub section: Section,
-    pub severity: Severity,
-    pub text: String,
-}
+pub type Problem = pdata::check::Problem<Section>;
 
-/// Messages kept per severity; the rest are only counted.
-const MAX_FATAL_SHOWN: usize = 100;
-const MAX_LEAKS_SHOWN: usize = 20;
-
-/// What a check found.
+/// What a check found. The problems are reached through `Deref`
+/// (`report.errors`, `report.is_clean()`, ...).
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    /// The problems found, in the order found (the first
-    /// `MAX_*_SHOWN` of each severity; leaks are also summed up per map).
-    pub problems: Vec<Problem>,
-    /// All fatal problems, shown or not.
-    pub nr_fatal: u64,
-    /// Fatal problems by section, shown or not.
-    pub fatal_by_section: [u64; 4],
-    /// All leaked blocks, shown or not.
-    pub nr_leaks: u64,
-    /// Texts of the fatal problems kept.
-    pub errors: Vec<String>,
-    /// Texts of the leak problems kept.
-    pub leaks: Vec<String>,
+    pub log: Problems<Section>,
     /// Devices of the live pool (of the metadata snapshot with `-m`).
     pub devices: BTreeMap<u64, DeviceDetails>,
     /// Mappings of those devices.
@@ -67,51 +47,15 @@ pub struct CheckReport {
     pub counts_compared: bool,
 }
 
-impl CheckReport {
-    /// No problem at all.
-    pub fn is_clean(&self) -> bool {
-        self.nr_fatal == 0 && self.nr_leaks == 0
+impl std::ops::Deref for CheckReport {
+    type Target = Problems<Section>;
+    fn deref(&self) -> &Self::Target {
+        &self.log
     }
+}
 
-    /// Nothing but leaks (or nothing).
-    pub fn is_sound(&self) -> bool {
-        self.nr_fatal == 0
-    }
-
-    pub(super) fn fatal(&mut self, section: Section, text: impl Into<String>) {
-        self.nr_fatal += 1;
-        self.fatal_by_section[section as usize] += 1;
-        if self.errors.len() < MAX_FATAL_SHOWN {
-            let text = text.into();
-            self.errors.push(text.clone());
-            self.problems.push(Problem {
-                section,
-                severity: Severity::Fatal,
-                text,
-            });
-        }
-    }
-
-    /// One leaked block; `text` is only built while leaks are still shown.
-    pub(super) fn leak(&mut self, text: impl FnOnce() -> String) {
-        self.nr_leaks += 1;
-        if self.leaks.len() < MAX_LEAKS_SHOWN {
-            self.push_leak_text(text());
-        }
-    }
-
-    /// A leak summary line (not counted again).
-    pub(super) fn push_leak_text(&mut self, text: String) {
-        self.leaks.push(text.clone());
-        self.problems.push(Problem {
-            section: Section::SpaceMaps,
-            severity: Severity::Leak,
-            text,
-        });
-    }
-
-    /// Fatal problems not kept (beyond the shown ones).
-    pub fn nr_hidden(&self) -> u64 {
-        self.nr_fatal.saturating_sub(self.errors.len() as u64)
+impl std::ops::DerefMut for CheckReport {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.log
     }
 }

@@ -1,81 +1,20 @@
-//! Both space maps against the counts the walk found: index entries,
-//! overflow entries, then every bitmap streamed and compared 32 entries at a
-//! time.
+//! Thin's data space map index, gathered by the walk from its B-tree: it
+//! must hold bitmaps 0..n for the data device. (The comparison of both
+//! maps with the counts is the engine's, `pdata::check::space_map`.)
 
-use super::counts::{RefCounts, OVERFLOW_SEEN};
-use super::pipeline;
-use super::report::{CheckReport, Section};
-use super::walk::{overflow_entry, IndexSlot, Other, Walker};
-use pdata::block_manager::le64;
-use pdata::checksum::{verify, SALT_BITMAP, SALT_INDEX};
-use pdata::space_map::format::{
-    bitmap_get, nr_bitmaps, unpack_metadata_index, IndexEntry, BITMAP_BLOCKNR_OFFSET,
-    BITMAP_HEADER_SIZE, ENTRIES_PER_BITMAP, INDEX_BLOCKNR_OFFSET, MAX_METADATA_BITMAPS,
-};
-use pdata::Block;
-
-/// Which space map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Map {
-    Metadata,
-    Data,
-}
-
-impl Map {
-    fn name(self) -> &'static str {
-        match self {
-            Map::Metadata => "metadata",
-            Map::Data => "data",
-        }
-    }
-}
-
-/// A bitmap to compare: bitmap `index` of `map`, at block `loc`.
-#[derive(Debug, Clone, Copy)]
-pub struct BitmapRef {
-    pub map: Map,
-    pub index: u64,
-    pub loc: u64,
-}
-
-/// Reads the metadata space map's index block and counts it and its
-/// bitmaps; returns its entries.
-pub fn metadata_index(w: &mut Walker, root: u64, nr_blocks: u64) -> Vec<IndexEntry> {
-    if !w.reference_other(root, Other::MetaIndex, Section::SpaceMaps) {
-        return Vec::new();
-    }
-    let mut b = [0u8; pdata::BLOCK_SIZE];
-    let problem = if w.dev.read_block(root, &mut b).is_err() {
-        Some("cannot be read")
-    } else if le64(&b, INDEX_BLOCKNR_OFFSET) != root {
-        Some("does not hold its own block number")
-    } else if !verify(&b, SALT_INDEX) {
-        Some("has a bad checksum")
-    } else {
-        None
-    };
-    if let Some(p) = problem {
-        w.report.fatal(
-            Section::SpaceMaps,
-            format!("the metadata space map index at block {root} {p}"),
-        );
-        return Vec::new();
-    }
-    let entries = unpack_metadata_index(&b, nr_bitmaps(nr_blocks).min(MAX_METADATA_BITMAPS));
-    for (i, e) in entries.iter().enumerate() {
-        w.reference_other(e.blocknr, Other::MetaBitmap(i as u64), Section::SpaceMaps);
-    }
-    entries
-}
+use super::report::Section;
+use super::trees::{IndexSlot, Walker};
+use pdata::check::walk::EngineBlock;
+use pdata::space_map::format::nr_bitmaps;
 
 /// Checks that the data space map index holds bitmaps 0..n for `nr_blocks`
 /// and counts the bitmaps; returns those it holds, by number.
 pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
-    let mut slots = std::mem::take(&mut w.data_index);
+    let mut slots = std::mem::take(&mut w.client.data_index);
     slots.sort_by_key(|s| s.key);
     let want = nr_bitmaps(nr_blocks) as u64;
     if let Some((i, s)) = slots.iter().enumerate().find(|&(i, s)| s.key != i as u64) {
-        w.report.fatal(
+        w.problems.fatal(
             Section::SpaceMaps,
             format!(
                 "data space map index: entry {} where bitmap {i} was expected",
@@ -84,7 +23,7 @@ pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
         );
     }
     if slots.len() as u64 != want {
-        w.report.fatal(
+        w.problems.fatal(
             Section::SpaceMaps,
             format!(
                 "data space map index has {} entries; {nr_blocks} blocks need {want}",
@@ -97,234 +36,9 @@ pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
     for s in &slots {
         w.reference_other(
             s.entry.blocknr,
-            Other::DataBitmap(s.key),
+            EngineBlock::DataBitmap(s.key).into(),
             Section::SpaceMaps,
         );
     }
     slots
-}
-
-/// Applies the metadata overflow entries gathered by the walk.
-pub fn metadata_overflow(w: &mut Walker) {
-    for (block, count) in std::mem::take(&mut w.meta_overflow) {
-        if block >= w.meta.len() {
-            w.report.fatal(
-                Section::SpaceMaps,
-                format!(
-                    "metadata space map overflow tree: entry for block {block}, beyond the metadata space map"
-                ),
-            );
-            continue;
-        }
-        overflow_entry(&mut w.meta, &mut w.report, "metadata", block, count);
-    }
-}
-
-/// What the comparison found.
-#[derive(Debug, Default)]
-pub struct Tally {
-    /// Non-zero entries of each map's bitmaps ([metadata, data]).
-    pub in_use: [u64; 2],
-    pub leaks: [u64; 2],
-    /// Bitmaps holding leaks.
-    pub leaky: Vec<BitmapRef>,
-}
-
-/// Compares every bitmap with the counts found. `nr_blocks` are the maps'
-/// sizes ([metadata, data]).
-pub fn compare(w: &mut Walker, mut bitmaps: Vec<BitmapRef>, nr_blocks: [u64; 2]) -> Tally {
-    bitmaps.sort_unstable_by_key(|b| b.loc);
-    let mut tally = Tally::default();
-    let mut buffers = std::mem::take(&mut w.buffers);
-    let (dev, meta, data, report) = (w.dev, &w.meta, &w.data, &mut w.report);
-    pipeline::run(
-        dev,
-        w.progress,
-        &bitmaps,
-        &mut buffers,
-        |b| b.loc,
-        |r, b| match b {
-            None => Err("cannot be read"),
-            Some(b) if le64(b, BITMAP_BLOCKNR_OFFSET) != r.loc => {
-                Err("does not hold its own block number")
-            }
-            Some(b) if !verify(b, SALT_BITMAP) => Err("has a bad checksum"),
-            Some(_) => Ok(()),
-        },
-        |r, b, verdict| {
-            let (Some(b), Ok(())) = (b, verdict) else {
-                report.fatal(
-                    Section::SpaceMaps,
-                    format!(
-                        "{} space map bitmap {} at block {} {}",
-                        r.map.name(),
-                        r.index,
-                        r.loc,
-                        verdict.err().unwrap_or("cannot be read")
-                    ),
-                );
-                return;
-            };
-            let m = r.map as usize;
-            let counts = if r.map == Map::Metadata { meta } else { data };
-            let base = r.index * ENTRIES_PER_BITMAP;
-            let n = nr_blocks[m].saturating_sub(base).min(ENTRIES_PER_BITMAP) as usize;
-            let (in_use, leaks) = compare_bitmap(counts, report, r.map, b, base, n);
-            tally.in_use[m] += in_use;
-            tally.leaks[m] += leaks;
-            if leaks > 0 {
-                tally.leaky.push(*r);
-            }
-        },
-    );
-    w.buffers = buffers;
-    for map in [Map::Metadata, Map::Data] {
-        let n = tally.leaks[map as usize];
-        if n > 0 {
-            w.report
-                .push_leak_text(format!("{n} {} blocks have leaked", map.name()));
-        }
-    }
-    tally
-}
-
-const LOW_PAIR_BITS: u64 = 0x5555_5555_5555_5555;
-
-/// The bitmap word that 8 counts (one byte each, 255 = at least 3) give,
-/// in its low 16 bits.
-#[inline]
-fn encode8(x: u64) -> u64 {
-    const B3F: u64 = 0x3F3F_3F3F_3F3F_3F3F;
-    // Saturate every byte at 3.
-    let big = (((x >> 2) & B3F) + B3F) & 0x4040_4040_4040_4040;
-    let mut v = (x & 0x0303_0303_0303_0303) | ((big >> 6) * 3);
-    // Gather the 2-bit values: byte i to bits 2i.
-    v = (v | (v >> 6)) & 0x000F_000F_000F_000F;
-    v = (v | (v >> 12)) & 0x0000_00FF_0000_00FF;
-    v = (v | (v >> 24)) & 0xFFFF;
-    // The lower bit of a pair is the high bit of the count.
-    ((v & 0x5555) << 1) | ((v >> 1) & 0x5555)
-}
-
-/// Compares bitmap `b` (blocks base..base+n) with `counts`; returns the
-/// blocks in use according to the bitmap, and the leaks.
-fn compare_bitmap(
-    counts: &RefCounts,
-    report: &mut CheckReport,
-    map: Map,
-    b: &Block,
-    base: u64,
-    n: usize,
-) -> (u64, u64) {
-    let bytes = counts.bytes();
-    let mut in_use = 0;
-    let mut leaks = 0;
-    for j in 0..n.div_ceil(32) {
-        let word = le64(b, BITMAP_HEADER_SIZE + 8 * j);
-        let first = base as usize + 32 * j;
-        let width = (n - 32 * j).min(32);
-        if width == 32 {
-            if let Some(c) = bytes.get(first..first + 32) {
-                let lane = |i: usize| le64(c, 8 * i);
-                let expected = encode8(lane(0))
-                    | (encode8(lane(1)) << 16)
-                    | (encode8(lane(2)) << 32)
-                    | (encode8(lane(3)) << 48);
-                if expected == word {
-                    in_use += ((word | (word >> 1)) & LOW_PAIR_BITS).count_ones() as u64;
-                    let threes = word & (word >> 1) & LOW_PAIR_BITS;
-                    if threes == 0 || bits(threes).all(|e| c[e] == OVERFLOW_SEEN) {
-                        continue;
-                    }
-                    in_use -= ((word | (word >> 1)) & LOW_PAIR_BITS).count_ones() as u64;
-                }
-            }
-        }
-        for e in 0..width {
-            let block = (first + e) as u64;
-            let actual = bitmap_get(b, (32 * j + e) as u64);
-            in_use += u64::from(actual != 0);
-            leaks += u64::from(compare_entry(counts, report, map, block, actual));
-        }
-    }
-    (in_use, leaks)
-}
-
-/// Entry numbers (within a word) of the set pairs of `pairs`.
-fn bits(mut pairs: u64) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        (pairs != 0).then(|| {
-            let e = pairs.trailing_zeros() as usize / 2;
-            pairs &= pairs - 1;
-            e
-        })
-    })
-}
-
-/// One block's space-map count against the references found; true if it
-/// is a leak.
-fn compare_entry(
-    counts: &RefCounts,
-    report: &mut CheckReport,
-    map: Map,
-    block: u64,
-    actual: u32,
-) -> bool {
-    let kind = map.name();
-    let Some(expected) = counts.get(block) else {
-        // An overflow entry was found and compared.
-        if actual != 3 {
-            report.fatal(
-                Section::SpaceMaps,
-                format!("{kind} block {block}: the bitmap says {actual} but the overflow tree holds an entry"),
-            );
-        }
-        return false;
-    };
-    if actual == 3 {
-        let why = if expected >= 3 {
-            "but the overflow tree has no entry for it"
-        } else {
-            "in the bitmap"
-        };
-        report.fatal(
-            Section::SpaceMaps,
-            format!("{kind} block {block}: {expected} references, counted 3 or more {why}"),
-        );
-        return false;
-    }
-    if actual == expected {
-        return false;
-    }
-    if actual == 1 && expected == 0 {
-        report.leak(|| format!("{kind} block {block} is counted once but nothing references it"));
-        return true;
-    }
-    report.fatal(
-        Section::SpaceMaps,
-        format!("{kind} block {block}: {expected} references, the space map says {actual}"),
-    );
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pdata::space_map::format::bitmap_set;
-
-    #[test]
-    fn encode_matches_bitmap_set() {
-        let counts: [u8; 8] = [0, 1, 2, 3, 4, 200, 255, 1];
-        let mut b = [0u8; pdata::BLOCK_SIZE];
-        for (e, &c) in counts.iter().enumerate() {
-            bitmap_set(&mut b, e as u64, (c as u32).min(3));
-        }
-        let x = u64::from_le_bytes(counts);
-        assert_eq!(encode8(x), le64(&b, BITMAP_HEADER_SIZE) & 0xFFFF);
-    }
-
-    #[test]
-    fn pair_positions() {
-        assert_eq!(bits(0b0100_0001).collect::<Vec<_>>(), vec![0, 3]);
-    }
 }

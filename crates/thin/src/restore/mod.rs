@@ -146,7 +146,7 @@ impl Build {
         }
         Ok(Build {
             frame: MetadataBuild::start(dev)?,
-            counts: RefCounts::new(pool.nr_data_blocks),
+            counts: RefCounts::new(pool.nr_data_blocks)?,
             pool,
             devices: Vec::new(),
             ids: FxHashSet::default(),

@@ -2,10 +2,10 @@
 //! coalesced, no cache) and verify each block on its own; the calling
 //! thread applies the verified blocks to the walk's state, in order.
 
+use crate::io::BlockDevice;
+use crate::io::{read_sorted, will_need_sorted};
 use crate::progress::ProgressHook;
-use pdata::io::BlockDevice;
-use pdata::io::{read_sorted, will_need_sorted};
-use pdata::{Block, BLOCK_SIZE};
+use crate::{Block, BLOCK_SIZE};
 use std::sync::mpsc::sync_channel;
 
 /// Blocks per batch.

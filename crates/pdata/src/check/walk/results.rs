@@ -1,14 +1,13 @@
 //! What the walk found, once it is over: the references to nodes met more
-//! than once checked against the nodes, the entries of the devices and top
-//! trees, and the number of mappings under each mapping tree.
+//! than once checked against the nodes, the leaf entries under a root, and
+//! the number of entries under a node.
 
-use super::{Ref, Summary, Tree, Walker, MAX_DEPTH};
-use crate::format::device_details::DeviceDetails;
+use super::{Client, KindOf, Ref, Summary, TreeKind, TreeOf, Walker, MAX_DEPTH};
 use rustc_hash::FxHashMap;
 
-impl Walker<'_> {
+impl<C: Client> Walker<'_, C> {
     /// The node visited at `loc` (summaries sorted: after `check_repeats`).
-    fn summary(&self, loc: u64) -> Option<&Summary> {
+    fn summary(&self, loc: u64) -> Option<&Summary<TreeOf<C>>> {
         let loc = u32::try_from(loc).ok()?;
         self.summaries
             .binary_search_by_key(&loc, |s| s.loc)
@@ -25,10 +24,13 @@ impl Walker<'_> {
         }
         for r in std::mem::take(&mut self.repeats) {
             if let Some(&s) = self.summary(r.loc) {
-                if s.tree != r.tree {
-                    let first = Ref { tree: s.tree, ..r };
-                    self.report.fatal(
-                        r.tree.section(),
+                if s.tree != r.kind.tree() {
+                    let first: Ref<KindOf<C>> = Ref {
+                        kind: r.kind.with_tree(s.tree),
+                        ..r
+                    };
+                    self.problems.fatal(
+                        r.kind.section(),
                         format!(
                             "{}: node {} is a node of the {} as well",
                             r.context(),
@@ -41,8 +43,8 @@ impl Walker<'_> {
                 }
             } else if let Some(what) = self.others.get(&r.loc) {
                 let what = *what;
-                self.report.fatal(
-                    r.tree.section(),
+                self.problems.fatal(
+                    r.kind.section(),
                     format!(
                         "{}: points at block {}, which is {what}",
                         r.context(),
@@ -54,26 +56,23 @@ impl Walker<'_> {
         }
     }
 
-    /// The (device, mapping root) entries of the top level whose root is
-    /// `root`, in key order. Call after the walk.
-    pub fn top_entries(&self, root: u64) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        self.gather(root, Tree::Top, &self.top_leaves, &mut out, 0);
-        out
-    }
-
-    /// The entries of the devices tree whose root is `root`.
-    pub fn detail_entries(&self, root: u64) -> Vec<(u64, DeviceDetails)> {
-        let mut out = Vec::new();
-        self.gather(root, Tree::Details, &self.detail_leaves, &mut out, 0);
-        out
-    }
-
-    /// Appends the leaf entries under `loc`, a node of `tree` that passed.
-    fn gather<T: Copy>(
+    /// Appends the entries the client kept of the leaves under `loc` (a
+    /// node of `tree` that passed, in a tree that keeps its children), in
+    /// key order. Call after `check_repeats`.
+    pub fn gather<T: Copy>(
         &self,
         loc: u64,
-        tree: Tree,
+        tree: TreeOf<C>,
+        leaves: &FxHashMap<u64, Vec<T>>,
+        out: &mut Vec<T>,
+    ) {
+        self.gather_at(loc, tree, leaves, out, 0)
+    }
+
+    fn gather_at<T: Copy>(
+        &self,
+        loc: u64,
+        tree: TreeOf<C>,
         leaves: &FxHashMap<u64, Vec<T>>,
         out: &mut Vec<T>,
         depth: usize,
@@ -90,18 +89,29 @@ impl Walker<'_> {
         {
             for i in start..start + len {
                 if let Some(&child) = self.child_locs.get(i as usize) {
-                    self.gather(child, tree, leaves, out, depth + 1);
+                    self.gather_at(child, tree, leaves, out, depth + 1);
                 }
             }
         }
     }
 
-    /// Number of mappings under the bottom-tree node `loc`; None if some
-    /// node below could not be read (reported already), or in a loop. Call
-    /// after `check_repeats`.
-    pub fn mapped_below(
+    /// Number of leaf entries under node `loc` of `tree` (one that keeps
+    /// its children); None if some node below could not be read (reported
+    /// already), or in a loop. `memo` is shared by the calls on one tree
+    /// kind. Call after `check_repeats`.
+    pub fn entries_below(
         &self,
         loc: u64,
+        tree: TreeOf<C>,
+        memo: &mut FxHashMap<u64, Option<u64>>,
+    ) -> Option<u64> {
+        self.entries_below_at(loc, tree, memo, 0)
+    }
+
+    fn entries_below_at(
+        &self,
+        loc: u64,
+        tree: TreeOf<C>,
         memo: &mut FxHashMap<u64, Option<u64>>,
         depth: usize,
     ) -> Option<u64> {
@@ -109,7 +119,7 @@ impl Walker<'_> {
             return None;
         }
         let s = self.summary(loc)?;
-        if s.tree != Tree::Bottom {
+        if s.tree != tree {
             return None;
         }
         if s.leaf {
@@ -123,7 +133,7 @@ impl Walker<'_> {
         let mut sum = Some(0u64);
         for i in start..start + len {
             let child = self.child_locs.get(i as usize).copied()?;
-            sum = match (sum, self.mapped_below(child, memo, depth + 1)) {
+            sum = match (sum, self.entries_below_at(child, tree, memo, depth + 1)) {
                 (Some(a), Some(b)) => Some(a + b),
                 _ => None,
             };

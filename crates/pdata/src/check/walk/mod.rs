@@ -1,0 +1,361 @@
+//! The walk: B-trees level by level (all nodes of a level read in block
+//! order, see [`pipeline`](super::pipeline)), each node verified once and
+//! counted once per reference. Shared nodes are visited once; their other
+//! references are checked against a summary of the node at the end.
+//!
+//! Generic over the client's trees ([`TreeKind`]) and what its leaves hold
+//! ([`Client::leaf`]); everything is monomorphized, so the per-entry work
+//! costs no dynamic call.
+
+mod results;
+
+use super::node::{key, verify_node};
+use super::pipeline::{self, Buffers};
+use super::report::{Problems, Section};
+use crate::block_manager::le64;
+use crate::btree::node::Shape;
+use crate::io::BlockDevice;
+use crate::progress::ProgressHook;
+use crate::space_map::RefCounts;
+use crate::Block;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::fmt::Display;
+
+/// Deeper than any B-tree of a metadata device can be.
+pub const MAX_DEPTH: usize = 64;
+
+/// Which tree a reference leads into, and whatever else the client's
+/// messages need (a device, a snapshot...).
+pub trait TreeKind: Copy + Send + Sync {
+    /// The tree alone: what a node's summary remembers, so that a node met
+    /// again from another tree is caught.
+    type Tree: Copy + Eq;
+    type Section: Section;
+    fn tree(&self) -> Self::Tree;
+    /// This reference, but into tree `t` (for messages).
+    fn with_tree(self, t: Self::Tree) -> Self;
+    fn leaf_value_size(&self) -> usize;
+    fn section(&self) -> Self::Section;
+    /// Names the tree, for messages.
+    fn context(&self) -> String;
+    /// Keep the children of this tree's internal nodes, to gather its leaf
+    /// entries or count them after the walk.
+    fn keep_children(&self) -> bool;
+}
+
+/// A client's checker: its trees and what to do with a leaf's values.
+pub trait Client: Sized {
+    type Kind: TreeKind;
+    /// Metadata blocks that are not B-tree nodes (superblock, space map
+    /// index and bitmaps, array blocks...), as named in messages.
+    type Other: Copy + Display + From<EngineBlock>;
+    /// Handles the values of leaf `b` at `r` (its shape passed): counts
+    /// the blocks they refer to, pushes the sub-trees to descend into onto
+    /// `next` (with [`Walker::reference_node`]), keeps what it needs.
+    fn leaf(
+        w: &mut Walker<'_, Self>,
+        r: &Ref<Self::Kind>,
+        b: &Block,
+        shape: &Shape,
+        next: &mut Vec<Ref<Self::Kind>>,
+    );
+}
+
+/// Blocks of the engine's structures that are not B-tree nodes: a space
+/// map's (every client has one) and arrays' (named by the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineBlock {
+    MetaIndex,
+    MetaBitmap(u64),
+    DataBitmap(u64),
+    ArrayBlock { array: &'static str, index: u64 },
+}
+
+impl Display for EngineBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineBlock::MetaIndex => write!(f, "the metadata space map index"),
+            EngineBlock::MetaBitmap(i) => write!(f, "metadata space map bitmap {i}"),
+            EngineBlock::DataBitmap(i) => write!(f, "data space map bitmap {i}"),
+            EngineBlock::ArrayBlock { array, index } => write!(f, "{array} block {index}"),
+        }
+    }
+}
+
+/// A reference to a node: which tree it belongs to and the key range its
+/// parent gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ref<K> {
+    pub loc: u64,
+    pub lo: u64,
+    /// Exclusive upper bound.
+    pub hi: Option<u64>,
+    pub kind: K,
+    pub root: bool,
+}
+
+impl<K: TreeKind> Ref<K> {
+    pub fn root(loc: u64, kind: K) -> Self {
+        Ref {
+            loc,
+            lo: 0,
+            hi: None,
+            kind,
+            root: true,
+        }
+    }
+
+    pub fn context(&self) -> String {
+        self.kind.context()
+    }
+}
+
+/// What was found at a node, for its other references.
+#[derive(Debug, Clone, Copy)]
+struct Summary<T> {
+    loc: u32,
+    nr: u16,
+    max: u16,
+    tree: T,
+    leaf: bool,
+    first: u64,
+    last: u64,
+}
+
+pub(super) type KindOf<C> = <C as Client>::Kind;
+pub(super) type TreeOf<C> = <KindOf<C> as TreeKind>::Tree;
+pub(super) type SectionOf<C> = <KindOf<C> as TreeKind>::Section;
+
+pub struct Walker<'a, C: Client> {
+    pub dev: &'a dyn BlockDevice,
+    /// Told of every block read.
+    pub progress: &'a dyn ProgressHook,
+    /// Batch buffers, reused by every read of the check.
+    pub buffers: Buffers,
+    /// Expected metadata counts; its length (below 2^32) bounds every
+    /// metadata reference.
+    pub meta: RefCounts,
+    pub problems: Problems<SectionOf<C>>,
+    /// The client's state: what its leaves gave.
+    pub client: C,
+    summaries: Vec<Summary<TreeOf<C>>>,
+    sorted: bool,
+    /// Children of internal nodes of trees that keep them: loc -> range of
+    /// `child_locs`.
+    children: FxHashMap<u32, (u32, u32)>,
+    child_locs: Vec<u64>,
+    /// References to nodes already referenced.
+    repeats: Vec<Ref<KindOf<C>>>,
+    pub others: FxHashMap<u64, C::Other>,
+    /// The array blocks among `others` (arrays may share them).
+    pub(crate) array_blocks: FxHashSet<u64>,
+}
+
+impl<'a, C: Client> Walker<'a, C> {
+    pub fn new(
+        dev: &'a dyn BlockDevice,
+        meta: RefCounts,
+        client: C,
+        progress: &'a dyn ProgressHook,
+    ) -> Self {
+        debug_assert!(meta.nr_blocks() <= u32::MAX as u64);
+        Walker {
+            dev,
+            progress,
+            buffers: Buffers::default(),
+            meta,
+            problems: Problems::default(),
+            client,
+            summaries: Vec::new(),
+            sorted: true,
+            children: FxHashMap::default(),
+            child_locs: Vec::new(),
+            repeats: Vec::new(),
+            others: FxHashMap::default(),
+            array_blocks: FxHashSet::default(),
+        }
+    }
+
+    /// Counts a reference to a block that is not a node; true on the first.
+    pub fn reference_other(&mut self, loc: u64, what: C::Other, section: SectionOf<C>) -> bool {
+        if loc >= self.meta.nr_blocks() {
+            self.problems.fatal(
+                section,
+                format!(
+                    "{what} is at block {loc}, beyond the metadata space map ({} blocks)",
+                    self.meta.nr_blocks()
+                ),
+            );
+            return false;
+        }
+        if self.meta.inc(loc) != 0 {
+            self.problems.fatal(
+                section,
+                format!("{what} is at block {loc}, which is also used for something else"),
+            );
+            return false;
+        }
+        self.others.insert(loc, what);
+        true
+    }
+
+    /// Counts a reference to a node; the node joins `next` (to be visited)
+    /// on its first reference.
+    pub fn reference_node(&mut self, r: Ref<KindOf<C>>, next: &mut Vec<Ref<KindOf<C>>>) {
+        if r.loc >= self.meta.nr_blocks() {
+            self.problems.fatal(
+                r.kind.section(),
+                format!(
+                    "{}: points at block {}, beyond the metadata space map ({} blocks)",
+                    r.context(),
+                    r.loc,
+                    self.meta.nr_blocks()
+                ),
+            );
+            return;
+        }
+        if self.meta.inc(r.loc) == 0 {
+            next.push(r);
+        } else {
+            self.repeats.push(r);
+        }
+    }
+
+    /// Walks the trees below `roots`, level by level.
+    pub fn walk(&mut self, roots: &[Ref<KindOf<C>>]) {
+        let mut frontier = Vec::new();
+        for &r in roots {
+            self.reference_node(r, &mut frontier);
+        }
+        let (dev, progress) = (self.dev, self.progress);
+        while !frontier.is_empty() {
+            frontier.sort_unstable_by_key(|r| r.loc);
+            let mut next = Vec::new();
+            let mut buffers = std::mem::take(&mut self.buffers);
+            pipeline::run(
+                dev,
+                progress,
+                &frontier,
+                &mut buffers,
+                |r| r.loc,
+                |r, b| match b {
+                    Some(b) => verify_node(r.loc, b, r.kind.leaf_value_size()),
+                    None => Err(format!("node {} cannot be read", r.loc)),
+                },
+                |r, b, v| self.visit(r, b, v, &mut next),
+            );
+            self.buffers = buffers;
+            frontier = next;
+        }
+    }
+
+    fn visit(
+        &mut self,
+        r: &Ref<KindOf<C>>,
+        b: Option<&Block>,
+        verdict: Result<Shape, String>,
+        next: &mut Vec<Ref<KindOf<C>>>,
+    ) {
+        let (b, shape) = match (b, verdict) {
+            (Some(b), Ok(shape)) => (b, shape),
+            (_, Err(e)) => {
+                self.problems
+                    .fatal(r.kind.section(), format!("{}: {e}", r.context()));
+                return;
+            }
+            (None, Ok(_)) => return,
+        };
+        let nr = shape.nr;
+        let s = Summary {
+            loc: r.loc as u32,
+            nr: nr as u16,
+            max: shape.max as u16,
+            tree: r.kind.tree(),
+            leaf: shape.leaf,
+            first: if nr > 0 { key(b, 0) } else { 0 },
+            last: if nr > 0 { key(b, nr - 1) } else { 0 },
+        };
+        self.check_ref(r, &s);
+        if self.summaries.last().is_some_and(|p| p.loc > s.loc) {
+            self.sorted = false;
+        }
+        self.summaries.push(s);
+        if shape.leaf {
+            C::leaf(self, r, b, &shape, next);
+            return;
+        }
+        let values = &b[shape.value_offset(0)..shape.value_offset(nr)];
+        let keep_children = r.kind.keep_children();
+        let start = self.child_locs.len() as u32;
+        for (i, v) in values.chunks_exact(8).enumerate() {
+            let child = le64(v, 0);
+            let hi = if i + 1 < nr {
+                Some(key(b, i + 1))
+            } else {
+                r.hi
+            };
+            let c = Ref {
+                loc: child,
+                lo: key(b, i),
+                hi,
+                root: false,
+                ..*r
+            };
+            self.reference_node(c, next);
+            if keep_children {
+                self.child_locs.push(child);
+            }
+        }
+        if keep_children {
+            self.children.insert(r.loc as u32, (start, nr as u32));
+        }
+    }
+
+    /// The checks of a reference that depend on where it comes from.
+    fn check_ref(&mut self, r: &Ref<KindOf<C>>, s: &Summary<TreeOf<C>>) {
+        let section = r.kind.section();
+        if !r.root && s.nr < s.max / 3 {
+            self.problems.fatal(
+                section,
+                format!(
+                    "{}: node {} has {} entries, fewer than a third of its {}",
+                    r.context(),
+                    r.loc,
+                    s.nr,
+                    s.max
+                ),
+            );
+        }
+        if s.nr == 0 {
+            return;
+        }
+        if s.first < r.lo {
+            self.problems.fatal(
+                section,
+                format!(
+                    "{}: node {} starts at key {}, below its parent's key {}",
+                    r.context(),
+                    r.loc,
+                    s.first,
+                    r.lo
+                ),
+            );
+        }
+        if let Some(hi) = r.hi.filter(|&hi| s.last >= hi) {
+            self.problems.fatal(
+                section,
+                format!(
+                    "{}: node {} holds key {}, not below its parent's next key {hi}",
+                    r.context(),
+                    r.loc,
+                    s.last
+                ),
+            );
+        }
+    }
+}
+
+/// The values of a leaf that passed, as one byte slice.
+pub fn leaf_values<'b>(b: &'b Block, shape: &Shape) -> &'b [u8] {
+    &b[shape.value_offset(0)..shape.value_offset(shape.nr)]
+}
