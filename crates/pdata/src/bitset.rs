@@ -12,7 +12,7 @@
 
 use crate::array;
 use crate::block_manager::{le64, BlockRead};
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
 pub const BITS_PER_WORD: u64 = 64;
@@ -38,18 +38,18 @@ fn fresh_word(i: u64, nr_bits: u64, default: bool) -> u64 {
     bit_range(0, (nr_bits - i * BITS_PER_WORD).min(BITS_PER_WORD))
 }
 
-fn get_word(r: &impl BlockRead, root: u64, i: u64) -> Result<u64> {
+fn get_word(r: &(impl BlockRead + ?Sized), root: u64, i: u64) -> Result<u64> {
     let mut w = [0u8; WORD_SIZE];
     array::get(r, root, WORD_SIZE, i, &mut w)?;
     Ok(le64(&w, 0))
 }
 
-fn set_word(tm: &mut TransactionManager, root: u64, i: u64, word: u64) -> Result<u64> {
+fn set_word(tm: &mut (impl TransactionOps + ?Sized), root: u64, i: u64, word: u64) -> Result<u64> {
     array::set(tm, root, WORD_SIZE, i, &word.to_le_bytes())
 }
 
 /// Creates a bitset of `nr_bits` bits, all `default`.
-pub fn new(tm: &mut TransactionManager, nr_bits: u64, default: bool) -> Result<u64> {
+pub fn new(tm: &mut (impl TransactionOps + ?Sized), nr_bits: u64, default: bool) -> Result<u64> {
     array::new_with(tm, WORD_SIZE, nr_words(nr_bits), |i, v| {
         v.copy_from_slice(&fresh_word(i, nr_bits, default).to_le_bytes())
     })
@@ -57,7 +57,7 @@ pub fn new(tm: &mut TransactionManager, nr_bits: u64, default: bool) -> Result<u
 
 /// Creates a bitset of `nr_bits` bits where bit `b` is `f(b)`.
 pub fn new_with(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     nr_bits: u64,
     mut f: impl FnMut(u64) -> bool,
 ) -> Result<u64> {
@@ -75,13 +75,13 @@ pub fn new_with(
 
 /// Bit `bit`. `NotFound` past the last word; bits past the length in the
 /// last word read as whatever is stored there.
-pub fn test(r: &impl BlockRead, root: u64, bit: u64) -> Result<bool> {
+pub fn test(r: &(impl BlockRead + ?Sized), root: u64, bit: u64) -> Result<bool> {
     let w = get_word(r, root, bit / BITS_PER_WORD)?;
     Ok(w >> (bit % BITS_PER_WORD) & 1 == 1)
 }
 
 /// Sets bit `bit` to `value`. Returns the new root.
-pub fn set(tm: &mut TransactionManager, root: u64, bit: u64, value: bool) -> Result<u64> {
+pub fn set(tm: &mut (impl TransactionOps + ?Sized), root: u64, bit: u64, value: bool) -> Result<u64> {
     let i = bit / BITS_PER_WORD;
     let mask = 1u64 << (bit % BITS_PER_WORD);
     let w = get_word(tm, root, i)?;
@@ -95,7 +95,7 @@ pub fn set(tm: &mut TransactionManager, root: u64, bit: u64, value: bool) -> Res
 /// Changes the length from `old_bits` (the current one) to `new_bits`; new
 /// bits are `default`. Returns the new root.
 pub fn resize(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     mut root: u64,
     old_bits: u64,
     new_bits: u64,
@@ -139,7 +139,7 @@ pub fn resize(
 }
 
 /// Drops one reference to the bitset.
-pub fn delete(tm: &mut TransactionManager, root: u64) -> Result<()> {
+pub fn delete(tm: &mut (impl TransactionOps + ?Sized), root: u64) -> Result<()> {
     array::delete(tm, root)
 }
 
@@ -147,7 +147,7 @@ pub fn delete(tm: &mut TransactionManager, root: u64) -> Result<()> {
 /// array must hold exactly the words `nr_bits` needs, and have the shape
 /// [`array::walk`] checks.
 pub fn walk(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     nr_bits: u64,
     mut f: impl FnMut(u64, bool) -> Result<()>,
@@ -190,6 +190,7 @@ fn too_long(root: u64, nr_bits: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transaction_manager::TransactionManager;
     use crate::array::test_util::Env;
     use proptest::prelude::*;
 

@@ -23,6 +23,7 @@ pub mod checksum;
 pub mod error;
 pub mod io;
 pub mod space_map;
+pub mod tm_ops;
 pub mod transaction_manager;
 
 pub use error::{Error, Result};

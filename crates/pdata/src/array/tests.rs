@@ -3,6 +3,7 @@ use super::test_util::Env;
 use super::*;
 use crate::block_manager::put_le32;
 use crate::checksum::{seal, SALT_ARRAY};
+use crate::transaction_manager::TransactionManager;
 use proptest::prelude::*;
 
 /// A value of `vs` bytes derived from `seed`.

@@ -7,7 +7,7 @@ use crate::{Error, Result};
 
 /// Calls `f(key, value)` for every entry of a single-level tree, in key order.
 pub fn walk(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
@@ -16,7 +16,7 @@ pub fn walk(
 
 /// Calls `f(key, value)` for every entry with `begin <= key < end`, in order.
 pub fn walk_range(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     begin: u64,
     end: u64,
@@ -26,7 +26,7 @@ pub fn walk_range(
 }
 
 fn range(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     loc: u64,
     begin: u64,
     end: u64,
@@ -67,7 +67,7 @@ fn range(
 
 /// Calls `f(loc, node, depth)` for every node of a single-level tree, parents first.
 pub fn walk_nodes(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     f: &mut dyn FnMut(u64, Node<'_>, usize) -> Result<()>,
 ) -> Result<()> {
@@ -75,7 +75,7 @@ pub fn walk_nodes(
 }
 
 fn nodes(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     loc: u64,
     f: &mut dyn FnMut(u64, Node<'_>, usize) -> Result<()>,
     depth: usize,
