@@ -12,6 +12,7 @@
 
 use crate::array;
 use crate::block_manager::{le64, BlockRead};
+use crate::io::BatchWriter;
 use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
@@ -73,6 +74,64 @@ pub fn new_with(
     })
 }
 
+/// Bulk building of a bitset from bits pushed in order, through a
+/// [`BatchWriter`] (see [`array::ArrayBuilder`]); bits past the length in
+/// the last word are zero, as [`new`] writes them.
+pub struct BitsetBuilder {
+    words: array::ArrayBuilder,
+    word: u64,
+    nr_bits: u64,
+}
+
+impl BitsetBuilder {
+    pub fn new() -> Self {
+        BitsetBuilder {
+            words: array::ArrayBuilder::new(WORD_SIZE).expect("a word is a valid array value"),
+            word: 0,
+            nr_bits: 0,
+        }
+    }
+
+    /// Bits pushed so far.
+    pub fn len(&self) -> u64 {
+        self.nr_bits
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nr_bits == 0
+    }
+
+    /// Appends bit number `len()`.
+    #[inline]
+    pub fn push(&mut self, w: &mut BatchWriter, bit: bool) -> Result<()> {
+        self.word |= (bit as u64) << (self.nr_bits % BITS_PER_WORD);
+        self.nr_bits += 1;
+        if self.nr_bits % BITS_PER_WORD == 0 {
+            self.words.push_u64(w, std::mem::take(&mut self.word))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left; returns the root.
+    pub fn finish(mut self, w: &mut BatchWriter) -> Result<u64> {
+        if self.nr_bits % BITS_PER_WORD != 0 {
+            self.words.push_u64(w, self.word)?;
+        }
+        self.words.finish(w)
+    }
+}
+
+impl Default for BitsetBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Blocks a [`BitsetBuilder`] writes for `nr_bits` bits.
+pub fn blocks_for(nr_bits: u64) -> u64 {
+    array::builder::blocks_for(nr_words(nr_bits), WORD_SIZE).expect("a word is a valid array value")
+}
+
 /// Bit `bit`. `NotFound` past the last word; bits past the length in the
 /// last word read as whatever is stored there.
 pub fn test(r: &(impl BlockRead + ?Sized), root: u64, bit: u64) -> Result<bool> {
@@ -81,7 +140,12 @@ pub fn test(r: &(impl BlockRead + ?Sized), root: u64, bit: u64) -> Result<bool> 
 }
 
 /// Sets bit `bit` to `value`. Returns the new root.
-pub fn set(tm: &mut (impl TransactionOps + ?Sized), root: u64, bit: u64, value: bool) -> Result<u64> {
+pub fn set(
+    tm: &mut (impl TransactionOps + ?Sized),
+    root: u64,
+    bit: u64,
+    value: bool,
+) -> Result<u64> {
     let i = bit / BITS_PER_WORD;
     let mask = 1u64 << (bit % BITS_PER_WORD);
     let w = get_word(tm, root, i)?;
@@ -190,11 +254,10 @@ fn too_long(root: u64, nr_bits: u64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transaction_manager::TransactionManager;
     use crate::array::test_util::Env;
     use proptest::prelude::*;
 
-    fn bits(tm: &TransactionManager, root: u64, nr_bits: u64) -> Vec<bool> {
+    fn bits(tm: &impl BlockRead, root: u64, nr_bits: u64) -> Vec<bool> {
         let mut out = Vec::new();
         walk(tm, root, nr_bits, |b, v| {
             assert_eq!(b, out.len() as u64);
@@ -205,7 +268,7 @@ mod tests {
         out
     }
 
-    fn words(tm: &TransactionManager, root: u64) -> Vec<u64> {
+    fn words(tm: &impl BlockRead, root: u64) -> Vec<u64> {
         let mut out = Vec::new();
         array::walk(tm, root, WORD_SIZE, |_, v| {
             out.push(le64(v, 0));
@@ -213,6 +276,35 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// A built bitset reads back, equals `new_with`'s words (tail bits
+    /// zero), and takes `blocks_for` blocks.
+    #[test]
+    fn builder_matches_new_with() {
+        use crate::block_manager::BlockManager;
+        use crate::io::{BlockDevice, MemoryDevice};
+        use std::sync::Arc;
+        let f = |b: u64| (b * 7 + b / 5) % 3 == 0;
+        for nr_bits in [0u64, 1, 63, 64, 65, 509 * 64, 509 * 64 + 1, 100_000] {
+            let mut env = Env::new(256);
+            let root = new_with(&mut env.tm, nr_bits, f).unwrap();
+            let (want_bits, want_words) = (bits(&env.tm, root, nr_bits), words(&env.tm, root));
+
+            let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64));
+            let mut w = BatchWriter::new(dev.clone(), 1, 64, 4);
+            let mut b = BitsetBuilder::new();
+            for i in 0..nr_bits {
+                b.push(&mut w, f(i)).unwrap();
+            }
+            assert_eq!(b.len(), nr_bits);
+            let root = b.finish(&mut w).unwrap();
+            w.flush_batch().unwrap();
+            assert_eq!(w.next_location() - 1, blocks_for(nr_bits), "{nr_bits} bits");
+            let bm = BlockManager::new(dev, 16, false);
+            assert_eq!(bits(&bm, root, nr_bits), want_bits, "{nr_bits} bits");
+            assert_eq!(words(&bm, root), want_words, "{nr_bits} bits");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!
 //! Every change shadows what it touches and returns the new spine root.
 
+pub mod builder;
 pub mod format;
 
 mod resize;
@@ -24,6 +25,7 @@ pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;
 
+pub use builder::ArrayBuilder;
 pub use format::{max_entries, ArrayBlock, ArrayBlockValidator, ARRAY_VALIDATOR, MAX_VALUE_SIZE};
 pub use spine::SpineRefs;
 

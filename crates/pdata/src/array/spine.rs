@@ -31,7 +31,12 @@ pub fn read_block(r: &(impl BlockRead + ?Sized), loc: u64, g: Geometry) -> Resul
 }
 
 /// Read-locks array block `index`; `NotFound` when the spine lacks it.
-pub fn read_block_at(r: &(impl BlockRead + ?Sized), root: u64, g: Geometry, index: u64) -> Result<ReadRef> {
+pub fn read_block_at(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    g: Geometry,
+    index: u64,
+) -> Result<ReadRef> {
     let loc = lookup_block(r, root, index)?.ok_or(Error::NotFound)?;
     read_block(r, loc, g)
 }

@@ -139,7 +139,11 @@ impl Env {
 /// Adds the references the spines of `roots` hold to `expected`: one per
 /// listed root, one per child pointer and array-block pointer of every
 /// distinct spine node. Returns the number of distinct nodes and blocks.
-pub fn spine_refs(tm: &(impl BlockRead + ?Sized), roots: &[u64], expected: &mut FxHashMap<u64, u32>) -> usize {
+pub fn spine_refs(
+    tm: &(impl BlockRead + ?Sized),
+    roots: &[u64],
+    expected: &mut FxHashMap<u64, u32>,
+) -> usize {
     let mut seen = rustc_hash::FxHashSet::default();
     let mut stack = Vec::new();
     for &r in roots {

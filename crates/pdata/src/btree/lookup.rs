@@ -19,7 +19,12 @@ fn too_deep(loc: u64) -> Error {
 
 /// Looks up `keys` (one per level) and copies the value into `out`.
 /// Returns false when the key is absent.
-pub fn lookup(r: &(impl BlockRead + ?Sized), root: u64, keys: &[u64], out: &mut [u8]) -> Result<bool> {
+pub fn lookup(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    keys: &[u64],
+    out: &mut [u8],
+) -> Result<bool> {
     let mut loc = root;
     for (level, &key) in keys.iter().enumerate() {
         let last = level + 1 == keys.len();
@@ -61,16 +66,29 @@ pub fn lookup(r: &(impl BlockRead + ?Sized), root: u64, keys: &[u64], out: &mut 
 }
 
 /// First entry with key >= `key` in a single-level tree: (key, value).
-pub fn lookup_next(r: &(impl BlockRead + ?Sized), root: u64, key: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn lookup_next(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    key: u64,
+) -> Result<Option<(u64, Vec<u8>)>> {
     lookup_ge(r, root, key)
 }
 
 /// Smallest key >= `key`, with its value.
-pub fn lookup_ge(r: &(impl BlockRead + ?Sized), root: u64, key: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn lookup_ge(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    key: u64,
+) -> Result<Option<(u64, Vec<u8>)>> {
     ge(r, root, key, 0)
 }
 
-fn ge(r: &(impl BlockRead + ?Sized), loc: u64, key: u64, depth: usize) -> Result<Option<(u64, Vec<u8>)>> {
+fn ge(
+    r: &(impl BlockRead + ?Sized),
+    loc: u64,
+    key: u64,
+    depth: usize,
+) -> Result<Option<(u64, Vec<u8>)>> {
     if depth > MAX_DEPTH {
         return Err(too_deep(loc));
     }
@@ -93,11 +111,20 @@ fn ge(r: &(impl BlockRead + ?Sized), loc: u64, key: u64, depth: usize) -> Result
 }
 
 /// Largest key <= `key`, with its value.
-pub fn lookup_le(r: &(impl BlockRead + ?Sized), root: u64, key: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn lookup_le(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    key: u64,
+) -> Result<Option<(u64, Vec<u8>)>> {
     le(r, root, key, 0)
 }
 
-fn le(r: &(impl BlockRead + ?Sized), loc: u64, key: u64, depth: usize) -> Result<Option<(u64, Vec<u8>)>> {
+fn le(
+    r: &(impl BlockRead + ?Sized),
+    loc: u64,
+    key: u64,
+    depth: usize,
+) -> Result<Option<(u64, Vec<u8>)>> {
     if depth > MAX_DEPTH {
         return Err(too_deep(loc));
     }

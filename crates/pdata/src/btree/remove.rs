@@ -157,7 +157,12 @@ fn collapse_root(
     tm.dec(child)
 }
 
-fn children(tm: &mut (impl TransactionOps + ?Sized), p: u64, first: usize, n: usize) -> Result<Vec<u64>> {
+fn children(
+    tm: &mut (impl TransactionOps + ?Sized),
+    p: u64,
+    first: usize,
+    n: usize,
+) -> Result<Vec<u64>> {
     let w = lock(tm, p)?;
     let node = Node(&w);
     Ok((first..first + n).map(|i| node.value_u64(i)).collect())

@@ -115,7 +115,12 @@ impl DiskSpaceMap {
     }
 
     /// Sets the count of `b`, shadowing its bitmap and the overflow tree.
-    pub fn set_count(&mut self, tm: &mut (impl TransactionOps + ?Sized), b: u64, new: u32) -> Result<u32> {
+    pub fn set_count(
+        &mut self,
+        tm: &mut (impl TransactionOps + ?Sized),
+        b: u64,
+        new: u32,
+    ) -> Result<u32> {
         self.check_block(b)?;
         let i = b / ENTRIES_PER_BITMAP;
         let e = b % ENTRIES_PER_BITMAP;
@@ -183,7 +188,12 @@ impl DiskSpaceMap {
         Ok(b)
     }
 
-    fn find_free(&mut self, tm: &(impl TransactionOps + ?Sized), lo: u64, hi: u64) -> Result<Option<u64>> {
+    fn find_free(
+        &mut self,
+        tm: &(impl TransactionOps + ?Sized),
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>> {
         let mut b = lo;
         while b < hi {
             let i = b / ENTRIES_PER_BITMAP;
@@ -219,7 +229,11 @@ impl DiskSpaceMap {
     }
 
     /// Grows the map to `nr_blocks`, creating the new bitmaps now.
-    pub fn extend(&mut self, tm: &mut (impl TransactionOps + ?Sized), nr_blocks: u64) -> Result<()> {
+    pub fn extend(
+        &mut self,
+        tm: &mut (impl TransactionOps + ?Sized),
+        nr_blocks: u64,
+    ) -> Result<()> {
         if nr_blocks < self.nr_blocks {
             return Err(Error::invalid(format!(
                 "cannot reduce the data space map from {} to {} blocks",

@@ -350,7 +350,10 @@ fn create_missing_bitmaps(tm: &mut (impl MetadataSmOwner + ?Sized)) -> Result<()
 
 /// Writes a sorted batch of counts into (shadowed) bitmaps. Returns the
 /// overflow-tree changes: (block, Some(count >= 3)) or (block, None) to delete.
-fn write_bitmaps(tm: &mut (impl MetadataSmOwner + ?Sized), batch: &[u64]) -> Result<Vec<(u64, Option<u32>)>> {
+fn write_bitmaps(
+    tm: &mut (impl MetadataSmOwner + ?Sized),
+    batch: &[u64],
+) -> Result<Vec<(u64, Option<u32>)>> {
     let mut overflow = Vec::new();
     let mut start = 0;
     while start < batch.len() {
@@ -385,7 +388,10 @@ fn write_bitmaps(tm: &mut (impl MetadataSmOwner + ?Sized), batch: &[u64]) -> Res
     Ok(overflow)
 }
 
-fn update_overflow(tm: &mut (impl MetadataSmOwner + ?Sized), changes: &[(u64, Option<u32>)]) -> Result<()> {
+fn update_overflow(
+    tm: &mut (impl MetadataSmOwner + ?Sized),
+    changes: &[(u64, Option<u32>)],
+) -> Result<()> {
     for &(b, count) in changes {
         let root = tm.metadata_sm().ref_count_root;
         let new_root = match count {
