@@ -106,7 +106,7 @@ impl BitsetBuilder {
     pub fn push(&mut self, w: &mut BatchWriter, bit: bool) -> Result<()> {
         self.word |= (bit as u64) << (self.nr_bits % BITS_PER_WORD);
         self.nr_bits += 1;
-        if self.nr_bits % BITS_PER_WORD == 0 {
+        if self.nr_bits.is_multiple_of(BITS_PER_WORD) {
             self.words.push_u64(w, std::mem::take(&mut self.word))?;
         }
         Ok(())
@@ -114,7 +114,7 @@ impl BitsetBuilder {
 
     /// Writes what is left; returns the root.
     pub fn finish(mut self, w: &mut BatchWriter) -> Result<u64> {
-        if self.nr_bits % BITS_PER_WORD != 0 {
+        if !self.nr_bits.is_multiple_of(BITS_PER_WORD) {
             self.words.push_u64(w, self.word)?;
         }
         self.words.finish(w)
