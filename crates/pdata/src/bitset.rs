@@ -285,7 +285,7 @@ mod tests {
         use crate::block_manager::BlockManager;
         use crate::io::{BlockDevice, MemoryDevice};
         use std::sync::Arc;
-        let f = |b: u64| (b * 7 + b / 5) % 3 == 0;
+        let f = |b: u64| (b * 7 + b / 5).is_multiple_of(3);
         for nr_bits in [0u64, 1, 63, 64, 65, 509 * 64, 509 * 64 + 1, 100_000] {
             let mut env = Env::new(256);
             let root = new_with(&mut env.tm, nr_bits, f).unwrap();
