@@ -16,9 +16,13 @@ use crate::io::BatchWriter;
 use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
-pub const BITS_PER_WORD: u64 = 64;
 /// Bytes per word: the array's value size.
-pub const WORD_SIZE: usize = 8;
+pub const WORD_SIZE: usize = size_of::<u64>();
+pub const BITS_PER_WORD: u64 = 8 * WORD_SIZE as u64;
+const _: () = assert!(
+    array::format::max_entries(WORD_SIZE) == 509,
+    "words per array block"
+);
 
 /// Words holding `nr_bits` bits.
 pub fn nr_words(nr_bits: u64) -> u64 {
