@@ -1,19 +1,28 @@
 //! persistent-data: the transactional, copy-on-write metadata engine behind
 //! dm-thin, dm-cache and dm-era, byte-compatible with the Linux on-disk format.
 //!
-//! Layers, each calling only downward:
+//! Layers, lowest first, each calling only downward: a module names only
+//! modules on earlier rows, plus `checksum` and `error`, which all use
+//! (tests/layers.rs checks it):
 //!
 //! ```text
-//! io                  4 KiB block devices (file, memory)
+//! io                  4 KiB block devices (file, memory), batched writes
 //! block_manager       cache of blocks, read/write locks, validators, flush
-//! transaction_manager shadowing (copy-on-write), two-phase commit, poisoning
-//! space_map, btree,   reference counts, CoW B-trees, arrays, bitsets
-//! array, bitset
+//! tm_ops              TransactionOps: what the structures need of a
+//!                     transaction (read, new_block, shadow, inc/dec)
+//! btree               CoW B-trees over any TransactionOps; bulk TreeBuilder
+//! array, bitset       dm-array (its spine is a btree), dm-bitset (an array)
+//! space_map           reference counts: formats, the metadata and data
+//!                     maps (written out through btrees), bulk builders
+//! transaction_manager shadowing (copy-on-write), two-phase commit, poisoning;
+//!                     implements TransactionOps
 //! ```
 //!
 //! The transaction manager owns the metadata space map, as in the kernel; the
 //! space map only reads blocks during a transaction and writes itself out
-//! through the transaction manager in `pre_commit` (see DESIGN.md).
+//! in `pre_commit` through `space_map::metadata::MetadataSmOwner`, which the
+//! transaction manager implements, so no layer names the one above it (see
+//! DESIGN.md).
 
 pub mod array;
 pub mod bitset;
