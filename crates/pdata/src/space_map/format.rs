@@ -44,7 +44,7 @@ pub const BITMAP_HEADER_SIZE: usize = BITMAP_BLOCKNR_OFFSET + size_of::<u64>();
 pub const ENTRIES_PER_BITMAP: u64 = ((BLOCK_SIZE - BITMAP_HEADER_SIZE) * ENTRIES_PER_BYTE) as u64;
 const _: () = assert!(ENTRIES_PER_BITMAP == 16320, "the kernel's bitmap capacity");
 // Words of 32 entries tile the bitmap exactly.
-const _: () = assert!((BLOCK_SIZE - BITMAP_HEADER_SIZE) % size_of::<u64>() == 0);
+const _: () = assert!((BLOCK_SIZE - BITMAP_HEADER_SIZE).is_multiple_of(size_of::<u64>()));
 
 pub const INDEX_PADDING_OFFSET: usize = CSUM_OFFSET + size_of::<u32>();
 pub const INDEX_BLOCKNR_OFFSET: usize = INDEX_PADDING_OFFSET + size_of::<u32>();
