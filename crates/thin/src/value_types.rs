@@ -2,7 +2,7 @@
 
 use crate::format::block_time::BlockTime;
 use pdata::block_manager::le64;
-use pdata::btree::{self, ValueType};
+use pdata::btree::{self, BlockRefs, ValueType};
 use pdata::space_map::DiskSpaceMap;
 use pdata::tm_ops::TransactionOps;
 use pdata::Result;
@@ -45,11 +45,9 @@ impl ValueType for SubtreeRefs<'_> {
         8
     }
 
+    /// Sharing a device's tree adds one reference to its root.
     fn inc(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
-        for v in values.chunks_exact(8) {
-            tm.inc(le64(v, 0))?;
-        }
-        Ok(())
+        BlockRefs.inc(tm, values)
     }
 
     fn dec(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {

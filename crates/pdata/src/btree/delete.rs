@@ -6,7 +6,7 @@ use super::node::{Node, NODE_VALIDATOR};
 use super::value::ValueType;
 use crate::block_manager::new_block_buffer;
 use crate::tm_ops::TransactionOps;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Drops one reference to the tree at `root` with `levels` levels. A shared
 /// node only loses that reference; its children keep theirs.
@@ -28,11 +28,7 @@ fn del(
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_DEPTH * levels.max(1) {
-        return Err(Error::corrupt(
-            loc,
-            "btree node",
-            "tree too deep (a cycle?)",
-        ));
+        return Err(super::cycle(loc));
     }
     if tm.ref_count(loc)? > 1 {
         return tm.dec(loc);

@@ -150,11 +150,7 @@ fn insert_raw(
         parent_guard = Some(w);
         top = false;
     }
-    Err(Error::corrupt(
-        root,
-        "btree node",
-        "tree too deep (a cycle?)",
-    ))
+    Err(super::cycle(root))
 }
 
 /// Splits a full root into two new children; the root stays where it is

@@ -105,11 +105,7 @@ fn remove_raw(
         loc = n.value_u64(i);
         parent = Some((cur, i));
     }
-    Err(Error::corrupt(
-        root,
-        "btree node",
-        "tree too deep (a cycle?)",
-    ))
+    Err(super::cycle(root))
 }
 
 /// Makes sure the child of `p` that covers `key` can lose an entry: merge

@@ -3,7 +3,7 @@
 use super::lookup::MAX_DEPTH;
 use super::node::{Node, NODE_VALIDATOR};
 use crate::block_manager::BlockRead;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Calls `f(key, value)` for every entry of a single-level tree, in key order.
 pub fn walk(
@@ -34,11 +34,7 @@ fn range(
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            loc,
-            "btree node",
-            "tree too deep (a cycle?)",
-        ));
+        return Err(super::cycle(loc));
     }
     let b = r.read_lock(loc, &NODE_VALIDATOR)?;
     let n = Node(&b);
@@ -81,11 +77,7 @@ fn nodes(
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            loc,
-            "btree node",
-            "tree too deep (a cycle?)",
-        ));
+        return Err(super::cycle(loc));
     }
     let b = r.read_lock(loc, &NODE_VALIDATOR)?;
     let n = Node(&b);
