@@ -121,14 +121,24 @@ pub fn get(
 ) -> Result<()> {
     let g = Geometry::new(value_size)?;
     g.check_len(out, "output buffer")?;
+    with_value(r, root, g, index, |v| out.copy_from_slice(v))
+}
+
+/// Applies `f` to value `index`; `NotFound` past the end of the array.
+fn with_value<R>(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    g: Geometry,
+    index: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     let (b, slot) = g.locate(index);
     let blk = spine::read_block_at(r, root, g, b)?;
     let a = ArrayBlock(&blk);
     if slot >= a.nr_entries() {
         return Err(Error::NotFound);
     }
-    out.copy_from_slice(a.value(slot));
-    Ok(())
+    Ok(f(a.value(slot)))
 }
 
 /// Stores `value` at `index` (which must be inside the array: `NotFound`
@@ -142,17 +152,10 @@ pub fn set(
 ) -> Result<u64> {
     let g = Geometry::new(value_size)?;
     g.check_len(value, "value")?;
-    let (b, slot) = g.locate(index);
-    {
-        let blk = spine::read_block_at(tm, root, g, b)?;
-        let a = ArrayBlock(&blk);
-        if slot >= a.nr_entries() {
-            return Err(Error::NotFound);
-        }
-        if a.value(slot) == value {
-            return Ok(root);
-        }
+    if with_value(tm, root, g, index, |v| v == value)? {
+        return Ok(root);
     }
+    let (b, slot) = g.locate(index);
     let (root, mut w) = spine::shadow_block(tm, root, g, b)?;
     ArrayBlockMut(&mut w).value_mut(slot).copy_from_slice(value);
     Ok(root)
