@@ -12,12 +12,17 @@
 
 use crate::array;
 use crate::block_manager::{le64, BlockRead};
-use crate::transaction_manager::TransactionManager;
+use crate::io::BatchWriter;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
-pub const BITS_PER_WORD: u64 = 64;
 /// Bytes per word: the array's value size.
-pub const WORD_SIZE: usize = 8;
+pub const WORD_SIZE: usize = size_of::<u64>();
+pub const BITS_PER_WORD: u64 = 8 * WORD_SIZE as u64;
+const _: () = assert!(
+    array::format::max_entries(WORD_SIZE) == 509,
+    "words per array block"
+);
 
 /// Words holding `nr_bits` bits.
 pub fn nr_words(nr_bits: u64) -> u64 {
@@ -38,18 +43,18 @@ fn fresh_word(i: u64, nr_bits: u64, default: bool) -> u64 {
     bit_range(0, (nr_bits - i * BITS_PER_WORD).min(BITS_PER_WORD))
 }
 
-fn get_word(r: &impl BlockRead, root: u64, i: u64) -> Result<u64> {
+fn get_word(r: &(impl BlockRead + ?Sized), root: u64, i: u64) -> Result<u64> {
     let mut w = [0u8; WORD_SIZE];
     array::get(r, root, WORD_SIZE, i, &mut w)?;
     Ok(le64(&w, 0))
 }
 
-fn set_word(tm: &mut TransactionManager, root: u64, i: u64, word: u64) -> Result<u64> {
+fn set_word(tm: &mut (impl TransactionOps + ?Sized), root: u64, i: u64, word: u64) -> Result<u64> {
     array::set(tm, root, WORD_SIZE, i, &word.to_le_bytes())
 }
 
 /// Creates a bitset of `nr_bits` bits, all `default`.
-pub fn new(tm: &mut TransactionManager, nr_bits: u64, default: bool) -> Result<u64> {
+pub fn new(tm: &mut (impl TransactionOps + ?Sized), nr_bits: u64, default: bool) -> Result<u64> {
     array::new_with(tm, WORD_SIZE, nr_words(nr_bits), |i, v| {
         v.copy_from_slice(&fresh_word(i, nr_bits, default).to_le_bytes())
     })
@@ -57,7 +62,7 @@ pub fn new(tm: &mut TransactionManager, nr_bits: u64, default: bool) -> Result<u
 
 /// Creates a bitset of `nr_bits` bits where bit `b` is `f(b)`.
 pub fn new_with(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     nr_bits: u64,
     mut f: impl FnMut(u64) -> bool,
 ) -> Result<u64> {
@@ -73,15 +78,78 @@ pub fn new_with(
     })
 }
 
+/// Bulk building of a bitset from bits pushed in order, through a
+/// [`BatchWriter`] (see [`array::ArrayBuilder`]); bits past the length in
+/// the last word are zero, as [`new`] writes them.
+pub struct BitsetBuilder {
+    words: array::ArrayBuilder,
+    word: u64,
+    nr_bits: u64,
+}
+
+impl BitsetBuilder {
+    pub fn new() -> Self {
+        BitsetBuilder {
+            words: array::ArrayBuilder::new(WORD_SIZE).expect("a word is a valid array value"),
+            word: 0,
+            nr_bits: 0,
+        }
+    }
+
+    /// Bits pushed so far.
+    pub fn len(&self) -> u64 {
+        self.nr_bits
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nr_bits == 0
+    }
+
+    /// Appends bit number `len()`.
+    #[inline]
+    pub fn push(&mut self, w: &mut BatchWriter, bit: bool) -> Result<()> {
+        self.word |= (bit as u64) << (self.nr_bits % BITS_PER_WORD);
+        self.nr_bits += 1;
+        if self.nr_bits.is_multiple_of(BITS_PER_WORD) {
+            self.words.push_u64(w, std::mem::take(&mut self.word))?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left; returns the root.
+    pub fn finish(mut self, w: &mut BatchWriter) -> Result<u64> {
+        if !self.nr_bits.is_multiple_of(BITS_PER_WORD) {
+            self.words.push_u64(w, self.word)?;
+        }
+        self.words.finish(w)
+    }
+}
+
+impl Default for BitsetBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Blocks a [`BitsetBuilder`] writes for `nr_bits` bits.
+pub fn blocks_for(nr_bits: u64) -> u64 {
+    array::builder::blocks_for(nr_words(nr_bits), WORD_SIZE).expect("a word is a valid array value")
+}
+
 /// Bit `bit`. `NotFound` past the last word; bits past the length in the
 /// last word read as whatever is stored there.
-pub fn test(r: &impl BlockRead, root: u64, bit: u64) -> Result<bool> {
+pub fn test(r: &(impl BlockRead + ?Sized), root: u64, bit: u64) -> Result<bool> {
     let w = get_word(r, root, bit / BITS_PER_WORD)?;
     Ok(w >> (bit % BITS_PER_WORD) & 1 == 1)
 }
 
 /// Sets bit `bit` to `value`. Returns the new root.
-pub fn set(tm: &mut TransactionManager, root: u64, bit: u64, value: bool) -> Result<u64> {
+pub fn set(
+    tm: &mut (impl TransactionOps + ?Sized),
+    root: u64,
+    bit: u64,
+    value: bool,
+) -> Result<u64> {
     let i = bit / BITS_PER_WORD;
     let mask = 1u64 << (bit % BITS_PER_WORD);
     let w = get_word(tm, root, i)?;
@@ -95,7 +163,7 @@ pub fn set(tm: &mut TransactionManager, root: u64, bit: u64, value: bool) -> Res
 /// Changes the length from `old_bits` (the current one) to `new_bits`; new
 /// bits are `default`. Returns the new root.
 pub fn resize(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     mut root: u64,
     old_bits: u64,
     new_bits: u64,
@@ -139,7 +207,7 @@ pub fn resize(
 }
 
 /// Drops one reference to the bitset.
-pub fn delete(tm: &mut TransactionManager, root: u64) -> Result<()> {
+pub fn delete(tm: &mut (impl TransactionOps + ?Sized), root: u64) -> Result<()> {
     array::delete(tm, root)
 }
 
@@ -147,7 +215,7 @@ pub fn delete(tm: &mut TransactionManager, root: u64) -> Result<()> {
 /// array must hold exactly the words `nr_bits` needs, and have the shape
 /// [`array::walk`] checks.
 pub fn walk(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     nr_bits: u64,
     mut f: impl FnMut(u64, bool) -> Result<()>,
@@ -193,7 +261,7 @@ mod tests {
     use crate::array::test_util::Env;
     use proptest::prelude::*;
 
-    fn bits(tm: &TransactionManager, root: u64, nr_bits: u64) -> Vec<bool> {
+    fn bits(tm: &impl BlockRead, root: u64, nr_bits: u64) -> Vec<bool> {
         let mut out = Vec::new();
         walk(tm, root, nr_bits, |b, v| {
             assert_eq!(b, out.len() as u64);
@@ -204,7 +272,7 @@ mod tests {
         out
     }
 
-    fn words(tm: &TransactionManager, root: u64) -> Vec<u64> {
+    fn words(tm: &impl BlockRead, root: u64) -> Vec<u64> {
         let mut out = Vec::new();
         array::walk(tm, root, WORD_SIZE, |_, v| {
             out.push(le64(v, 0));
@@ -212,6 +280,35 @@ mod tests {
         })
         .unwrap();
         out
+    }
+
+    /// A built bitset reads back, equals `new_with`'s words (tail bits
+    /// zero), and takes `blocks_for` blocks.
+    #[test]
+    fn builder_matches_new_with() {
+        use crate::block_manager::BlockManager;
+        use crate::io::{BlockDevice, MemoryDevice};
+        use std::sync::Arc;
+        let f = |b: u64| (b * 7 + b / 5).is_multiple_of(3);
+        for nr_bits in [0u64, 1, 63, 64, 65, 509 * 64, 509 * 64 + 1, 100_000] {
+            let mut env = Env::new(256);
+            let root = new_with(&mut env.tm, nr_bits, f).unwrap();
+            let (want_bits, want_words) = (bits(&env.tm, root, nr_bits), words(&env.tm, root));
+
+            let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64));
+            let mut w = BatchWriter::new(dev.clone(), 1, 64, 4);
+            let mut b = BitsetBuilder::new();
+            for i in 0..nr_bits {
+                b.push(&mut w, f(i)).unwrap();
+            }
+            assert_eq!(b.len(), nr_bits);
+            let root = b.finish(&mut w).unwrap();
+            w.flush_batch().unwrap();
+            assert_eq!(w.next_location() - 1, blocks_for(nr_bits), "{nr_bits} bits");
+            let bm = BlockManager::new(dev, 16, false);
+            assert_eq!(bits(&bm, root, nr_bits), want_bits, "{nr_bits} bits");
+            assert_eq!(words(&bm, root), want_words, "{nr_bits} bits");
+        }
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! The block checksum: CRC-32C (Castagnoli) of bytes 4..4096 with seed
 //! 0xFFFFFFFF and no final inversion, XORed with a per-block-type salt.
+//!
+//! ```text
+//! +-----------+--------------------------------------------------+
+//! | 0         | 4                                                |
+//! | csum u32  | the rest of the block: what the checksum covers  |
+//! +-----------+--------------------------------------------------+
+//! ```
 
 use crate::BLOCK_SIZE;
 
@@ -14,18 +21,50 @@ pub const SALT_BITMAP: u32 = 240_779;
 pub const SALT_INDEX: u32 = 160_478;
 pub const SALT_ARRAY: u32 = 595_846_735;
 
+/// Every salt, for the invariant below.
+const SALTS: [u32; 7] = [
+    SALT_THIN_SUPERBLOCK,
+    SALT_CACHE_SUPERBLOCK,
+    SALT_ERA_SUPERBLOCK,
+    SALT_BTREE_NODE,
+    SALT_BITMAP,
+    SALT_INDEX,
+    SALT_ARRAY,
+];
+
+const fn all_distinct(salts: &[u32]) -> bool {
+    let mut i = 0;
+    while i < salts.len() {
+        let mut j = i + 1;
+        while j < salts.len() {
+            if salts[i] == salts[j] {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+// A block sealed as one type never verifies as another, and [`identify`]
+// can name a block's type from its checksum alone.
+const _: () = assert!(all_distinct(&SALTS));
+/// Bytes the checksum covers: all after the stored checksum.
+const COVERED_FROM: usize = CSUM_OFFSET + size_of::<u32>();
+
 /// The checksum the kernel stores for `block` under `salt`.
 #[inline]
 pub fn block_checksum(block: &[u8], salt: u32) -> u32 {
     debug_assert_eq!(block.len(), BLOCK_SIZE);
     // The crc32c crate returns the standard (inverted) CRC; undo the inversion.
-    crc32c::crc32c(&block[4..]) ^ 0xFFFF_FFFF ^ salt
+    crc32c::crc32c(&block[COVERED_FROM..]) ^ 0xFFFF_FFFF ^ salt
 }
 
 /// The checksum stored in the block.
 #[inline]
 pub fn stored_checksum(block: &[u8]) -> u32 {
-    u32::from_le_bytes([block[0], block[1], block[2], block[3]])
+    let c = &block[CSUM_OFFSET..COVERED_FROM];
+    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
 }
 
 /// Recomputes and stores the checksum.
@@ -56,7 +95,7 @@ pub enum BlockKind {
 
 /// Identifies a block's type from its checksum (the tools' trick: all salts differ).
 pub fn identify(block: &[u8]) -> BlockKind {
-    let salt = stored_checksum(block) ^ crc32c::crc32c(&block[4..]) ^ 0xFFFF_FFFF;
+    let salt = stored_checksum(block) ^ crc32c::crc32c(&block[COVERED_FROM..]) ^ 0xFFFF_FFFF;
     match salt {
         SALT_THIN_SUPERBLOCK => BlockKind::ThinSuperblock,
         SALT_CACHE_SUPERBLOCK => BlockKind::CacheSuperblock,

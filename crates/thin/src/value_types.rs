@@ -2,9 +2,9 @@
 
 use crate::format::block_time::BlockTime;
 use pdata::block_manager::le64;
-use pdata::btree::{self, ValueType};
+use pdata::btree::{self, BlockRefs, ValueType};
 use pdata::space_map::DiskSpaceMap;
-use pdata::transaction_manager::TransactionManager;
+use pdata::tm_ops::TransactionOps;
 use pdata::Result;
 
 /// Bottom level of the mapping tree: block_time values, each holding one
@@ -16,14 +16,14 @@ impl ValueType for DataRefs<'_> {
         8
     }
 
-    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn inc(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(8) {
             self.0.inc(tm, BlockTime::from_bytes(v).block)?;
         }
         Ok(())
     }
 
-    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn dec(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(8) {
             self.0.dec(tm, BlockTime::from_bytes(v).block)?;
         }
@@ -45,14 +45,12 @@ impl ValueType for SubtreeRefs<'_> {
         8
     }
 
-    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
-        for v in values.chunks_exact(8) {
-            tm.inc(le64(v, 0))?;
-        }
-        Ok(())
+    /// Sharing a device's tree adds one reference to its root.
+    fn inc(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
+        BlockRefs.inc(tm, values)
     }
 
-    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn dec(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(8) {
             btree::delete_tree(tm, le64(v, 0), 1, &mut DataRefs(self.0))?;
         }

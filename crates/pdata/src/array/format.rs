@@ -1,27 +1,36 @@
 //! Array block format (one 4096-byte block):
 //!
 //! ```text
-//! 0  csum u32 | 4 max_entries u32 | 8 nr_entries u32 | 12 value_size u32
-//! 16 blocknr u64
-//! 24 values[max_entries] (value_size each, packed)
+//! +------+-------------+------------+------------+---------+-----------------+
+//! | 0    | 4           | 8          | 12         | 16      | 24              |
+//! | csum | max_entries | nr_entries | value_size | blocknr | values          |
+//! | u32  | u32         | u32        | u32        | u64     | [max_entries],  |
+//! |      |             |            |            |         | value_size each |
+//! +------+-------------+------------+------------+---------+-----------------+
 //! ```
 //!
 //! Unlike every other block type, `blocknr` sits at offset 16, not 8.
 //! Slots at and past `nr_entries` hold nothing meaningful.
 
-use crate::block_manager::{check_location_and_checksum, le32, put_le32, put_le64, Validator};
-use crate::checksum::{seal, SALT_ARRAY};
+use crate::block_manager::{
+    check_location_and_checksum, le32, put_le32, stamp_and_seal, Validator,
+};
+use crate::checksum::SALT_ARRAY;
 use crate::{Block, Error, Result, BLOCK_SIZE};
 
-pub const CSUM_OFFSET: usize = 0;
-pub const MAX_ENTRIES_OFFSET: usize = 4;
-pub const NR_ENTRIES_OFFSET: usize = 8;
-pub const VALUE_SIZE_OFFSET: usize = 12;
-pub const BLOCKNR_OFFSET: usize = 16;
-pub const HEADER_SIZE: usize = 24;
+pub use crate::checksum::CSUM_OFFSET;
+pub const MAX_ENTRIES_OFFSET: usize = CSUM_OFFSET + size_of::<u32>();
+pub const NR_ENTRIES_OFFSET: usize = MAX_ENTRIES_OFFSET + size_of::<u32>();
+pub const VALUE_SIZE_OFFSET: usize = NR_ENTRIES_OFFSET + size_of::<u32>();
+pub const BLOCKNR_OFFSET: usize = VALUE_SIZE_OFFSET + size_of::<u32>();
+pub const HEADER_SIZE: usize = BLOCKNR_OFFSET + size_of::<u64>();
+const _: () = assert!(HEADER_SIZE == 24, "the kernel's array block header");
 
 /// Largest value an array block can hold (one value per block).
 pub const MAX_VALUE_SIZE: usize = BLOCK_SIZE - HEADER_SIZE;
+// What the clients store: dm-cache mappings (8) and hints (4), dm-era
+// eras (4), bitset words (8); the kernel's own capacities for them.
+const _: () = assert!(max_entries(8) == 509 && max_entries(4) == 1018);
 
 /// Values per array block: as many as fit after the header.
 /// `value_size` must be in `1..=MAX_VALUE_SIZE`.
@@ -146,8 +155,7 @@ impl Validator for ArrayBlockValidator {
         ArrayBlock(data)
             .check_shape()
             .map_err(|r| Error::corrupt(loc, "array block (before write)", r))?;
-        put_le64(data, BLOCKNR_OFFSET, loc);
-        seal(data, SALT_ARRAY);
+        stamp_and_seal(data, BLOCKNR_OFFSET, loc, SALT_ARRAY);
         Ok(())
     }
 }
@@ -155,7 +163,7 @@ impl Validator for ArrayBlockValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::{identify, BlockKind};
+    use crate::checksum::{identify, seal, BlockKind};
 
     #[test]
     fn capacities() {

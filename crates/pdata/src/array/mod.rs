@@ -13,6 +13,7 @@
 //!
 //! Every change shadows what it touches and returns the new spine root.
 
+pub mod builder;
 pub mod format;
 
 mod resize;
@@ -24,12 +25,13 @@ pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;
 
+pub use builder::ArrayBuilder;
 pub use format::{max_entries, ArrayBlock, ArrayBlockValidator, ARRAY_VALIDATOR, MAX_VALUE_SIZE};
 pub use spine::SpineRefs;
 
 use crate::block_manager::BlockRead;
 use crate::btree;
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 use format::ArrayBlockMut;
 
@@ -83,7 +85,7 @@ impl Geometry {
 
 /// Creates an array of `nr_entries` copies of `default`.
 pub fn new(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     value_size: usize,
     nr_entries: u64,
     default: &[u8],
@@ -98,7 +100,7 @@ pub fn new(
 /// Creates an array of `nr_entries` values; `f(i, slot)` fills value `i`
 /// (the slot starts zeroed).
 pub fn new_with(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     value_size: usize,
     nr_entries: u64,
     mut f: impl FnMut(u64, &mut [u8]),
@@ -111,7 +113,7 @@ pub fn new_with(
 /// Copies value `index` into `out`. `NotFound` when `index` is past the
 /// end of the array.
 pub fn get(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     value_size: usize,
     index: u64,
@@ -119,20 +121,30 @@ pub fn get(
 ) -> Result<()> {
     let g = Geometry::new(value_size)?;
     g.check_len(out, "output buffer")?;
+    with_value(r, root, g, index, |v| out.copy_from_slice(v))
+}
+
+/// Applies `f` to value `index`; `NotFound` past the end of the array.
+fn with_value<R>(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    g: Geometry,
+    index: u64,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     let (b, slot) = g.locate(index);
     let blk = spine::read_block_at(r, root, g, b)?;
     let a = ArrayBlock(&blk);
     if slot >= a.nr_entries() {
         return Err(Error::NotFound);
     }
-    out.copy_from_slice(a.value(slot));
-    Ok(())
+    Ok(f(a.value(slot)))
 }
 
 /// Stores `value` at `index` (which must be inside the array: `NotFound`
 /// otherwise, with nothing changed). Returns the new root.
 pub fn set(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     value_size: usize,
     index: u64,
@@ -140,17 +152,10 @@ pub fn set(
 ) -> Result<u64> {
     let g = Geometry::new(value_size)?;
     g.check_len(value, "value")?;
-    let (b, slot) = g.locate(index);
-    {
-        let blk = spine::read_block_at(tm, root, g, b)?;
-        let a = ArrayBlock(&blk);
-        if slot >= a.nr_entries() {
-            return Err(Error::NotFound);
-        }
-        if a.value(slot) == value {
-            return Ok(root);
-        }
+    if with_value(tm, root, g, index, |v| v == value)? {
+        return Ok(root);
     }
+    let (b, slot) = g.locate(index);
     let (root, mut w) = spine::shadow_block(tm, root, g, b)?;
     ArrayBlockMut(&mut w).value_mut(slot).copy_from_slice(value);
     Ok(root)
@@ -160,7 +165,7 @@ pub fn set(
 /// values are copies of `default`; dropped ones are forgotten. Returns the
 /// new root.
 pub fn resize(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     value_size: usize,
     old_len: u64,
@@ -177,7 +182,7 @@ pub fn resize(
 /// [`resize`], where `f(i, slot)` fills each new value `i` (the slot
 /// starts zeroed).
 pub fn resize_with(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     value_size: usize,
     old_len: u64,
@@ -190,7 +195,7 @@ pub fn resize_with(
 
 /// Drops one reference to the array: its spine, and the array blocks no
 /// other spine shares.
-pub fn delete(tm: &mut TransactionManager, root: u64) -> Result<()> {
+pub fn delete(tm: &mut (impl TransactionOps + ?Sized), root: u64) -> Result<()> {
     btree::delete_tree(tm, root, 1, &mut SpineRefs)
 }
 
@@ -199,7 +204,7 @@ pub fn delete(tm: &mut TransactionManager, root: u64) -> Result<()> {
 /// values, every block full but the last, none empty. A shape error names
 /// the offending block.
 pub fn walk(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     value_size: usize,
     mut f: impl FnMut(u64, &[u8]) -> Result<()>,
@@ -210,7 +215,7 @@ pub fn walk(
 
 /// The length of the array, from its last block (the shape of the rest is
 /// not checked: use [`walk`] for that).
-pub fn nr_entries(r: &impl BlockRead, root: u64, value_size: usize) -> Result<u64> {
+pub fn nr_entries(r: &(impl BlockRead + ?Sized), root: u64, value_size: usize) -> Result<u64> {
     let g = Geometry::new(value_size)?;
     let Some((last, v)) = btree::find_highest(r, root)? else {
         return Ok(0);

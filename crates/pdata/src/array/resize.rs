@@ -5,14 +5,14 @@ use super::spine::{lookup_block, read_block_at, shadow_block, SpineRefs};
 use super::Geometry;
 use crate::block_manager::BlockRead;
 use crate::btree;
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
 /// Fills value `i` into a zeroed slot.
 pub type Fill<'a> = dyn FnMut(u64, &mut [u8]) + 'a;
 
 pub fn resize(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     g: Geometry,
     old_len: u64,
@@ -30,7 +30,7 @@ pub fn resize(
 /// Cheap check that the array at `root` holds `len` values: its last block
 /// is where `len` puts it, with the entries `len` gives it, and no block
 /// follows.
-fn check_len(r: &impl BlockRead, root: u64, g: Geometry, len: u64) -> Result<()> {
+fn check_len(r: &(impl BlockRead + ?Sized), root: u64, g: Geometry, len: u64) -> Result<()> {
     let nb = g.nr_blocks(len);
     if let Some(loc) = lookup_block(r, root, nb)? {
         return Err(Error::corrupt(
@@ -68,7 +68,7 @@ fn check_len(r: &impl BlockRead, root: u64, g: Geometry, len: u64) -> Result<()>
 
 /// Fills the old last block up, then appends new blocks.
 pub fn grow(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     mut root: u64,
     g: Geometry,
     old_len: u64,
@@ -116,7 +116,7 @@ fn fill_slots(
 
 /// Drops the blocks past the new end, then trims the new last block.
 fn shrink(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     mut root: u64,
     g: Geometry,
     old_len: u64,

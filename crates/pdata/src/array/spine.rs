@@ -7,7 +7,7 @@ use super::Geometry;
 use crate::block_manager::{BlockRead, ReadRef, WriteRef};
 use crate::btree;
 use crate::btree::node::{Node, NODE_VALIDATOR};
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
 /// Spine values: le64 array-block locations, each holding one reference
@@ -16,13 +16,13 @@ use crate::{Error, Result};
 pub use crate::btree::BlockRefs as SpineRefs;
 
 /// Location of array block `index`, if the spine has it.
-pub fn lookup_block(r: &impl BlockRead, root: u64, index: u64) -> Result<Option<u64>> {
+pub fn lookup_block(r: &(impl BlockRead + ?Sized), root: u64, index: u64) -> Result<Option<u64>> {
     let mut v = [0u8; 8];
     Ok(btree::lookup(r, root, &[index], &mut v)?.then(|| u64::from_le_bytes(v)))
 }
 
 /// Read-locks the array block at `loc` and checks it holds `g`'s values.
-pub fn read_block(r: &impl BlockRead, loc: u64, g: Geometry) -> Result<ReadRef> {
+pub fn read_block(r: &(impl BlockRead + ?Sized), loc: u64, g: Geometry) -> Result<ReadRef> {
     let b = r.read_lock(loc, &ARRAY_VALIDATOR)?;
     ArrayBlock(&b)
         .check_geometry(g.value_size)
@@ -31,7 +31,12 @@ pub fn read_block(r: &impl BlockRead, loc: u64, g: Geometry) -> Result<ReadRef> 
 }
 
 /// Read-locks array block `index`; `NotFound` when the spine lacks it.
-pub fn read_block_at(r: &impl BlockRead, root: u64, g: Geometry, index: u64) -> Result<ReadRef> {
+pub fn read_block_at(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    g: Geometry,
+    index: u64,
+) -> Result<ReadRef> {
     let loc = lookup_block(r, root, index)?.ok_or(Error::NotFound)?;
     read_block(r, loc, g)
 }
@@ -51,7 +56,7 @@ pub fn read_block_at(r: &impl BlockRead, root: u64, g: Geometry, index: u64) -> 
 /// wrong if a spine node above a block of this transaction is shared;
 /// [`path_is_shared`] covers that case (no kernel client creates it).
 pub fn shadow_block(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     mut root: u64,
     g: Geometry,
     index: u64,
@@ -85,7 +90,7 @@ const MAX_DEPTH: usize = 64;
 
 /// True when a spine node on the path to key `index` has more than one
 /// reference.
-fn path_is_shared(tm: &TransactionManager, root: u64, index: u64) -> Result<bool> {
+fn path_is_shared(tm: &(impl TransactionOps + ?Sized), root: u64, index: u64) -> Result<bool> {
     let mut loc = root;
     for _ in 0..MAX_DEPTH {
         if tm.ref_count(loc)? > 1 {

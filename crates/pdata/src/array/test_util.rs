@@ -3,11 +3,10 @@
 //! reference-count audit of the device.
 
 use crate::block_manager::{
-    check_location_and_checksum, le32, le64, new_block_buffer, put_le32, put_le64, BlockManager,
-    BlockRead, Validator,
+    le32, le64, new_block_buffer, put_le32, put_le64, BlockManager, BlockRead, SealedValidator,
 };
 use crate::btree::node::{Node, NODE_VALIDATOR};
-use crate::checksum::{seal, SALT_THIN_SUPERBLOCK};
+use crate::checksum::SALT_THIN_SUPERBLOCK;
 use crate::io::{BlockDevice, MemoryDevice};
 use crate::space_map::format::{
     nr_bitmaps, unpack_metadata_index, SmRoot, INDEX_VALIDATOR, SM_ROOT_AREA_SIZE,
@@ -24,22 +23,12 @@ const SB_ROOTS: usize = SB_NR_ROOTS + 8;
 
 /// A test-only superblock: blocknr at 8, the space-map root at 16, then a
 /// count and a list of array roots.
-pub struct TestSb;
-pub static TEST_SB: TestSb = TestSb;
-
-impl Validator for TestSb {
-    fn name(&self) -> &'static str {
-        "test superblock"
-    }
-    fn check(&self, loc: u64, data: &Block) -> Result<()> {
-        check_location_and_checksum(self.name(), loc, data, SB_BLOCKNR, SALT_THIN_SUPERBLOCK)
-    }
-    fn prepare_for_write(&self, loc: u64, data: &mut Block) -> Result<()> {
-        put_le64(data, SB_BLOCKNR, loc);
-        seal(data, SALT_THIN_SUPERBLOCK);
-        Ok(())
-    }
-}
+pub static TEST_SB: SealedValidator = SealedValidator {
+    name: "test superblock",
+    blocknr_offset: SB_BLOCKNR,
+    salt: SALT_THIN_SUPERBLOCK,
+    reserved: 0..0,
+};
 
 pub struct Env {
     pub dev: Arc<MemoryDevice>,
@@ -139,7 +128,11 @@ impl Env {
 /// Adds the references the spines of `roots` hold to `expected`: one per
 /// listed root, one per child pointer and array-block pointer of every
 /// distinct spine node. Returns the number of distinct nodes and blocks.
-pub fn spine_refs(tm: &impl BlockRead, roots: &[u64], expected: &mut FxHashMap<u64, u32>) -> usize {
+pub fn spine_refs(
+    tm: &(impl BlockRead + ?Sized),
+    roots: &[u64],
+    expected: &mut FxHashMap<u64, u32>,
+) -> usize {
     let mut seen = rustc_hash::FxHashSet::default();
     let mut stack = Vec::new();
     for &r in roots {

@@ -3,7 +3,17 @@ use super::test_util::Env;
 use super::*;
 use crate::block_manager::put_le32;
 use crate::checksum::{seal, SALT_ARRAY};
+use crate::transaction_manager::TransactionManager;
 use proptest::prelude::*;
+
+/// Fails unless `e` says block `at` is corrupt.
+#[track_caller]
+fn assert_corrupt_at(e: &Error, at: u64) {
+    assert!(
+        matches!(e, Error::Corrupt { block, .. } if *block == at),
+        "{e}"
+    );
+}
 
 /// A value of `vs` bytes derived from `seed`.
 fn value(vs: usize, seed: u8) -> Vec<u8> {
@@ -239,10 +249,7 @@ fn corrupt_header_names_the_block() {
     env.reopen().unwrap();
     let mut out = [0u8; 8];
     let e = get(&env.tm, root, 8, 1200, &mut out).unwrap_err();
-    assert!(
-        matches!(e, Error::Corrupt { block, .. } if block == bs[2]),
-        "{e}"
-    );
+    assert_corrupt_at(&e, bs[2]);
     let e = get(&env.tm, root, 8, 0, &mut out).unwrap_err();
     assert!(
         matches!(e, Error::BlockNumber { block, found: 3, .. } if block == bs[0]),
@@ -262,20 +269,14 @@ fn walk_finds_shape_errors() {
     let short = w.loc();
     drop(w);
     let e = walk(&env.tm, r, 8, |_, _| Ok(())).unwrap_err();
-    assert!(
-        matches!(&e, Error::Corrupt { block, .. } if *block == short),
-        "{e}"
-    );
+    assert_corrupt_at(&e, short);
     assert!(e.to_string().contains("not the last"), "{e}");
 
     // A gap in the spine.
     let (mut env, root, _) = committed_array(8, 1500);
     let r = btree::remove(&mut env.tm, root, &[1], &mut SpineRefs).unwrap();
     let e = walk(&env.tm, r, 8, |_, _| Ok(())).unwrap_err();
-    assert!(
-        matches!(&e, Error::Corrupt { block, .. } if *block == r),
-        "{e}"
-    );
+    assert_corrupt_at(&e, r);
     assert!(e.to_string().contains("gap"), "{e}");
 
     // An empty last block.
@@ -285,10 +286,7 @@ fn walk_finds_shape_errors() {
     let empty = w.loc();
     drop(w);
     let e = walk(&env.tm, r, 8, |_, _| Ok(())).unwrap_err();
-    assert!(
-        matches!(&e, Error::Corrupt { block, .. } if *block == empty),
-        "{e}"
-    );
+    assert_corrupt_at(&e, empty);
 
     // A spine pointing at a block that is not an array block.
     let (mut env, root, _) = committed_array(8, 1500);

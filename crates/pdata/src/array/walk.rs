@@ -8,7 +8,7 @@ use crate::btree;
 use crate::{Error, Result};
 
 pub fn walk(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     g: Geometry,
     f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,

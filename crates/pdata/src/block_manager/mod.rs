@@ -17,7 +17,10 @@
 
 mod validator;
 
-pub use validator::{check_location_and_checksum, le32, le64, put_le32, put_le64, Validator};
+pub use validator::{
+    check_location_and_checksum, le32, le64, put_le32, put_le64, stamp_and_seal, SealedValidator,
+    Validator,
+};
 
 use crate::io::BlockDevice;
 use crate::{Block, Error, Result, BLOCK_SIZE};

@@ -1,7 +1,9 @@
 //! Validators: per block type, a check run on every read from disk and a
 //! stamp (location, checksum) run before every write.
 
+use crate::checksum::seal;
 use crate::{Block, Result};
+use std::ops::Range;
 
 pub trait Validator: Send + Sync + 'static {
     /// Unique name of the block type, used in errors and to detect a block
@@ -63,4 +65,38 @@ pub fn check_location_and_checksum(
         return Err(crate::Error::Checksum { block: loc, kind });
     }
     Ok(())
+}
+
+/// Stores `loc` at `blocknr_offset` and seals the block under `salt`: the
+/// last step of every block type's `prepare_for_write`.
+#[inline]
+pub fn stamp_and_seal(data: &mut Block, blocknr_offset: usize, loc: u64, salt: u32) {
+    put_le64(data, blocknr_offset, loc);
+    seal(data, salt);
+}
+
+/// A block type with nothing to check locally but its location and
+/// checksum (space-map bitmaps and index blocks).
+pub struct SealedValidator {
+    pub name: &'static str,
+    pub blocknr_offset: usize,
+    pub salt: u32,
+    /// Header bytes the format leaves unused: zeroed before every write.
+    pub reserved: Range<usize>,
+}
+
+impl Validator for SealedValidator {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn check(&self, loc: u64, data: &Block) -> Result<()> {
+        check_location_and_checksum(self.name, loc, data, self.blocknr_offset, self.salt)
+    }
+
+    fn prepare_for_write(&self, loc: u64, data: &mut Block) -> Result<()> {
+        data[self.reserved.clone()].fill(0);
+        stamp_and_seal(data, self.blocknr_offset, loc, self.salt);
+        Ok(())
+    }
 }

@@ -9,9 +9,9 @@ use super::node::{
     max_entries, HEADER_SIZE, INTERNAL_NODE, INTERNAL_VALUE_SIZE, LEAF_NODE, MAX_ENTRIES_OFFSET,
     NR_ENTRIES_OFFSET, VALUE_SIZE_OFFSET,
 };
-use crate::block_manager::{put_le32, put_le64, Validator};
+use crate::block_manager::{put_le32, put_le64, stamp_and_seal, Validator};
 use crate::btree::node::{BLOCKNR_OFFSET, FLAGS_OFFSET, NODE_VALIDATOR};
-use crate::checksum::{seal, SALT_BTREE_NODE};
+use crate::checksum::SALT_BTREE_NODE;
 use crate::io::BatchWriter;
 use crate::{Block, Error, Result, BLOCK_SIZE};
 
@@ -128,8 +128,7 @@ fn write_node(w: &mut BatchWriter, node: &Block, nr: usize) -> Result<(u64, u64)
     debug_assert!(NODE_VALIDATOR
         .prepare_for_write(loc, &mut block.clone())
         .is_ok());
-    put_le64(&mut block[..], BLOCKNR_OFFSET, loc);
-    seal(block, SALT_BTREE_NODE);
+    stamp_and_seal(block, BLOCKNR_OFFSET, loc, SALT_BTREE_NODE);
     let first = crate::block_manager::le64(node, HEADER_SIZE);
     Ok((first, loc))
 }

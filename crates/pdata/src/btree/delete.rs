@@ -4,14 +4,14 @@
 use super::lookup::MAX_DEPTH;
 use super::node::{Node, NODE_VALIDATOR};
 use super::value::ValueType;
-use crate::block_manager::{new_block_buffer, BlockRead};
-use crate::transaction_manager::TransactionManager;
-use crate::{Error, Result};
+use crate::block_manager::new_block_buffer;
+use crate::tm_ops::TransactionOps;
+use crate::Result;
 
 /// Drops one reference to the tree at `root` with `levels` levels. A shared
 /// node only loses that reference; its children keep theirs.
 pub fn delete_tree(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     levels: usize,
     vt: &mut dyn ValueType,
@@ -20,7 +20,7 @@ pub fn delete_tree(
 }
 
 fn del(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     loc: u64,
     level: usize,
     levels: usize,
@@ -28,11 +28,7 @@ fn del(
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_DEPTH * levels.max(1) {
-        return Err(Error::corrupt(
-            loc,
-            "btree node",
-            "tree too deep (a cycle?)",
-        ));
+        return Err(super::cycle(loc));
     }
     if tm.ref_count(loc)? > 1 {
         return tm.dec(loc);
@@ -49,7 +45,7 @@ fn del(
             del(tm, n.value_u64(i), level + 1, levels, vt, depth + 1)?;
         }
     } else {
-        vt.dec(tm, n.values())?;
+        vt.dec(tm.as_dyn(), n.values())?;
     }
     tm.dec(loc)
 }

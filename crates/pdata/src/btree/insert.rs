@@ -6,7 +6,7 @@ use super::spine::{check_value_size, lock, redistribute, shadow_node, shadow_nod
 use super::value::{BlockRefs, ValueType};
 use super::{empty_tree, lookup::MAX_DEPTH};
 use crate::block_manager::WriteRef;
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
 /// Free slots a sibling needs before we rebalance into it instead of splitting.
@@ -16,7 +16,7 @@ const SPACE_THRESHOLD: usize = 8;
 /// value (released through `vt` unless equal). Returns the new root and
 /// whether a new key was added.
 pub fn insert(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     keys: &[u64],
     value: &[u8],
@@ -62,7 +62,7 @@ pub fn insert(
         let old = n.value(i).to_vec();
         if !vt.equal(&old, value) {
             drop(w);
-            vt.dec(tm, &old)?;
+            vt.dec(tm.as_dyn(), &old)?;
             w = lock(tm, leaf)?;
         }
         NodeMut(&mut w).set_value(i, value);
@@ -76,7 +76,7 @@ pub fn insert(
 /// Shadows the path to the leaf where `key` belongs, making room in every
 /// node on the way. Returns (new root of this level, leaf, insert position).
 fn insert_raw(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     key: u64,
     vt: &mut dyn ValueType,
@@ -150,16 +150,12 @@ fn insert_raw(
         parent_guard = Some(w);
         top = false;
     }
-    Err(Error::corrupt(
-        root,
-        "btree node",
-        "tree too deep (a cycle?)",
-    ))
+    Err(super::cycle(root))
 }
 
 /// Splits a full root into two new children; the root stays where it is
 /// and becomes an internal node over them.
-fn split_beneath(tm: &mut TransactionManager, loc: u64) -> Result<()> {
+fn split_beneath(tm: &mut (impl TransactionOps + ?Sized), loc: u64) -> Result<()> {
     let mut w = lock(tm, loc)?;
     let (flags, max, vs, nr) = {
         let n = Node(&w);
@@ -191,7 +187,7 @@ fn split_beneath(tm: &mut TransactionManager, loc: u64) -> Result<()> {
 /// into an unshared sibling with room, or split. Returns the node that now
 /// covers `key` and its index in the parent.
 fn rebalance_or_split(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     pi: usize,
     cur: u64,
@@ -245,15 +241,14 @@ fn rebalance_or_split(
     }
 }
 
-fn free_slots(tm: &TransactionManager, loc: u64) -> Result<usize> {
-    use crate::block_manager::BlockRead;
+fn free_slots(tm: &(impl TransactionOps + ?Sized), loc: u64) -> Result<usize> {
     let b = tm.read_lock(loc, &NODE_VALIDATOR)?;
     let n = Node(&b);
     Ok(n.max_entries().saturating_sub(n.nr_entries()))
 }
 
 fn new_sibling(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     like: &crate::block_manager::WriteRef,
 ) -> Result<crate::block_manager::WriteRef> {
     let (flags, max, vs) = {
@@ -266,7 +261,7 @@ fn new_sibling(
 }
 
 fn split_one_into_two(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     pi: usize,
     cur: u64,
@@ -283,7 +278,7 @@ fn split_one_into_two(
 }
 
 fn split_two_into_three(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     pi: usize,
     left: u64,

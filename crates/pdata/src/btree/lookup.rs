@@ -9,6 +9,9 @@ use crate::{Error, Result};
 /// corrupt metadata.
 pub const MAX_DEPTH: usize = 32;
 
+/// A found entry: (key, value).
+pub type Entry = (u64, Vec<u8>);
+
 fn too_deep(loc: u64) -> Error {
     Error::corrupt(
         loc,
@@ -19,7 +22,12 @@ fn too_deep(loc: u64) -> Error {
 
 /// Looks up `keys` (one per level) and copies the value into `out`.
 /// Returns false when the key is absent.
-pub fn lookup(r: &impl BlockRead, root: u64, keys: &[u64], out: &mut [u8]) -> Result<bool> {
+pub fn lookup(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    keys: &[u64],
+    out: &mut [u8],
+) -> Result<bool> {
     let mut loc = root;
     for (level, &key) in keys.iter().enumerate() {
         let last = level + 1 == keys.len();
@@ -61,16 +69,16 @@ pub fn lookup(r: &impl BlockRead, root: u64, keys: &[u64], out: &mut [u8]) -> Re
 }
 
 /// First entry with key >= `key` in a single-level tree: (key, value).
-pub fn lookup_next(r: &impl BlockRead, root: u64, key: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn lookup_next(r: &(impl BlockRead + ?Sized), root: u64, key: u64) -> Result<Option<Entry>> {
     lookup_ge(r, root, key)
 }
 
 /// Smallest key >= `key`, with its value.
-pub fn lookup_ge(r: &impl BlockRead, root: u64, key: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn lookup_ge(r: &(impl BlockRead + ?Sized), root: u64, key: u64) -> Result<Option<Entry>> {
     ge(r, root, key, 0)
 }
 
-fn ge(r: &impl BlockRead, loc: u64, key: u64, depth: usize) -> Result<Option<(u64, Vec<u8>)>> {
+fn ge(r: &(impl BlockRead + ?Sized), loc: u64, key: u64, depth: usize) -> Result<Option<Entry>> {
     if depth > MAX_DEPTH {
         return Err(too_deep(loc));
     }
@@ -93,11 +101,11 @@ fn ge(r: &impl BlockRead, loc: u64, key: u64, depth: usize) -> Result<Option<(u6
 }
 
 /// Largest key <= `key`, with its value.
-pub fn lookup_le(r: &impl BlockRead, root: u64, key: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn lookup_le(r: &(impl BlockRead + ?Sized), root: u64, key: u64) -> Result<Option<Entry>> {
     le(r, root, key, 0)
 }
 
-fn le(r: &impl BlockRead, loc: u64, key: u64, depth: usize) -> Result<Option<(u64, Vec<u8>)>> {
+fn le(r: &(impl BlockRead + ?Sized), loc: u64, key: u64, depth: usize) -> Result<Option<Entry>> {
     if depth > MAX_DEPTH {
         return Err(too_deep(loc));
     }
@@ -120,11 +128,11 @@ fn le(r: &impl BlockRead, loc: u64, key: u64, depth: usize) -> Result<Option<(u6
 }
 
 /// Smallest key of a single-level tree.
-pub fn find_lowest(r: &impl BlockRead, root: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn find_lowest(r: &(impl BlockRead + ?Sized), root: u64) -> Result<Option<Entry>> {
     lookup_ge(r, root, 0)
 }
 
 /// Largest key of a single-level tree.
-pub fn find_highest(r: &impl BlockRead, root: u64) -> Result<Option<(u64, Vec<u8>)>> {
+pub fn find_highest(r: &(impl BlockRead + ?Sized), root: u64) -> Result<Option<Entry>> {
     lookup_le(r, root, u64::MAX)
 }

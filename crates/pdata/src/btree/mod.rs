@@ -28,12 +28,17 @@ pub use remove::{remove, remove_range};
 pub use value::{BlockRefs, NoRefs, ValueType};
 pub use walk::{walk, walk_nodes, walk_range};
 
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::Result;
 use node::{max_entries, NodeMut, LEAF_NODE, NODE_VALIDATOR};
 
+/// A descent longer than any valid tree: the nodes form a cycle.
+fn cycle(loc: u64) -> crate::Error {
+    crate::Error::corrupt(loc, "btree node", "tree too deep (a cycle?)")
+}
+
 /// Creates an empty tree (one empty leaf) for values of `value_size` bytes.
-pub fn empty_tree(tm: &mut TransactionManager, value_size: usize) -> Result<u64> {
+pub fn empty_tree(tm: &mut (impl TransactionOps + ?Sized), value_size: usize) -> Result<u64> {
     let mut w = tm.new_block(&NODE_VALIDATOR)?;
     NodeMut(&mut w).init(LEAF_NODE, max_entries(value_size), value_size);
     Ok(w.loc())

@@ -1,9 +1,14 @@
 //! B-tree node format (one 4096-byte block):
 //!
 //! ```text
-//! 0  csum u32 | 4 flags u32 | 8 blocknr u64 | 16 nr_entries u32
-//! 20 max_entries u32 | 24 value_size u32 | 28 padding u32
-//! 32 keys[max_entries] le64 | values[max_entries] (value_size each)
+//! +------+-------+---------+------------+-------------+------------+---------+
+//! | 0    | 4     | 8       | 16         | 20          | 24         | 28      |
+//! | csum | flags | blocknr | nr_entries | max_entries | value_size | padding |
+//! | u32  | u32   | u64     | u32        | u32         | u32        | u32     |
+//! +------+-------+---------+------------+-------------+------------+---------+
+//! | 32: keys[max_entries], le64                                             |
+//! | 32 + 8 * max_entries: values[max_entries], value_size bytes each        |
+//! +-------------------------------------------------------------------------+
 //! ```
 //!
 //! Values start after `max_entries` keys, not after `nr_entries`.
@@ -12,13 +17,17 @@ use crate::block_manager::{le32, le64, put_le32, put_le64, Validator};
 use crate::checksum::{seal, SALT_BTREE_NODE};
 use crate::{Block, Error, Result, BLOCK_SIZE};
 
-pub const CSUM_OFFSET: usize = 0;
-pub const FLAGS_OFFSET: usize = 4;
-pub const BLOCKNR_OFFSET: usize = 8;
-pub const NR_ENTRIES_OFFSET: usize = 16;
-pub const MAX_ENTRIES_OFFSET: usize = 20;
-pub const VALUE_SIZE_OFFSET: usize = 24;
-pub const HEADER_SIZE: usize = 32;
+pub use crate::checksum::CSUM_OFFSET;
+pub const FLAGS_OFFSET: usize = CSUM_OFFSET + size_of::<u32>();
+pub const BLOCKNR_OFFSET: usize = FLAGS_OFFSET + size_of::<u32>();
+pub const NR_ENTRIES_OFFSET: usize = BLOCKNR_OFFSET + size_of::<u64>();
+pub const MAX_ENTRIES_OFFSET: usize = NR_ENTRIES_OFFSET + size_of::<u32>();
+pub const VALUE_SIZE_OFFSET: usize = MAX_ENTRIES_OFFSET + size_of::<u32>();
+const PADDING_OFFSET: usize = VALUE_SIZE_OFFSET + size_of::<u32>();
+pub const HEADER_SIZE: usize = PADDING_OFFSET + size_of::<u32>();
+const _: () = assert!(HEADER_SIZE == 32, "the kernel's node header");
+/// Bytes of a key.
+pub const KEY_SIZE: usize = size_of::<u64>();
 
 pub const INTERNAL_NODE: u32 = 1;
 pub const LEAF_NODE: u32 = 2;
@@ -28,9 +37,12 @@ pub const INTERNAL_VALUE_SIZE: usize = 8;
 
 /// Capacity of a node for `value_size`: the largest multiple of 3 that fits.
 pub const fn max_entries(value_size: usize) -> u32 {
-    let fit = (BLOCK_SIZE - HEADER_SIZE) / (8 + value_size);
+    let fit = (BLOCK_SIZE - HEADER_SIZE) / (KEY_SIZE + value_size);
     (3 * (fit / 3)) as u32
 }
+// Internal nodes and the common leaves hold what the kernel's do.
+const _: () = assert!(max_entries(INTERNAL_VALUE_SIZE) == 252);
+const _: () = assert!(max_entries(4) == 336 && max_entries(16) == 168);
 
 /// A read-only view of a node.
 #[derive(Clone, Copy)]

@@ -5,13 +5,13 @@ use super::lookup::{lookup, lookup_ge, MAX_DEPTH};
 use super::node::{Node, NodeMut};
 use super::spine::{check_value_size, inc_children, lock, redistribute, shadow_node, Link};
 use super::value::{BlockRefs, ValueType};
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 
 /// Removes `keys` (one per level); the value is released through `vt`.
 /// An absent key is `NotFound` and changes nothing.
 pub fn remove(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     keys: &[u64],
     vt: &mut dyn ValueType,
@@ -42,14 +42,14 @@ pub fn remove(
     let old = Node(&w).value(i).to_vec();
     NodeMut(&mut w).delete_at(i);
     drop(w);
-    vt.dec(tm, &old)?;
+    vt.dec(tm.as_dyn(), &old)?;
     Ok(new_root)
 }
 
 /// Removes every key in [begin, end) of a single-level tree. Returns the new
 /// root and the number of keys removed.
 pub fn remove_range(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     mut root: u64,
     begin: u64,
     end: u64,
@@ -77,7 +77,7 @@ pub fn remove_range(
 /// Shadows the path to the leaf holding `key`, rebalancing on the way.
 /// Returns (new root of this level, leaf, index of key).
 fn remove_raw(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     root: u64,
     key: u64,
     vt: &mut dyn ValueType,
@@ -105,17 +105,13 @@ fn remove_raw(
         loc = n.value_u64(i);
         parent = Some((cur, i));
     }
-    Err(Error::corrupt(
-        root,
-        "btree node",
-        "tree too deep (a cycle?)",
-    ))
+    Err(super::cycle(root))
 }
 
 /// Makes sure the child of `p` that covers `key` can lose an entry: merge
 /// or redistribute it with its siblings, or collapse a root with one child.
 fn rebalance_children(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     key: u64,
     vt: &mut dyn ValueType,
@@ -140,12 +136,11 @@ fn rebalance_children(
 
 /// The root has a single child: take the child's place (and contents).
 fn collapse_root(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     child: u64,
     vt: &mut dyn ValueType,
 ) -> Result<()> {
-    use crate::block_manager::BlockRead;
     let mut copy = crate::block_manager::new_block_buffer();
     {
         let c = tm.read_lock(child, &super::node::NODE_VALIDATOR)?;
@@ -158,7 +153,12 @@ fn collapse_root(
     tm.dec(child)
 }
 
-fn children(tm: &mut TransactionManager, p: u64, first: usize, n: usize) -> Result<Vec<u64>> {
+fn children(
+    tm: &mut (impl TransactionOps + ?Sized),
+    p: u64,
+    first: usize,
+    n: usize,
+) -> Result<Vec<u64>> {
     let w = lock(tm, p)?;
     let node = Node(&w);
     Ok((first..first + n).map(|i| node.value_u64(i)).collect())
@@ -176,7 +176,7 @@ fn check_same_capacity(locs: &[u64], maxes: &[usize]) -> Result<()> {
 }
 
 fn rebalance2(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     li: usize,
     vt: &mut dyn ValueType,
@@ -206,7 +206,7 @@ fn rebalance2(
 }
 
 fn rebalance3(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     p: u64,
     li: usize,
     vt: &mut dyn ValueType,

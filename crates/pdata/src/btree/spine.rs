@@ -5,7 +5,7 @@
 use super::node::{Entries, Node, NodeMut, NODE_VALIDATOR};
 use super::value::ValueType;
 use crate::block_manager::{le64, WriteRef};
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::Result;
 
 /// A child slot: (parent node location, index in the parent).
@@ -14,7 +14,7 @@ pub type Link = Option<(u64, usize)>;
 /// Shadows the node at `loc`; if the copy shares a shared node's children,
 /// counts them once more; points the parent's slot at the result.
 pub fn shadow_node(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     loc: u64,
     parent: Link,
     vt: &mut dyn ValueType,
@@ -32,7 +32,7 @@ pub fn shadow_node(
 /// Like [`shadow_node`] without the parent: returns the shadowed node
 /// still write-locked, so a descent locks each node once.
 pub fn shadow_node_locked(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     loc: u64,
     vt: &mut dyn ValueType,
 ) -> Result<WriteRef> {
@@ -56,7 +56,7 @@ fn copy_node(w: &WriteRef) -> Box<crate::Block> {
 /// Adds one reference to everything a node points at: child nodes for an
 /// internal node, the values (through the value type) for a leaf.
 pub fn inc_children(
-    tm: &mut TransactionManager,
+    tm: &mut (impl TransactionOps + ?Sized),
     n: Node<'_>,
     vt: &mut dyn ValueType,
 ) -> Result<()> {
@@ -66,12 +66,12 @@ pub fn inc_children(
         }
         Ok(())
     } else {
-        vt.inc(tm, n.values())
+        vt.inc(tm.as_dyn(), n.values())
     }
 }
 
 /// Write-locks a node already shadowed in this transaction.
-pub fn lock(tm: &mut TransactionManager, loc: u64) -> Result<WriteRef> {
+pub fn lock(tm: &mut (impl TransactionOps + ?Sized), loc: u64) -> Result<WriteRef> {
     tm.write_lock_shadowed(loc, &NODE_VALIDATOR)
 }
 

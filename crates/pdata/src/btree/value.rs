@@ -1,7 +1,7 @@
 //! Value types: how reference counts follow the values stored in leaves.
 
 use crate::block_manager::le64;
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::Result;
 
 /// The reference-count behaviour of a tree's leaf values.
@@ -10,13 +10,13 @@ pub trait ValueType {
     fn size(&self) -> usize;
 
     /// `values` (packed) were duplicated: a shared leaf was copied.
-    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn inc(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         let _ = (tm, values);
         Ok(())
     }
 
     /// `values` (packed) were removed or overwritten.
-    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn dec(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         let _ = (tm, values);
         Ok(())
     }
@@ -45,14 +45,14 @@ impl ValueType for BlockRefs {
         8
     }
 
-    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn inc(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(8) {
             tm.inc(le64(v, 0))?;
         }
         Ok(())
     }
 
-    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn dec(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(8) {
             tm.dec(le64(v, 0))?;
         }

@@ -3,11 +3,11 @@
 use super::lookup::MAX_DEPTH;
 use super::node::{Node, NODE_VALIDATOR};
 use crate::block_manager::BlockRead;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Calls `f(key, value)` for every entry of a single-level tree, in key order.
 pub fn walk(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
@@ -16,7 +16,7 @@ pub fn walk(
 
 /// Calls `f(key, value)` for every entry with `begin <= key < end`, in order.
 pub fn walk_range(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     begin: u64,
     end: u64,
@@ -26,7 +26,7 @@ pub fn walk_range(
 }
 
 fn range(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     loc: u64,
     begin: u64,
     end: u64,
@@ -34,11 +34,7 @@ fn range(
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            loc,
-            "btree node",
-            "tree too deep (a cycle?)",
-        ));
+        return Err(super::cycle(loc));
     }
     let b = r.read_lock(loc, &NODE_VALIDATOR)?;
     let n = Node(&b);
@@ -67,7 +63,7 @@ fn range(
 
 /// Calls `f(loc, node, depth)` for every node of a single-level tree, parents first.
 pub fn walk_nodes(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     root: u64,
     f: &mut dyn FnMut(u64, Node<'_>, usize) -> Result<()>,
 ) -> Result<()> {
@@ -75,17 +71,13 @@ pub fn walk_nodes(
 }
 
 fn nodes(
-    r: &impl BlockRead,
+    r: &(impl BlockRead + ?Sized),
     loc: u64,
     f: &mut dyn FnMut(u64, Node<'_>, usize) -> Result<()>,
     depth: usize,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
-        return Err(Error::corrupt(
-            loc,
-            "btree node",
-            "tree too deep (a cycle?)",
-        ));
+        return Err(super::cycle(loc));
     }
     let b = r.read_lock(loc, &NODE_VALIDATOR)?;
     let n = Node(&b);

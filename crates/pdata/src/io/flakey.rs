@@ -540,24 +540,4 @@ mod tests {
         f.set_enabled(true);
         assert!(f.flush().is_err());
     }
-
-    #[test]
-    fn works_under_the_transaction_manager() {
-        use crate::block_manager::BlockManager;
-        use crate::btree::{self, NoRefs};
-        use crate::transaction_manager::TransactionManager;
-        let mem = Arc::new(MemoryDevice::new(256));
-        let f = Arc::new(FlakeyDevice::new(mem));
-        let mut tm = TransactionManager::format(BlockManager::new(f.clone(), 64, true)).unwrap();
-        let mut root = btree::empty_tree(&mut tm, 8).unwrap();
-        for k in 0..100u64 {
-            root = btree::insert(&mut tm, root, &[k], &k.to_le_bytes(), &mut NoRefs(8))
-                .unwrap()
-                .0;
-        }
-        f.add_rule(Rule::fail(IoKinds::FLUSH, Trigger::Nth(0)));
-        assert!(tm.pre_commit().is_err());
-        assert!(tm.poisoned().is_some());
-        assert!(tm.pre_commit().is_err(), "a poisoned manager must refuse");
-    }
 }

@@ -9,7 +9,7 @@
 use super::format::*;
 use crate::block_manager::BlockRead;
 use crate::btree::{self, NoRefs};
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -29,7 +29,7 @@ pub struct DiskSpaceMap {
 
 impl DiskSpaceMap {
     /// A new map over `nr_blocks` blocks, all free.
-    pub fn format(tm: &mut TransactionManager, nr_blocks: u64) -> Result<Self> {
+    pub fn format(tm: &mut (impl TransactionOps + ?Sized), nr_blocks: u64) -> Result<Self> {
         let index_root = btree::empty_tree(tm, INDEX_ENTRY_SIZE)?;
         let ref_count_root = btree::empty_tree(tm, 4)?;
         let mut sm = DiskSpaceMap {
@@ -83,7 +83,7 @@ impl DiskSpaceMap {
         Ok(())
     }
 
-    fn entry(&mut self, tm: &TransactionManager, i: u64) -> Result<IndexEntry> {
+    fn entry(&mut self, tm: &(impl TransactionOps + ?Sized), i: u64) -> Result<IndexEntry> {
         if let Some(ie) = self.entries.get(&i) {
             return Ok(*ie);
         }
@@ -92,7 +92,7 @@ impl DiskSpaceMap {
         Ok(ie)
     }
 
-    fn old_entry(&mut self, tm: &TransactionManager, i: u64) -> Result<IndexEntry> {
+    fn old_entry(&mut self, tm: &(impl TransactionOps + ?Sized), i: u64) -> Result<IndexEntry> {
         if let Some(ie) = self.old_entries.get(&i) {
             return Ok(*ie);
         }
@@ -102,7 +102,7 @@ impl DiskSpaceMap {
     }
 
     /// The current count of data block `b`.
-    pub fn count(&mut self, tm: &TransactionManager, b: u64) -> Result<u32> {
+    pub fn count(&mut self, tm: &(impl TransactionOps + ?Sized), b: u64) -> Result<u32> {
         self.check_block(b)?;
         let ie = self.entry(tm, b / ENTRIES_PER_BITMAP)?;
         let bitmap = tm.read_lock(ie.blocknr, &BITMAP_VALIDATOR)?;
@@ -115,7 +115,12 @@ impl DiskSpaceMap {
     }
 
     /// Sets the count of `b`, shadowing its bitmap and the overflow tree.
-    pub fn set_count(&mut self, tm: &mut TransactionManager, b: u64, new: u32) -> Result<u32> {
+    pub fn set_count(
+        &mut self,
+        tm: &mut (impl TransactionOps + ?Sized),
+        b: u64,
+        new: u32,
+    ) -> Result<u32> {
         self.check_block(b)?;
         let i = b / ENTRIES_PER_BITMAP;
         let e = b % ENTRIES_PER_BITMAP;
@@ -150,7 +155,7 @@ impl DiskSpaceMap {
         Ok(old)
     }
 
-    pub fn inc(&mut self, tm: &mut TransactionManager, b: u64) -> Result<()> {
+    pub fn inc(&mut self, tm: &mut (impl TransactionOps + ?Sized), b: u64) -> Result<()> {
         let old = self.count(tm, b)?;
         let new = old.checked_add(1).ok_or_else(|| {
             Error::invalid(format!("reference count of data block {b} overflows"))
@@ -159,7 +164,7 @@ impl DiskSpaceMap {
         Ok(())
     }
 
-    pub fn dec(&mut self, tm: &mut TransactionManager, b: u64) -> Result<()> {
+    pub fn dec(&mut self, tm: &mut (impl TransactionOps + ?Sized), b: u64) -> Result<()> {
         let old = self.count(tm, b)?;
         if old == 0 {
             return Err(Error::invalid(format!(
@@ -171,7 +176,7 @@ impl DiskSpaceMap {
     }
 
     /// Allocates a block free now and in the committed state; count 1.
-    pub fn new_block(&mut self, tm: &mut TransactionManager) -> Result<u64> {
+    pub fn new_block(&mut self, tm: &mut (impl TransactionOps + ?Sized)) -> Result<u64> {
         let start = self.cursor.min(self.nr_blocks);
         let found = match self.find_free(tm, start, self.nr_blocks)? {
             Some(b) => Some(b),
@@ -183,7 +188,12 @@ impl DiskSpaceMap {
         Ok(b)
     }
 
-    fn find_free(&mut self, tm: &TransactionManager, lo: u64, hi: u64) -> Result<Option<u64>> {
+    fn find_free(
+        &mut self,
+        tm: &(impl TransactionOps + ?Sized),
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>> {
         let mut b = lo;
         while b < hi {
             let i = b / ENTRIES_PER_BITMAP;
@@ -219,7 +229,11 @@ impl DiskSpaceMap {
     }
 
     /// Grows the map to `nr_blocks`, creating the new bitmaps now.
-    pub fn extend(&mut self, tm: &mut TransactionManager, nr_blocks: u64) -> Result<()> {
+    pub fn extend(
+        &mut self,
+        tm: &mut (impl TransactionOps + ?Sized),
+        nr_blocks: u64,
+    ) -> Result<()> {
         if nr_blocks < self.nr_blocks {
             return Err(Error::invalid(format!(
                 "cannot reduce the data space map from {} to {} blocks",
@@ -242,7 +256,7 @@ impl DiskSpaceMap {
 
     /// Writes the changed index entries into the index tree and makes the
     /// current state the committed one. Returns the root for the superblock.
-    pub fn commit(&mut self, tm: &mut TransactionManager) -> Result<SmRoot> {
+    pub fn commit(&mut self, tm: &mut (impl TransactionOps + ?Sized)) -> Result<SmRoot> {
         let mut dirty: Vec<u64> = self.dirty.drain().collect();
         dirty.sort_unstable();
         for i in dirty {
@@ -274,7 +288,7 @@ impl DiskSpaceMap {
     }
 }
 
-fn load_entry(r: &impl BlockRead, index_root: u64, i: u64) -> Result<IndexEntry> {
+fn load_entry(r: &(impl BlockRead + ?Sized), index_root: u64, i: u64) -> Result<IndexEntry> {
     let mut v = [0u8; INDEX_ENTRY_SIZE];
     if !btree::lookup(r, index_root, &[i], &mut v)? {
         return Err(Error::corrupt(
@@ -286,7 +300,7 @@ fn load_entry(r: &impl BlockRead, index_root: u64, i: u64) -> Result<IndexEntry>
     Ok(IndexEntry::unpack(&v))
 }
 
-fn overflow_lookup(r: &impl BlockRead, root: u64, b: u64) -> Result<u32> {
+fn overflow_lookup(r: &(impl BlockRead + ?Sized), root: u64, b: u64) -> Result<u32> {
     let mut v = [0u8; 4];
     if !btree::lookup(r, root, &[b], &mut v)? {
         return Err(Error::corrupt(

@@ -1,37 +1,75 @@
 //! Space-map on-disk structures: the 32-byte root, index entries, bitmap
 //! blocks (2 bits per block) and the metadata space map's index block.
+//!
+//! ```text
+//! bitmap block (4096 bytes)
+//! +------+-------------+--------------+--------------------------------+
+//! | 0    | 4           | 8            | 16                             |
+//! | csum | not_used    | blocknr      | 510 le64 words, 32 two-bit     |
+//! | u32  | u32 (zero)  | u64          | counts each: 16320 entries     |
+//! +------+-------------+--------------+--------------------------------+
+//!
+//! metadata index block (4096 bytes)
+//! +------+-------------+--------------+--------------------------------+
+//! | 0    | 4           | 8            | 16                             |
+//! | csum | padding u32 | blocknr u64  | 255 index entries of 16 bytes  |
+//! +------+-------------+--------------+--------------------------------+
+//!
+//! index entry (16 bytes)                 space-map root (32 of 128 bytes)
+//! +-------------+---------+------------+ +-----------+--------------+
+//! | 0           | 8       | 12         | | 0         | nr_blocks    |
+//! | blocknr u64 | nr_free | none_free_ | | 8         | nr_allocated |
+//! |             | u32     | before u32 | | 16        | bitmap_root  |
+//! +-------------+---------+------------+ | 24        | ref_count_   |
+//!                                        |           | root (u64s)  |
+//!                                        +-----------+--------------+
+//! ```
+//!
+//! Within a bitmap word, entry `e` is bits `2e..2e+2` with the count's
+//! high bit in the lower position. The data space map keeps its index
+//! entries in a B-tree instead of an index block.
 
-use crate::block_manager::{
-    check_location_and_checksum, le32, le64, put_le32, put_le64, Validator,
-};
-use crate::checksum::{seal, SALT_BITMAP, SALT_INDEX};
-use crate::{Block, Result};
+use crate::block_manager::{le32, le64, put_le32, put_le64, SealedValidator};
+use crate::checksum::{CSUM_OFFSET, SALT_BITMAP, SALT_INDEX};
+use crate::{Block, BLOCK_SIZE};
 
-/// Reference counts held by one bitmap block: (4096 - 16) * 4.
-pub const ENTRIES_PER_BITMAP: u64 = 16320;
+/// Two-bit counts per byte of a bitmap.
+const ENTRIES_PER_BYTE: usize = 4;
+
+pub const BITMAP_NOT_USED_OFFSET: usize = CSUM_OFFSET + size_of::<u32>();
+pub const BITMAP_BLOCKNR_OFFSET: usize = BITMAP_NOT_USED_OFFSET + size_of::<u32>();
 /// Header of a bitmap block: csum u32, not_used u32, blocknr u64.
-pub const BITMAP_HEADER_SIZE: usize = 16;
-pub const BITMAP_BLOCKNR_OFFSET: usize = 8;
+pub const BITMAP_HEADER_SIZE: usize = BITMAP_BLOCKNR_OFFSET + size_of::<u64>();
+/// Reference counts held by one bitmap block: (4096 - 16) * 4.
+pub const ENTRIES_PER_BITMAP: u64 = ((BLOCK_SIZE - BITMAP_HEADER_SIZE) * ENTRIES_PER_BYTE) as u64;
+const _: () = assert!(ENTRIES_PER_BITMAP == 16320, "the kernel's bitmap capacity");
+// Words of 32 entries tile the bitmap exactly.
+const _: () = assert!((BLOCK_SIZE - BITMAP_HEADER_SIZE).is_multiple_of(size_of::<u64>()));
 
-/// Entries in the metadata space map's single index block.
-pub const MAX_METADATA_BITMAPS: usize = 255;
+pub const INDEX_PADDING_OFFSET: usize = CSUM_OFFSET + size_of::<u32>();
+pub const INDEX_BLOCKNR_OFFSET: usize = INDEX_PADDING_OFFSET + size_of::<u32>();
+pub const INDEX_HEADER_SIZE: usize = INDEX_BLOCKNR_OFFSET + size_of::<u64>();
+
+const IE_BLOCKNR: usize = 0;
+const IE_NR_FREE: usize = IE_BLOCKNR + size_of::<u64>();
+const IE_NONE_FREE_BEFORE: usize = IE_NR_FREE + size_of::<u32>();
+pub const INDEX_ENTRY_SIZE: usize = IE_NONE_FREE_BEFORE + size_of::<u32>();
+const _: () = assert!(INDEX_ENTRY_SIZE == 16);
+
+/// Entries in the metadata space map's single index block: as many as fit.
+pub const MAX_METADATA_BITMAPS: usize = (BLOCK_SIZE - INDEX_HEADER_SIZE) / INDEX_ENTRY_SIZE;
+const _: () = assert!(MAX_METADATA_BITMAPS == 255, "the kernel's index capacity");
 /// Largest metadata device the metadata space map can describe.
 pub const MAX_METADATA_BLOCKS: u64 = MAX_METADATA_BITMAPS as u64 * ENTRIES_PER_BITMAP;
-pub const INDEX_HEADER_SIZE: usize = 16;
-pub const INDEX_BLOCKNR_OFFSET: usize = 8;
 
+const ROOT_NR_BLOCKS: usize = 0;
+const ROOT_NR_ALLOCATED: usize = ROOT_NR_BLOCKS + size_of::<u64>();
+const ROOT_BITMAP_ROOT: usize = ROOT_NR_ALLOCATED + size_of::<u64>();
+const ROOT_REF_COUNT_ROOT: usize = ROOT_BITMAP_ROOT + size_of::<u64>();
+pub const SM_ROOT_SIZE: usize = ROOT_REF_COUNT_ROOT + size_of::<u64>();
 /// Size of a space-map root area in a superblock (only 32 bytes are used).
 pub const SM_ROOT_AREA_SIZE: usize = 128;
-pub const SM_ROOT_SIZE: usize = 32;
-const ROOT_NR_BLOCKS: usize = 0;
-const ROOT_NR_ALLOCATED: usize = 8;
-const ROOT_BITMAP_ROOT: usize = 16;
-const ROOT_REF_COUNT_ROOT: usize = 24;
-
-pub const INDEX_ENTRY_SIZE: usize = 16;
-const IE_BLOCKNR: usize = 0;
-const IE_NR_FREE: usize = 8;
-const IE_NONE_FREE_BEFORE: usize = 12;
+const _: () = assert!(SM_ROOT_SIZE <= SM_ROOT_AREA_SIZE);
 
 /// Counts of 3 and more live in the overflow tree; the bitmap holds 3.
 pub const OVERFLOW_MARK: u32 = 3;
@@ -158,41 +196,21 @@ pub fn bitmap_find_free(block: &Block, from: u64, to: u64) -> Option<u64> {
     None
 }
 
-pub struct BitmapValidator;
-pub static BITMAP_VALIDATOR: BitmapValidator = BitmapValidator;
+/// Bitmap blocks: location and checksum are all there is to check.
+pub static BITMAP_VALIDATOR: SealedValidator = SealedValidator {
+    name: "space-map bitmap",
+    blocknr_offset: BITMAP_BLOCKNR_OFFSET,
+    salt: SALT_BITMAP,
+    reserved: BITMAP_NOT_USED_OFFSET..BITMAP_BLOCKNR_OFFSET,
+};
 
-impl Validator for BitmapValidator {
-    fn name(&self) -> &'static str {
-        "space-map bitmap"
-    }
-    fn check(&self, loc: u64, data: &Block) -> Result<()> {
-        check_location_and_checksum(self.name(), loc, data, BITMAP_BLOCKNR_OFFSET, SALT_BITMAP)
-    }
-    fn prepare_for_write(&self, loc: u64, data: &mut Block) -> Result<()> {
-        put_le32(data, 4, 0);
-        put_le64(data, BITMAP_BLOCKNR_OFFSET, loc);
-        seal(data, SALT_BITMAP);
-        Ok(())
-    }
-}
-
-pub struct IndexValidator;
-pub static INDEX_VALIDATOR: IndexValidator = IndexValidator;
-
-impl Validator for IndexValidator {
-    fn name(&self) -> &'static str {
-        "space-map index"
-    }
-    fn check(&self, loc: u64, data: &Block) -> Result<()> {
-        check_location_and_checksum(self.name(), loc, data, INDEX_BLOCKNR_OFFSET, SALT_INDEX)
-    }
-    fn prepare_for_write(&self, loc: u64, data: &mut Block) -> Result<()> {
-        put_le32(data, 4, 0);
-        put_le64(data, INDEX_BLOCKNR_OFFSET, loc);
-        seal(data, SALT_INDEX);
-        Ok(())
-    }
-}
+/// The metadata space map's index block.
+pub static INDEX_VALIDATOR: SealedValidator = SealedValidator {
+    name: "space-map index",
+    blocknr_offset: INDEX_BLOCKNR_OFFSET,
+    salt: SALT_INDEX,
+    reserved: INDEX_PADDING_OFFSET..INDEX_BLOCKNR_OFFSET,
+};
 
 /// Reads the entries of a metadata index block (stops at the first empty one).
 pub fn unpack_metadata_index(data: &Block, nr_bitmaps: usize) -> Vec<IndexEntry> {
@@ -220,7 +238,6 @@ pub fn nr_bitmaps(nr_blocks: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BLOCK_SIZE;
 
     #[test]
     fn bit_order() {

@@ -16,7 +16,7 @@
 use super::format::*;
 use crate::block_manager::BlockManager;
 use crate::btree::{self, NoRefs};
-use crate::transaction_manager::TransactionManager;
+use crate::tm_ops::TransactionOps;
 use crate::{Error, Result};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -292,18 +292,26 @@ fn overflow_count(bm: &BlockManager, root: u64, b: u64) -> Result<u32> {
     Ok(c)
 }
 
+/// What [`write_out`] needs of the map's owner: block operations (which
+/// allocate from this very map) and the map itself. The transaction manager
+/// implements it, so this layer never names the one above it.
+pub(crate) trait MetadataSmOwner: TransactionOps {
+    fn metadata_sm(&self) -> &MetadataSpaceMap;
+    fn metadata_sm_mut(&mut self) -> &mut MetadataSpaceMap;
+}
+
 /// Writes the current counts into the space map's own blocks, to a fixpoint,
 /// and makes the result the committed state. Returns the new root.
-pub fn write_out(tm: &mut TransactionManager) -> Result<SmRoot> {
+pub(crate) fn write_out(tm: &mut (impl MetadataSmOwner + ?Sized)) -> Result<SmRoot> {
     loop {
         create_missing_bitmaps(tm)?;
-        if tm.sm().ref_count_root == 0 {
+        if tm.metadata_sm().ref_count_root == 0 {
             let root = btree::empty_tree(tm, 4)?;
-            tm.sm_mut().ref_count_root = root;
+            tm.metadata_sm_mut().ref_count_root = root;
         }
-        let mut batch: Vec<u64> = tm.sm_mut().unwritten.drain().collect();
+        let mut batch: Vec<u64> = tm.metadata_sm_mut().unwritten.drain().collect();
         if batch.is_empty() {
-            if !tm.sm().index_dirty {
+            if !tm.metadata_sm().index_dirty {
                 break;
             }
             write_index(tm)?;
@@ -313,7 +321,7 @@ pub fn write_out(tm: &mut TransactionManager) -> Result<SmRoot> {
         let overflow = write_bitmaps(tm, &batch)?;
         update_overflow(tm, &overflow)?;
     }
-    let sm = tm.sm_mut();
+    let sm = tm.metadata_sm_mut();
     let root = SmRoot {
         nr_blocks: sm.nr_blocks,
         nr_allocated: sm.nr_allocated,
@@ -328,11 +336,11 @@ pub fn write_out(tm: &mut TransactionManager) -> Result<SmRoot> {
     Ok(root)
 }
 
-fn create_missing_bitmaps(tm: &mut TransactionManager) -> Result<()> {
-    for i in 0..tm.sm().index.len() {
-        if tm.sm().index[i].blocknr == 0 {
+fn create_missing_bitmaps(tm: &mut (impl MetadataSmOwner + ?Sized)) -> Result<()> {
+    for i in 0..tm.metadata_sm().index.len() {
+        if tm.metadata_sm().index[i].blocknr == 0 {
             let w = tm.new_block(&BITMAP_VALIDATOR)?;
-            let sm = tm.sm_mut();
+            let sm = tm.metadata_sm_mut();
             sm.index[i] = IndexEntry::fresh(w.loc());
             sm.index_dirty = true;
         }
@@ -342,7 +350,10 @@ fn create_missing_bitmaps(tm: &mut TransactionManager) -> Result<()> {
 
 /// Writes a sorted batch of counts into (shadowed) bitmaps. Returns the
 /// overflow-tree changes: (block, Some(count >= 3)) or (block, None) to delete.
-fn write_bitmaps(tm: &mut TransactionManager, batch: &[u64]) -> Result<Vec<(u64, Option<u32>)>> {
+fn write_bitmaps(
+    tm: &mut (impl MetadataSmOwner + ?Sized),
+    batch: &[u64],
+) -> Result<Vec<(u64, Option<u32>)>> {
     let mut overflow = Vec::new();
     let mut start = 0;
     while start < batch.len() {
@@ -351,13 +362,13 @@ fn write_bitmaps(tm: &mut TransactionManager, batch: &[u64]) -> Result<Vec<(u64,
         while end < batch.len() && (batch[end] / ENTRIES_PER_BITMAP) as usize == i {
             end += 1;
         }
-        let orig = tm.sm().index[i].blocknr;
+        let orig = tm.metadata_sm().index[i].blocknr;
         let (mut w, _) = tm.shadow(orig, &BITMAP_VALIDATOR)?;
-        let mut ie = tm.sm().index[i];
+        let mut ie = tm.metadata_sm().index[i];
         ie.blocknr = w.loc();
         for &b in &batch[start..end] {
             let e = b % ENTRIES_PER_BITMAP;
-            let new = tm.sm().counts.get(&b).copied().unwrap_or(0);
+            let new = tm.metadata_sm().counts.get(&b).copied().unwrap_or(0);
             let old_mark = bitmap_get(&w, e);
             let new_mark = new.min(OVERFLOW_MARK);
             bitmap_set(&mut w, e, new_mark);
@@ -369,7 +380,7 @@ fn write_bitmaps(tm: &mut TransactionManager, batch: &[u64]) -> Result<Vec<(u64,
             }
         }
         drop(w);
-        let sm = tm.sm_mut();
+        let sm = tm.metadata_sm_mut();
         sm.index[i] = ie;
         sm.index_dirty = true;
         start = end;
@@ -377,26 +388,29 @@ fn write_bitmaps(tm: &mut TransactionManager, batch: &[u64]) -> Result<Vec<(u64,
     Ok(overflow)
 }
 
-fn update_overflow(tm: &mut TransactionManager, changes: &[(u64, Option<u32>)]) -> Result<()> {
+fn update_overflow(
+    tm: &mut (impl MetadataSmOwner + ?Sized),
+    changes: &[(u64, Option<u32>)],
+) -> Result<()> {
     for &(b, count) in changes {
-        let root = tm.sm().ref_count_root;
+        let root = tm.metadata_sm().ref_count_root;
         let new_root = match count {
             Some(c) => btree::insert(tm, root, &[b], &c.to_le_bytes(), &mut NoRefs(4))?.0,
             None => btree::remove(tm, root, &[b], &mut NoRefs(4))?,
         };
-        tm.sm_mut().ref_count_root = new_root;
+        tm.metadata_sm_mut().ref_count_root = new_root;
     }
     Ok(())
 }
 
-fn write_index(tm: &mut TransactionManager) -> Result<()> {
-    let loc = tm.sm().index_loc;
+fn write_index(tm: &mut (impl MetadataSmOwner + ?Sized)) -> Result<()> {
+    let loc = tm.metadata_sm().index_loc;
     let mut w = if loc == 0 {
         tm.new_block(&INDEX_VALIDATOR)?
     } else {
         tm.shadow(loc, &INDEX_VALIDATOR)?.0
     };
-    let sm = tm.sm_mut();
+    let sm = tm.metadata_sm_mut();
     pack_metadata_index(&mut w, &sm.index);
     sm.index_loc = w.loc();
     sm.index_dirty = false;

@@ -12,7 +12,8 @@
 
 use crate::block_manager::{BlockManager, BlockRead, ReadRef, Validator, WriteRef};
 use crate::space_map::format::SmRoot;
-use crate::space_map::metadata::{self, MetadataSpaceMap};
+use crate::space_map::metadata::{self, MetadataSmOwner, MetadataSpaceMap};
+use crate::tm_ops::TransactionOps;
 use crate::{Block, Error, Result};
 use rustc_hash::FxHashSet;
 
@@ -52,14 +53,6 @@ impl TransactionManager {
 
     pub fn bm(&self) -> &BlockManager {
         &self.bm
-    }
-
-    pub(crate) fn sm(&self) -> &MetadataSpaceMap {
-        &self.sm
-    }
-
-    pub(crate) fn sm_mut(&mut self) -> &mut MetadataSpaceMap {
-        &mut self.sm
     }
 
     /// Why the transaction is dead, if it is.
@@ -290,5 +283,47 @@ impl BlockRead for TransactionManager {
 
     fn prefetch(&self, locs: &[u64], v: &'static dyn Validator) {
         self.bm.prefetch(locs, v)
+    }
+}
+
+/// The structures below reach the transaction through this trait; the
+/// inherent methods above stay for callers that hold the manager itself.
+impl TransactionOps for TransactionManager {
+    fn new_block(&mut self, v: &'static dyn Validator) -> Result<WriteRef> {
+        TransactionManager::new_block(self, v)
+    }
+
+    fn shadow(&mut self, orig: u64, v: &'static dyn Validator) -> Result<(WriteRef, bool)> {
+        TransactionManager::shadow(self, orig, v)
+    }
+
+    fn write_lock_shadowed(&mut self, loc: u64, v: &'static dyn Validator) -> Result<WriteRef> {
+        TransactionManager::write_lock_shadowed(self, loc, v)
+    }
+
+    fn is_shadowed(&self, loc: u64) -> bool {
+        TransactionManager::is_shadowed(self, loc)
+    }
+
+    fn inc(&mut self, b: u64) -> Result<()> {
+        TransactionManager::inc(self, b)
+    }
+
+    fn dec(&mut self, b: u64) -> Result<()> {
+        TransactionManager::dec(self, b)
+    }
+
+    fn ref_count(&self, b: u64) -> Result<u32> {
+        TransactionManager::ref_count(self, b)
+    }
+}
+
+impl MetadataSmOwner for TransactionManager {
+    fn metadata_sm(&self) -> &MetadataSpaceMap {
+        &self.sm
+    }
+
+    fn metadata_sm_mut(&mut self) -> &mut MetadataSpaceMap {
+        &mut self.sm
     }
 }
