@@ -2,7 +2,7 @@
 //! established tool's layout (right-aligned columns, each followed by a
 //! space), or as JSON for scripts.
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{GetOpt, HasArg, Opt};
 use anyhow::{Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;

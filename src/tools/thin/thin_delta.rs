@@ -7,7 +7,7 @@
 //! mapping. A leaf the two devices share is read twice but from the cache,
 //! since both streams reach it together.
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{GetOpt, HasArg, Opt};
 use anyhow::{anyhow, bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;

@@ -2,8 +2,8 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use super::cli::exit_status;
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::exit_status;
+use crate::tools::cli::{GetOpt, HasArg, Opt};
 use anyhow::{anyhow, bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::{BufRead, BufReader, Write};

@@ -7,8 +7,8 @@
 //! mapping-tree node shared by snapshots only under the first device that
 //! reaches it, leaving its sharers out; `--shared-once` prints that.
 
-use super::getopt::{GetOpt, HasArg, Opt};
 use super::introsort;
+use crate::tools::cli::{GetOpt, HasArg, Opt};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;

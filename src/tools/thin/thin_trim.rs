@@ -7,7 +7,7 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{GetOpt, HasArg, Opt};
 use anyhow::{bail, Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::fs::{File, OpenOptions};

@@ -7,7 +7,7 @@
 //! as the established tool does it (64-bit unsigned integers that wrap,
 //! then a double), so even absurd inputs give the same answers.
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{GetOpt, HasArg, Opt};
 use std::process::ExitCode;
 
 const PROG: &str = "thin_metadata_size";

@@ -11,6 +11,7 @@
 //! reports glibc's complaints with the usage, the same way for every tool.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Whether an option takes an argument.
@@ -127,6 +128,16 @@ impl<'a> GetOpt<'a> {
     pub fn usage_error(&self, msg: impl Display) -> ExitCode {
         eprint!("{msg}\n{}", self.usage);
         ExitCode::from(self.usage_status)
+    }
+
+    /// The one operand a tool that reads one device or file takes, once
+    /// the options are read; none or several is a usage error.
+    pub fn single_input(&self) -> Result<PathBuf, ExitCode> {
+        match self.operands.as_slice() {
+            [] => Err(self.usage_error("No input file provided.")),
+            [input] => Ok(PathBuf::from(input)),
+            _ => Err(self.usage_error("only one input is allowed")),
+        }
     }
 
     /// Takes the next word as an option's argument when `accept` says it is
