@@ -2,10 +2,9 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::exit_status;
-use crate::tools::cli::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP};
 use anyhow::{anyhow, bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use pdata::io::BlockDevice;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +43,7 @@ struct Options {
 }
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
+    HELP,
     Opt::both('f', "force", HasArg::No, "force"),
     Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
 ];
@@ -209,10 +208,7 @@ impl Session {
 }
 
 fn execute(opts: &Options) -> Result<bool> {
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&opts.meta, true)
-            .with_context(|| format!("cannot open {}", opts.meta.display()))?,
-    );
+    let dev = open_shared(&opts.meta, true)?;
     let input: Box<dyn BufRead> = match &opts.script {
         Some(p) => Box::new(BufReader::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,

@@ -7,7 +7,7 @@
 //! as the established tool does it (64-bit unsigned integers that wrap,
 //! then a double), so even absurd inputs give the same answers.
 
-use crate::tools::cli::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
 
 const PROG: &str = "thin_metadata_size";
@@ -106,8 +106,8 @@ const OPTS: &[Opt] = &[
     Opt::both('m', "max-thins", HasArg::Required, "m"),
     Opt::both('u', "unit", HasArg::Required, "u"),
     Opt::both('n', "numeric-only", HasArg::Optional, "n"),
-    Opt::both('h', "help", HasArg::No, "h"),
-    Opt::both('V', "version", HasArg::No, "V"),
+    HELP,
+    VERSION,
 ];
 
 fn usage() -> String {
@@ -191,7 +191,7 @@ fn execute(args: &[String]) -> Result<Option<String>, String> {
                     unit_index(value).ok_or_else(|| abort("output unit specifier invalid!"))?
             }
             "n" => st.numeric_option(arg.as_deref())?,
-            "h" => {
+            "help" => {
                 print!("{}", usage());
                 return Ok(None);
             }
