@@ -140,6 +140,12 @@ impl<'a> GetOpt<'a> {
         }
     }
 
+    /// `value`, or a usage error saying `missing`: for what a tool cannot
+    /// do without, once the options are read.
+    pub fn need<T>(&self, value: Option<T>, missing: &str) -> Result<T, ExitCode> {
+        value.ok_or_else(|| self.usage_error(missing))
+    }
+
     /// Takes the next word as an option's argument when `accept` says it is
     /// one (for an optional argument given apart: `-m 5`).
     pub fn take_next_if(&mut self, accept: impl Fn(&str) -> bool) -> Option<String> {
@@ -215,11 +221,8 @@ impl<'a> GetOpt<'a> {
                 if !at_end {
                     return Ok((opt.id, Some(rest.to_string())));
                 }
-                match self.args.get(self.i) {
-                    Some(v) => {
-                        self.i += 1;
-                        Ok((opt.id, Some(v.clone())))
-                    }
+                match self.take_word() {
+                    Some(v) => Ok((opt.id, Some(v))),
                     None => Err(format!(
                         "{}: option requires an argument -- '{c}'",
                         self.prog
@@ -227,6 +230,13 @@ impl<'a> GetOpt<'a> {
                 }
             }
         }
+    }
+
+    /// The next word whole, as a required argument given apart.
+    fn take_word(&mut self) -> Option<String> {
+        let v = self.args.get(self.i)?.clone();
+        self.i += 1;
+        Some(v)
     }
 
     fn long_option(&mut self, body: &str) -> Result<(&'static str, Option<String>), String> {
@@ -243,11 +253,8 @@ impl<'a> GetOpt<'a> {
             )),
             (HasArg::No, None) | (HasArg::Optional, None) => Ok((opt.id, None)),
             (_, Some(v)) => Ok((opt.id, Some(v))),
-            (HasArg::Required, None) => match self.args.get(self.i) {
-                Some(v) => {
-                    self.i += 1;
-                    Ok((opt.id, Some(v.clone())))
-                }
+            (HasArg::Required, None) => match self.take_word() {
+                Some(v) => Ok((opt.id, Some(v))),
                 None => Err(format!(
                     "{}: option '--{full}' requires an argument",
                     self.prog

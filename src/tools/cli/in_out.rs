@@ -46,15 +46,9 @@ pub fn parse_in_out(
             "unexpected argument '{extra}': give the input with -i and the output with -o"
         )));
     }
-    let Some(input) = input else {
-        return Err(g.usage_error("No input file provided."));
-    };
-    let Some(output) = output else {
-        return Err(g.usage_error("No output file provided."));
-    };
     Ok(InOut {
-        input,
-        output,
+        input: g.need(input, "No input file provided.")?,
+        output: g.need(output, "No output file provided.")?,
         quiet,
     })
 }

@@ -86,19 +86,13 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             _ => verbose = true,
         }
     }
-    let Some(input) = g.operands.first().map(PathBuf::from) else {
-        return Err(g.usage_error("No input device provided."));
-    };
-    let Some(left) = left else {
-        return Err(g.usage_error("--snap1 not specified."));
-    };
-    let Some(right) = right else {
-        return Err(g.usage_error("--snap2 not specified."));
-    };
     Ok(Options {
-        input,
-        left,
-        right,
+        input: g.need(
+            g.operands.first().map(PathBuf::from),
+            "No input device provided.",
+        )?,
+        left: g.need(left, "--snap1 not specified.")?,
+        right: g.need(right, "--snap2 not specified.")?,
         metadata_snap,
         verbose,
     })

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thin::dump::DumpOptions;
+use thin::ir::Visitor;
 use thin::repair::{recover_with_progress, RepairOptions};
 use thin::ThinMetadata;
 
@@ -162,24 +163,9 @@ fn dump(o: &Options) -> Result<()> {
     let quiet = o.quiet || o.output.is_none();
     if let Some(r) = &o.repair {
         let progress = Progress::new("thin_dump", 0, quiet);
-        let report = match o.format {
-            Format::Xml => {
-                let inner = XmlWriter::new(out);
-                let mut out = Counted {
-                    inner,
-                    progress: &progress,
-                };
-                recover_with_progress(dev, r, &mut out, &progress)?
-            }
-            Format::Human => {
-                let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
-                let mut out = Counted {
-                    inner,
-                    progress: &progress,
-                };
-                recover_with_progress(dev, r, &mut out, &progress)?
-            }
-        };
+        let report = write_as(&o.format, out, &progress, |out| {
+            Ok(recover_with_progress(dev, r, out, &progress)?)
+        })?;
         drop(progress);
         if !o.quiet {
             for w in &report.warnings {
@@ -193,38 +179,34 @@ fn dump(o: &Options) -> Result<()> {
     if let Some(b) = o.snap_block.filter(|&b| b != held) {
         bail!("metadata snapshot {b} is not the one the superblock holds ({held})");
     }
-    // XmlWriter buffers by itself; the text form goes through a BufWriter.
     let opts = DumpOptions {
         metadata_snap: o.metadata_snap,
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
     let progress = Progress::new("thin_dump", 0, quiet);
-    match o.format {
-        Format::Xml => {
-            let inner = XmlWriter::new(out);
-            thin::dump::dump_with_progress(
-                &md,
-                &opts,
-                &mut Counted {
-                    inner,
-                    progress: &progress,
-                },
-                &progress,
-            )?
-        }
-        Format::Human => {
-            let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
-            thin::dump::dump_with_progress(
-                &md,
-                &opts,
-                &mut Counted {
-                    inner,
-                    progress: &progress,
-                },
-                &progress,
-            )?
-        }
+    write_as(&o.format, out, &progress, |out| {
+        Ok(thin::dump::dump_with_progress(&md, &opts, out, &progress)?)
+    })
+}
+
+/// Runs `f` with the writer of `format` over `out`, counting the mappings
+/// it writes into `progress`. XmlWriter buffers by itself; the text form
+/// goes through a BufWriter.
+fn write_as<T>(
+    format: &Format,
+    out: Box<dyn Write>,
+    progress: &Progress,
+    f: impl FnOnce(&mut dyn Visitor) -> Result<T>,
+) -> Result<T> {
+    match format {
+        Format::Xml => f(&mut Counted {
+            inner: XmlWriter::new(out),
+            progress,
+        }),
+        Format::Human => f(&mut Counted {
+            inner: HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
+            progress,
+        }),
     }
-    Ok(())
 }

@@ -186,10 +186,10 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             },
         }
     }
-    match g.operands.first() {
-        Some(p) => o.input = PathBuf::from(p),
-        None => return Err(g.usage_error("No input file provided.")),
-    }
+    o.input = g.need(
+        g.operands.first().map(PathBuf::from),
+        "No input file provided.",
+    )?;
     Ok(o)
 }
 

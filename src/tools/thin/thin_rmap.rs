@@ -92,8 +92,12 @@ pub fn run(args: &[String]) -> ExitCode {
     if regions.is_empty() {
         return g.usage_error("No regions provided.");
     }
-    let Some(input) = g.operands.first().map(PathBuf::from) else {
-        return g.usage_error("No input file provided.");
+    let input = match g.need(
+        g.operands.first().map(PathBuf::from),
+        "No input file provided.",
+    ) {
+        Ok(input) => input,
+        Err(status) => return status,
     };
     exit_status("", rmap(&input, &regions, sharers).map(|()| true))
 }
