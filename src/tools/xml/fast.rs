@@ -49,14 +49,11 @@ mod tests {
         assert_eq!(number_field(s, &mut at, b"<m a=\""), Some(12));
         assert_eq!(number_field(s, &mut at, b" b=\""), Some(0));
         assert_eq!(empty_tag_end(s, at), Some(s.len()));
-        for bad in [
-            &b"<m a=\"\""[..],
-            b"<m a=\"1x\"",
-            b"<m a=\"99999999999999999999\"",
-            b"<m a=\"12",
-            b"<m a='1'",
-        ] {
-            assert_eq!(number_field(bad, &mut 0, b"<m a=\""), None);
+        // Empty, not digits, too long, unclosed, single quotes.
+        let bad = ["\"\"", "\"1x\"", "\"99999999999999999999\"", "\"12", "'1'"];
+        for value in bad {
+            let tag = format!("<m a={value}");
+            assert_eq!(number_field(tag.as_bytes(), &mut 0, b"<m a=\""), None);
         }
         // Up to 19 digits here; longer numbers are the tokenizer's.
         assert_eq!(

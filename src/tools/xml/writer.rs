@@ -44,6 +44,13 @@ impl<W: Write> XmlOut<W> {
         self.buf.push(b'"');
     }
 
+    /// ` name="value"` for each number of a list.
+    pub fn num_attrs(&mut self, attrs: &[(&[u8], u64)]) {
+        for &(name, value) in attrs {
+            self.num_attr(name, value);
+        }
+    }
+
     /// ` name="value"` for text, escaped.
     pub fn text_attr(&mut self, name: &[u8], value: &str) {
         self.buf.push(b' ');
@@ -78,7 +85,7 @@ mod tests {
     #[test]
     fn tags_with_numbers_and_escaped_text() {
         let mut text = Vec::new();
-        let mut w = XmlOut::new(&mut text);
+        let w = &mut XmlOut::new(&mut text);
         w.markup(b"<cache");
         w.text_attr(b"policy", "a\"b'<c>&d");
         w.num_attr(b"block_size", 128u32);

@@ -23,12 +23,14 @@ impl<W: Write> Visitor for XmlWriter<W> {
         let o = &mut self.out;
         o.markup(b"<superblock");
         o.text_attr(b"uuid", &p.uuid);
-        o.num_attr(b"time", p.time);
-        o.num_attr(b"transaction", p.transaction_id);
-        o.num_attr(b"flags", p.flags);
-        o.num_attr(b"version", p.version);
-        o.num_attr(b"data_block_size", p.data_block_size);
-        o.num_attr(b"nr_data_blocks", p.nr_data_blocks);
+        o.num_attrs(&[
+            (b"time", p.time.into()),
+            (b"transaction", p.transaction_id),
+            (b"flags", p.flags.into()),
+            (b"version", p.version.into()),
+            (b"data_block_size", p.data_block_size.into()),
+            (b"nr_data_blocks", p.nr_data_blocks),
+        ]);
         if let Some(s) = p.metadata_snap {
             o.num_attr(b"metadata_snap", s);
         }
@@ -39,11 +41,13 @@ impl<W: Write> Visitor for XmlWriter<W> {
     fn device_begin(&mut self, id: u64, d: &DeviceDetails) -> Result<()> {
         let o = &mut self.out;
         o.markup(b"  <device");
-        o.num_attr(b"dev_id", id);
-        o.num_attr(b"mapped_blocks", d.mapped_blocks);
-        o.num_attr(b"transaction", d.transaction_id);
-        o.num_attr(b"creation_time", d.creation_time);
-        o.num_attr(b"snap_time", d.snapshotted_time);
+        o.num_attrs(&[
+            (b"dev_id", id),
+            (b"mapped_blocks", d.mapped_blocks),
+            (b"transaction", d.transaction_id),
+            (b"creation_time", d.creation_time.into()),
+            (b"snap_time", d.snapshotted_time.into()),
+        ]);
         o.markup(b">\n");
         Ok(o.spill()?)
     }
@@ -84,7 +88,6 @@ mod tests {
     #[test]
     fn the_uuid_is_escaped_and_the_rest_is_as_before() {
         let mut text = Vec::new();
-        let mut w = XmlWriter::new(&mut text);
         let pool = PoolInfo {
             uuid: "a\"b&c".into(),
             time: 1,
@@ -95,6 +98,7 @@ mod tests {
             nr_data_blocks: 1000,
             metadata_snap: None,
         };
+        let mut w = XmlWriter::new(&mut text);
         w.superblock_begin(&pool).unwrap();
         w.superblock_end().unwrap();
         assert_eq!(
