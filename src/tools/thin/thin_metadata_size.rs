@@ -112,40 +112,44 @@ const OPTS: &[Opt] = &[
 
 fn usage() -> String {
     let units = std::str::from_utf8(UNIT_CHARS).unwrap_or_default();
-    let line = |a: &str, b: String, c: &str| format!("\t{a:<4}{b:<44}{c}\n");
+    let lines = [
+        (
+            "-b",
+            format!("--block-size BLOCKSIZE[{units}]"),
+            "Block size of thin provisioned devices.",
+        ),
+        (
+            "-s",
+            format!("--pool-size SIZE[{units}]"),
+            "Size of pool device.",
+        ),
+        (
+            "-m",
+            format!("--max-thins #MAXTHINS[{units}]"),
+            "Maximum sum of all thin devices and snapshots.",
+        ),
+        (
+            "-u",
+            format!("--unit {{{units}}}"),
+            "Output unit specifier.",
+        ),
+        (
+            "-n",
+            "--numeric-only [short|long]".into(),
+            "Output numeric value only (optionally with short/long unit identifier).",
+        ),
+        ("-h", "--help".into(), "This help."),
+        (
+            "-V",
+            "--version".into(),
+            "Print thin provisioning tools version.",
+        ),
+    ];
     let mut s =
         format!("Thin Provisioning Metadata Device Size Calculator.\nUsage: {PROG} [options]\n");
-    s += &line(
-        "-b",
-        format!("--block-size BLOCKSIZE[{units}]"),
-        "Block size of thin provisioned devices.",
-    );
-    s += &line(
-        "-s",
-        format!("--pool-size SIZE[{units}]"),
-        "Size of pool device.",
-    );
-    s += &line(
-        "-m",
-        format!("--max-thins #MAXTHINS[{units}]"),
-        "Maximum sum of all thin devices and snapshots.",
-    );
-    s += &line(
-        "-u",
-        format!("--unit {{{units}}}"),
-        "Output unit specifier.",
-    );
-    s += &line(
-        "-n",
-        "--numeric-only [short|long]".into(),
-        "Output numeric value only (optionally with short/long unit identifier).",
-    );
-    s += &line("-h", "--help".into(), "This help.");
-    s += &line(
-        "-V",
-        "--version".into(),
-        "Print thin provisioning tools version.",
-    );
+    for (short, long, about) in lines {
+        s += &format!("\t{short:<4}{long:<44}{about}\n");
+    }
     s
 }
 
