@@ -1,8 +1,9 @@
 //! `thin_dump`: thin-pool metadata as XML (the established tools' format,
 //! element for element) or as human-readable text.
 
+use super::counted::Counted;
 use super::in_out::{parse_override, DATA_BLOCK_SIZE, NR_DATA_BLOCKS, TRANSACTION_ID};
-use super::xml::{Counted, HumanWriter, XmlWriter};
+use super::xml::{HumanWriter, XmlWriter};
 use crate::tools::cli::{
     exit_status, number, open_shared, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
 };

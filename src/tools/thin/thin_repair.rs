@@ -1,8 +1,8 @@
 //! `thin_repair -i IN -o OUT`: recovers what can be read of damaged
 //! thin-pool metadata and writes it, consistent, to another device or file.
 
+use super::counted::Counted;
 use super::in_out::{self, Args};
-use super::xml::Counted;
 use crate::tools::cli::{exit_status, open_device, open_shared, Progress};
 use anyhow::{bail, Result};
 use pdata::io::BlockDevice;

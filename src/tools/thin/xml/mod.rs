@@ -7,7 +7,6 @@ mod human;
 mod read;
 mod write;
 
-pub use super::counted::Counted;
 pub use human::HumanWriter;
 pub use read::{parse, parse_in_background};
 pub use write::XmlWriter;
