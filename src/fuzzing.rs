@@ -9,7 +9,7 @@
 //! record's block is sealed with the checksum of its kind before use, so that
 //! mutations reach the code behind the checksums.
 
-use crate::tools::thin_xml;
+use crate::tools::thin::xml as thin_xml;
 use pdata::checksum::{seal, SALT_BITMAP, SALT_BTREE_NODE, SALT_INDEX, SALT_THIN_SUPERBLOCK};
 use pdata::io::{BlockDevice, MemoryDevice};
 use pdata::BLOCK_SIZE;

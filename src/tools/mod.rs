@@ -1,23 +1,15 @@
-//! The tools `pdt` dispatches to.
+//! The tools `pdt` dispatches to: one folder per client (`thin`; `cache`
+//! and `era` to come) over the shared command-line layer (`cli`) and XML
+//! layer (`xml`); `demo` and `torture` work on the engine itself.
 
 mod cli;
 mod demo;
-mod getopt;
-mod in_out;
-mod introsort;
-mod progress;
-mod thin_check;
-mod thin_delta;
-mod thin_dump;
-mod thin_exec;
-mod thin_ls;
-mod thin_metadata_size;
-mod thin_repair;
-mod thin_restore;
-mod thin_rmap;
-mod thin_trim;
-pub mod thin_xml;
+pub mod thin;
 mod torture;
+pub mod xml;
+
+/// Thin's XML under its former path, for the fuzz targets and tests.
+pub use self::thin::xml as thin_xml;
 
 use std::process::ExitCode;
 
@@ -41,52 +33,52 @@ pub const TOOLS: &[Tool] = &[
     Tool {
         name: "thin_check",
         about: "validate thin-pool metadata",
-        run: thin_check::run,
+        run: thin::thin_check::run,
     },
     Tool {
         name: "thin_dump",
         about: "dump thin-pool metadata as XML or text",
-        run: thin_dump::run,
+        run: thin::thin_dump::run,
     },
     Tool {
         name: "thin_restore",
         about: "build thin-pool metadata from thin_dump XML",
-        run: thin_restore::run,
+        run: thin::thin_restore::run,
     },
     Tool {
         name: "thin_repair",
         about: "recover damaged thin-pool metadata into another device or file",
-        run: thin_repair::run,
+        run: thin::thin_repair::run,
     },
     Tool {
         name: "thin_exec",
         about: "apply pool operations to thin-pool metadata, one per line",
-        run: thin_exec::run,
+        run: thin::thin_exec::run,
     },
     Tool {
         name: "thin_delta",
         about: "show how the mappings of two thin devices differ",
-        run: thin_delta::run,
+        run: thin::thin_delta::run,
     },
     Tool {
         name: "thin_ls",
         about: "list the thin devices of a pool",
-        run: thin_ls::run,
+        run: thin::thin_ls::run,
     },
     Tool {
         name: "thin_rmap",
         about: "which thin blocks map some data blocks",
-        run: thin_rmap::run,
+        run: thin::thin_rmap::run,
     },
     Tool {
         name: "thin_trim",
         about: "discard the data blocks a pool does not use",
-        run: thin_trim::run,
+        run: thin::thin_trim::run,
     },
     Tool {
         name: "thin_metadata_size",
         about: "estimate the metadata device size a pool needs",
-        run: thin_metadata_size::run,
+        run: thin::thin_metadata_size::run,
     },
 ];
 

@@ -5,11 +5,10 @@
 //! stdout. Exit 0 when sound, 1 otherwise (leaks count only without
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
-use super::cli::{exit_status, number};
-use super::getopt::{GetOpt, HasArg, Opt};
-use super::progress::Progress;
-use anyhow::{Context, Result};
-use pdata::io::FileDevice;
+use crate::tools::cli::{
+    exit_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+};
+use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thin::check::{check_with_progress, clear_needs_check, CheckOptions, CheckReport, Section};
@@ -29,9 +28,9 @@ Options:
 ";
 
 const OPTS: &[Opt] = &[
-    Opt::both('q', "quiet", HasArg::No, "quiet"),
-    Opt::both('h', "help", HasArg::No, "help"),
-    Opt::both('V', "version", HasArg::No, "version"),
+    QUIET,
+    HELP,
+    VERSION,
     Opt::both('m', "metadata-snap", HasArg::No, "metadata-snap"),
     // 1.x's spelling.
     Opt::long("metadata-snapshot", HasArg::No, "metadata-snap"),
@@ -53,8 +52,7 @@ const OPTS: &[Opt] = &[
     ),
     Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
     Opt::long("super-block-only", HasArg::No, "super-block-only"),
-    // 1.x's I/O engine switch: one engine here.
-    Opt::long("async-io", HasArg::No, "async-io"),
+    ASYNC_IO,
 ];
 
 #[derive(Default)]
@@ -87,11 +85,7 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             _ => {} // async-io
         }
     }
-    o.input = match g.operands.as_slice() {
-        [] => return Err(g.usage_error("No input file provided.")),
-        [input] => PathBuf::from(input),
-        _ => return Err(g.usage_error("only one input is allowed")),
-    };
+    o.input = g.single_input()?;
     if (o.auto_repair || o.clear_needs_check)
         && (o.check.metadata_snap || o.check.override_mapping_root.is_some())
     {
@@ -119,8 +113,7 @@ pub fn run(args: &[String]) -> ExitCode {
 
 fn execute(o: &Options) -> Result<bool> {
     let writable = o.check.repair_leaks;
-    let dev = FileDevice::open(&o.input, writable)
-        .with_context(|| format!("cannot open {}", o.input.display()))?;
+    let dev = open_device(&o.input, writable)?;
     let report = {
         // Gone (its line cleared) before the report is printed.
         let progress = Progress::new("thin_check", 0, o.quiet);

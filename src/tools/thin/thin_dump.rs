@@ -1,18 +1,18 @@
 //! `thin_dump`: thin-pool metadata as XML (the established tools' format,
 //! element for element) or as human-readable text.
 
-use super::cli::{exit_status, number};
-use super::getopt::{GetOpt, HasArg, Opt};
-use super::in_out::parse_override;
-use super::progress::Progress;
-use super::thin_xml::{Counted, HumanWriter, XmlWriter};
+use super::counted::Counted;
+use super::in_out::{parse_override, DATA_BLOCK_SIZE, NR_DATA_BLOCKS, TRANSACTION_ID};
+use super::xml::{HumanWriter, XmlWriter};
+use crate::tools::cli::{
+    exit_status, number, open_shared, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use thin::dump::DumpOptions;
+use thin::ir::Visitor;
 use thin::repair::{recover_with_progress, RepairOptions};
 use thin::ThinMetadata;
 
@@ -57,9 +57,9 @@ struct Options {
 }
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
-    Opt::both('V', "version", HasArg::No, "version"),
-    Opt::both('q', "quiet", HasArg::No, "quiet"),
+    HELP,
+    VERSION,
+    QUIET,
     Opt::both('f', "format", HasArg::Required, "format"),
     Opt::both('r', "repair", HasArg::No, "repair"),
     Opt::both('m', "metadata-snap", HasArg::Optional, "metadata-snap"),
@@ -68,11 +68,10 @@ const OPTS: &[Opt] = &[
     Opt::both('o', "output", HasArg::Required, "output"),
     Opt::long("dev-id", HasArg::Required, "dev-id"),
     Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
-    Opt::long("transaction-id", HasArg::Required, "transaction-id"),
-    Opt::long("data-block-size", HasArg::Required, "data-block-size"),
-    Opt::long("nr-data-blocks", HasArg::Required, "nr-data-blocks"),
-    // 1.x's I/O engine switch: one engine here.
-    Opt::long("async-io", HasArg::No, "async-io"),
+    TRANSACTION_ID,
+    DATA_BLOCK_SIZE,
+    NR_DATA_BLOCKS,
+    ASYNC_IO,
 ];
 
 fn is_number(s: &str) -> bool {
@@ -130,11 +129,7 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             _ => parse_override(id, &value, &mut overrides).map_err(|e| g.usage_error(e))?,
         }
     }
-    o.input = match g.operands.as_slice() {
-        [] => return Err(g.usage_error("No input file provided.")),
-        [input] => PathBuf::from(input),
-        _ => return Err(g.usage_error("only one input is allowed")),
-    };
+    o.input = g.single_input()?;
     if let Some(r) = &mut o.repair {
         if o.metadata_snap || o.skip_mappings || !o.dev_ids.is_empty() {
             return Err(g.usage_error(
@@ -158,10 +153,7 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn dump(o: &Options) -> Result<()> {
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&o.input, false)
-            .with_context(|| format!("cannot open {}", o.input.display()))?,
-    );
+    let dev = open_shared(&o.input, false)?;
     let out: Box<dyn Write> = match &o.output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -172,24 +164,9 @@ fn dump(o: &Options) -> Result<()> {
     let quiet = o.quiet || o.output.is_none();
     if let Some(r) = &o.repair {
         let progress = Progress::new("thin_dump", 0, quiet);
-        let report = match o.format {
-            Format::Xml => {
-                let inner = XmlWriter::new(out);
-                let mut out = Counted {
-                    inner,
-                    progress: &progress,
-                };
-                recover_with_progress(dev, r, &mut out, &progress)?
-            }
-            Format::Human => {
-                let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
-                let mut out = Counted {
-                    inner,
-                    progress: &progress,
-                };
-                recover_with_progress(dev, r, &mut out, &progress)?
-            }
-        };
+        let report = write_as(&o.format, out, &progress, |out| {
+            Ok(recover_with_progress(dev, r, out, &progress)?)
+        })?;
         drop(progress);
         if !o.quiet {
             for w in &report.warnings {
@@ -203,38 +180,34 @@ fn dump(o: &Options) -> Result<()> {
     if let Some(b) = o.snap_block.filter(|&b| b != held) {
         bail!("metadata snapshot {b} is not the one the superblock holds ({held})");
     }
-    // XmlWriter buffers by itself; the text form goes through a BufWriter.
     let opts = DumpOptions {
         metadata_snap: o.metadata_snap,
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
     };
     let progress = Progress::new("thin_dump", 0, quiet);
-    match o.format {
-        Format::Xml => {
-            let inner = XmlWriter::new(out);
-            thin::dump::dump_with_progress(
-                &md,
-                &opts,
-                &mut Counted {
-                    inner,
-                    progress: &progress,
-                },
-                &progress,
-            )?
-        }
-        Format::Human => {
-            let inner = HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out));
-            thin::dump::dump_with_progress(
-                &md,
-                &opts,
-                &mut Counted {
-                    inner,
-                    progress: &progress,
-                },
-                &progress,
-            )?
-        }
+    write_as(&o.format, out, &progress, |out| {
+        Ok(thin::dump::dump_with_progress(&md, &opts, out, &progress)?)
+    })
+}
+
+/// Runs `f` with the writer of `format` over `out`, counting the mappings
+/// it writes into `progress`. XmlWriter buffers by itself; the text form
+/// goes through a BufWriter.
+fn write_as<T>(
+    format: &Format,
+    out: Box<dyn Write>,
+    progress: &Progress,
+    f: impl FnOnce(&mut dyn Visitor) -> Result<T>,
+) -> Result<T> {
+    match format {
+        Format::Xml => f(&mut Counted {
+            inner: XmlWriter::new(out),
+            progress,
+        }),
+        Format::Human => f(&mut Counted {
+            inner: HumanWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
+            progress,
+        }),
     }
-    Ok(())
 }

@@ -11,6 +11,7 @@
 //! reports glibc's complaints with the usage, the same way for every tool.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Whether an option takes an argument.
@@ -129,6 +130,22 @@ impl<'a> GetOpt<'a> {
         ExitCode::from(self.usage_status)
     }
 
+    /// The one operand a tool that reads one device or file takes, once
+    /// the options are read; none or several is a usage error.
+    pub fn single_input(&self) -> Result<PathBuf, ExitCode> {
+        match self.operands.as_slice() {
+            [] => Err(self.usage_error("No input file provided.")),
+            [input] => Ok(PathBuf::from(input)),
+            _ => Err(self.usage_error("only one input is allowed")),
+        }
+    }
+
+    /// `value`, or a usage error saying `missing`: for what a tool cannot
+    /// do without, once the options are read.
+    pub fn need<T>(&self, value: Option<T>, missing: &str) -> Result<T, ExitCode> {
+        value.ok_or_else(|| self.usage_error(missing))
+    }
+
     /// Takes the next word as an option's argument when `accept` says it is
     /// one (for an optional argument given apart: `-m 5`).
     pub fn take_next_if(&mut self, accept: impl Fn(&str) -> bool) -> Option<String> {
@@ -204,11 +221,8 @@ impl<'a> GetOpt<'a> {
                 if !at_end {
                     return Ok((opt.id, Some(rest.to_string())));
                 }
-                match self.args.get(self.i) {
-                    Some(v) => {
-                        self.i += 1;
-                        Ok((opt.id, Some(v.clone())))
-                    }
+                match self.take_word() {
+                    Some(v) => Ok((opt.id, Some(v))),
                     None => Err(format!(
                         "{}: option requires an argument -- '{c}'",
                         self.prog
@@ -216,6 +230,13 @@ impl<'a> GetOpt<'a> {
                 }
             }
         }
+    }
+
+    /// The next word whole, as a required argument given apart.
+    fn take_word(&mut self) -> Option<String> {
+        let v = self.args.get(self.i)?.clone();
+        self.i += 1;
+        Some(v)
     }
 
     fn long_option(&mut self, body: &str) -> Result<(&'static str, Option<String>), String> {
@@ -232,11 +253,8 @@ impl<'a> GetOpt<'a> {
             )),
             (HasArg::No, None) | (HasArg::Optional, None) => Ok((opt.id, None)),
             (_, Some(v)) => Ok((opt.id, Some(v))),
-            (HasArg::Required, None) => match self.args.get(self.i) {
-                Some(v) => {
-                    self.i += 1;
-                    Ok((opt.id, Some(v.clone())))
-                }
+            (HasArg::Required, None) => match self.take_word() {
+                Some(v) => Ok((opt.id, Some(v))),
                 None => Err(format!(
                     "{}: option '--{full}' requires an argument",
                     self.prog

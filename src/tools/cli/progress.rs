@@ -2,12 +2,12 @@
 //! error is a terminal and the tool is not quiet, by a thread of its own, so
 //! that the work only bumps an atomic counter.
 
+use pdata::progress::ProgressHook;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use thin::progress::ProgressHook;
 
 /// Redraw interval; also the delay before the bar first appears, so that
 /// short runs print nothing.

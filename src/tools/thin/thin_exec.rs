@@ -2,10 +2,9 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use super::cli::exit_status;
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP};
 use anyhow::{anyhow, bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use pdata::io::BlockDevice;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +43,7 @@ struct Options {
 }
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
+    HELP,
     Opt::both('f', "force", HasArg::No, "force"),
     Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
 ];
@@ -102,117 +101,74 @@ impl Session {
             w.parse::<u64>()
                 .map_err(|_| anyhow!("'{w}' is not a number"))
         };
-        let arity = |n: usize| -> Result<()> {
-            if words.len() != n + 1 {
-                bail!(
-                    "'{}' takes {} argument(s), not {}",
-                    words[0],
-                    n,
-                    words.len() - 1
-                );
-            }
-            Ok(())
+        let op = words[0];
+        let Some(&(_, arity)) = OPERATIONS.iter().find(|(name, _)| *name == op) else {
+            bail!("unknown operation '{op}'");
         };
-        let ok = || Ok("ok".to_string());
-        match words[0] {
+        if words.len() != arity + 1 {
+            bail!("'{op}' takes {arity} argument(s), not {}", words.len() - 1);
+        }
+        let ok = "ok".to_string();
+        Ok(match op {
             "format" => {
-                arity(2)?;
                 let size =
                     u32::try_from(num(1)?).map_err(|_| anyhow!("data block size too large"))?;
                 let md = ThinMetadata::format(self.dev.clone(), size, num(2)?, self.force)?;
                 self.md = Some(md);
-                ok()
+                ok
             }
-            "create_thin" => {
-                arity(1)?;
-                self.md()?.create_thin(num(1)?)?;
-                ok()
-            }
-            "create_snap" => {
-                arity(2)?;
-                self.md()?.create_snap(num(1)?, num(2)?)?;
-                ok()
-            }
-            "delete" => {
-                arity(1)?;
-                self.md()?.delete(num(1)?)?;
-                ok()
-            }
-            "set_transaction_id" => {
-                arity(2)?;
-                self.md()?.set_transaction_id(num(1)?, num(2)?)?;
-                ok()
-            }
-            "provision" => {
-                arity(2)?;
-                Ok(self.md()?.provision(num(1)?, num(2)?)?.to_string())
-            }
-            "alloc" => {
-                arity(0)?;
-                Ok(self.md()?.alloc()?.to_string())
-            }
-            "insert" => {
-                arity(3)?;
-                self.md()?.insert(num(1)?, num(2)?, num(3)?)?;
-                ok()
-            }
-            "lookup" => {
-                arity(2)?;
-                Ok(match self.md()?.lookup(num(1)?, num(2)?)? {
-                    Some((b, t)) => format!("{b} {t}"),
-                    None => "unmapped".to_string(),
-                })
-            }
-            "remove" => {
-                arity(2)?;
-                self.md()?.remove(num(1)?, num(2)?)?;
-                ok()
-            }
-            "remove_range" => {
-                arity(3)?;
-                self.md()?.remove_range(num(1)?, num(2)?, num(3)?)?;
-                ok()
-            }
-            "reserve_metadata_snap" => {
-                arity(0)?;
-                self.md()?.reserve_metadata_snap()?;
-                ok()
-            }
-            "release_metadata_snap" => {
-                arity(0)?;
-                self.md()?.release_metadata_snap()?;
-                ok()
-            }
-            "resize_data" => {
-                arity(1)?;
-                self.md()?.resize_data(num(1)?)?;
-                ok()
-            }
-            "resize_metadata" => {
-                arity(1)?;
-                self.md()?.resize_metadata(num(1)?)?;
-                ok()
-            }
-            "commit" => {
-                arity(0)?;
-                self.md()?.commit()?;
-                ok()
-            }
-            "abort" => {
-                arity(0)?;
-                self.md()?.abort()?;
-                ok()
-            }
-            other => bail!("unknown operation '{other}'"),
-        }
+            "create_thin" => self.md()?.create_thin(num(1)?).map(|_| ok)?,
+            "create_snap" => self.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
+            "delete" => self.md()?.delete(num(1)?).map(|_| ok)?,
+            "set_transaction_id" => self
+                .md()?
+                .set_transaction_id(num(1)?, num(2)?)
+                .map(|_| ok)?,
+            "provision" => self.md()?.provision(num(1)?, num(2)?)?.to_string(),
+            "alloc" => self.md()?.alloc()?.to_string(),
+            "insert" => self.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
+            "lookup" => match self.md()?.lookup(num(1)?, num(2)?)? {
+                Some((b, t)) => format!("{b} {t}"),
+                None => "unmapped".to_string(),
+            },
+            "remove" => self.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
+            "remove_range" => self
+                .md()?
+                .remove_range(num(1)?, num(2)?, num(3)?)
+                .map(|_| ok)?,
+            "reserve_metadata_snap" => self.md()?.reserve_metadata_snap().map(|_| ok)?,
+            "release_metadata_snap" => self.md()?.release_metadata_snap().map(|_| ok)?,
+            "resize_data" => self.md()?.resize_data(num(1)?).map(|_| ok)?,
+            "resize_metadata" => self.md()?.resize_metadata(num(1)?).map(|_| ok)?,
+            "commit" => self.md()?.commit().map(|_| ok)?,
+            _ => self.md()?.abort().map(|_| ok)?,
+        })
     }
 }
 
+/// Each operation and the number of arguments it takes.
+const OPERATIONS: &[(&str, usize)] = &[
+    ("format", 2),
+    ("create_thin", 1),
+    ("create_snap", 2),
+    ("delete", 1),
+    ("set_transaction_id", 2),
+    ("provision", 2),
+    ("alloc", 0),
+    ("insert", 3),
+    ("lookup", 2),
+    ("remove", 2),
+    ("remove_range", 3),
+    ("reserve_metadata_snap", 0),
+    ("release_metadata_snap", 0),
+    ("resize_data", 1),
+    ("resize_metadata", 1),
+    ("commit", 0),
+    ("abort", 0),
+];
+
 fn execute(opts: &Options) -> Result<bool> {
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&opts.meta, true)
-            .with_context(|| format!("cannot open {}", opts.meta.display()))?,
-    );
+    let dev = open_shared(&opts.meta, true)?;
     let input: Box<dyn BufRead> = match &opts.script {
         Some(p) => Box::new(BufReader::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,

@@ -2,13 +2,11 @@
 //! established tool's layout (right-aligned columns, each followed by a
 //! space), or as JSON for scripts.
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use thin::query::usage::{exclusive_mappings, highest_mapped};
 use thin::{DeviceDetails, ThinError, ThinMetadata};
 
@@ -128,14 +126,14 @@ sizes as the table shows them, HIGHEST_* null for a device with no mappings.
 }
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
+    HELP,
     // `-m5` is accepted (and ignored); `--metadata-snap=5` is not.
     Opt::short('m', HasArg::Optional, "snap"),
     Opt::long("metadata-snap", HasArg::No, "snap"),
     Opt::long("no-headers", HasArg::No, "no-headers"),
     Opt::both('o', "format", HasArg::Required, "format"),
     Opt::long("json", HasArg::No, "json"),
-    Opt::both('V', "version", HasArg::No, "version"),
+    VERSION,
 ];
 
 struct Options {
@@ -164,12 +162,7 @@ fn parse_fields(s: &str) -> Result<Vec<Field>> {
         .collect()
 }
 
-enum Parsed {
-    Run(Options),
-    Exit(ExitCode),
-}
-
-fn parse(args: &[String]) -> Parsed {
+fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let mut o = Options {
         fields: DEFAULT_FIELDS.to_vec(),
         headers: true,
@@ -179,40 +172,31 @@ fn parse(args: &[String]) -> Parsed {
     };
     let usage = usage();
     let mut g = GetOpt::new("thin_ls", OPTS, args).with_usage(&usage);
-    loop {
-        match g.next_opt() {
-            Err(status) => return Parsed::Exit(status),
-            Ok(None) => break,
-            Ok(Some(("snap", _))) => o.metadata_snap = true,
-            Ok(Some(("no-headers", _))) => o.headers = false,
-            Ok(Some(("json", _))) => o.json = true,
-            Ok(Some((_, v))) => match parse_fields(v.as_deref().unwrap_or_default()) {
+    while let Some((id, v)) = g.next_opt()? {
+        match id {
+            "snap" => o.metadata_snap = true,
+            "no-headers" => o.headers = false,
+            "json" => o.json = true,
+            _ => match parse_fields(v.as_deref().unwrap_or_default()) {
                 Ok(f) => o.fields = f,
                 Err(e) => {
                     eprintln!("{e}");
-                    return Parsed::Exit(ExitCode::from(1));
+                    return Err(ExitCode::from(1));
                 }
             },
         }
     }
-    match g.operands.first() {
-        Some(p) => o.input = PathBuf::from(p),
-        None => return Parsed::Exit(g.usage_error("No input file provided.")),
-    }
-    Parsed::Run(o)
+    o.input = g.need(
+        g.operands.first().map(PathBuf::from),
+        "No input file provided.",
+    )?;
+    Ok(o)
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let o = match parse(args) {
-        Parsed::Run(o) => o,
-        Parsed::Exit(code) => return code,
-    };
-    match ls(&o) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::from(1)
-        }
+    match parse(args) {
+        Ok(o) => exit_status("", ls(&o).map(|()| true)),
+        Err(status) => status,
     }
 }
 
@@ -225,10 +209,7 @@ struct Row {
 }
 
 fn ls(o: &Options) -> Result<()> {
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&o.input, false)
-            .with_context(|| format!("cannot open {}", o.input.display()))?,
-    );
+    let dev = open_shared(&o.input, false)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let sb = if o.metadata_snap {
         md.metadata_snap()?.ok_or(ThinError::NoSnapshot)?

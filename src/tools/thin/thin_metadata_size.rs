@@ -7,7 +7,7 @@
 //! as the established tool does it (64-bit unsigned integers that wrap,
 //! then a double), so even absurd inputs give the same answers.
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
 
 const PROG: &str = "thin_metadata_size";
@@ -106,46 +106,50 @@ const OPTS: &[Opt] = &[
     Opt::both('m', "max-thins", HasArg::Required, "m"),
     Opt::both('u', "unit", HasArg::Required, "u"),
     Opt::both('n', "numeric-only", HasArg::Optional, "n"),
-    Opt::both('h', "help", HasArg::No, "h"),
-    Opt::both('V', "version", HasArg::No, "V"),
+    HELP,
+    VERSION,
 ];
 
 fn usage() -> String {
     let units = std::str::from_utf8(UNIT_CHARS).unwrap_or_default();
-    let line = |a: &str, b: String, c: &str| format!("\t{a:<4}{b:<44}{c}\n");
+    let lines = [
+        (
+            "-b",
+            format!("--block-size BLOCKSIZE[{units}]"),
+            "Block size of thin provisioned devices.",
+        ),
+        (
+            "-s",
+            format!("--pool-size SIZE[{units}]"),
+            "Size of pool device.",
+        ),
+        (
+            "-m",
+            format!("--max-thins #MAXTHINS[{units}]"),
+            "Maximum sum of all thin devices and snapshots.",
+        ),
+        (
+            "-u",
+            format!("--unit {{{units}}}"),
+            "Output unit specifier.",
+        ),
+        (
+            "-n",
+            "--numeric-only [short|long]".into(),
+            "Output numeric value only (optionally with short/long unit identifier).",
+        ),
+        ("-h", "--help".into(), "This help."),
+        (
+            "-V",
+            "--version".into(),
+            "Print thin provisioning tools version.",
+        ),
+    ];
     let mut s =
         format!("Thin Provisioning Metadata Device Size Calculator.\nUsage: {PROG} [options]\n");
-    s += &line(
-        "-b",
-        format!("--block-size BLOCKSIZE[{units}]"),
-        "Block size of thin provisioned devices.",
-    );
-    s += &line(
-        "-s",
-        format!("--pool-size SIZE[{units}]"),
-        "Size of pool device.",
-    );
-    s += &line(
-        "-m",
-        format!("--max-thins #MAXTHINS[{units}]"),
-        "Maximum sum of all thin devices and snapshots.",
-    );
-    s += &line(
-        "-u",
-        format!("--unit {{{units}}}"),
-        "Output unit specifier.",
-    );
-    s += &line(
-        "-n",
-        "--numeric-only [short|long]".into(),
-        "Output numeric value only (optionally with short/long unit identifier).",
-    );
-    s += &line("-h", "--help".into(), "This help.");
-    s += &line(
-        "-V",
-        "--version".into(),
-        "Print thin provisioning tools version.",
-    );
+    for (short, long, about) in lines {
+        s += &format!("\t{short:<4}{long:<44}{about}\n");
+    }
     s
 }
 
@@ -191,7 +195,7 @@ fn execute(args: &[String]) -> Result<Option<String>, String> {
                     unit_index(value).ok_or_else(|| abort("output unit specifier invalid!"))?
             }
             "n" => st.numeric_option(arg.as_deref())?,
-            "h" => {
+            "help" => {
                 print!("{}", usage());
                 return Ok(None);
             }

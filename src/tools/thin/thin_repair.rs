@@ -1,12 +1,11 @@
 //! `thin_repair -i IN -o OUT`: recovers what can be read of damaged
 //! thin-pool metadata and writes it, consistent, to another device or file.
 
-use super::cli::exit_status;
-use super::in_out::{self, InOut};
-use super::progress::Progress;
-use super::thin_xml::Counted;
-use anyhow::{bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use super::counted::Counted;
+use super::in_out::{self, Args};
+use crate::tools::cli::{exit_status, open_device, open_shared, Progress};
+use anyhow::{bail, Result};
+use pdata::io::BlockDevice;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,16 +38,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn repair(o: &InOut) -> Result<()> {
+fn repair(args: &Args) -> Result<()> {
+    let o = &args.io;
     if same_file(&o.input, &o.output) {
         bail!("the input and the output are the same file: repair writes to another one");
     }
-    let input: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&o.input, false)
-            .with_context(|| format!("cannot open {}", o.input.display()))?,
-    );
-    let out_dev = FileDevice::open(&o.output, true)
-        .with_context(|| format!("cannot open {}", o.output.display()))?;
+    let input = open_shared(&o.input, false)?;
+    let out_dev = open_device(&o.output, true)?;
     let out_blocks = out_dev.nr_blocks();
     let output: Arc<dyn BlockDevice> = Arc::new(out_dev);
     // Mappings written, out of those recovered.
@@ -57,7 +53,7 @@ fn repair(o: &InOut) -> Result<()> {
         inner: Restorer::new(output),
         progress: &progress,
     };
-    let recovered = recover_with_progress(input, &o.overrides, &mut restorer, &progress);
+    let recovered = recover_with_progress(input, &args.overrides, &mut restorer, &progress);
     drop(progress);
     let report = recovered.map_err(|e| {
         if matches!(e, thin::ThinError::Pdata(pdata::Error::NoSpace(_))) {

@@ -7,9 +7,8 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use super::getopt::{GetOpt, HasArg, Opt};
+use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
 use anyhow::{bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::ops::Range;
@@ -17,7 +16,6 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use thin::query::device_roots;
 use thin::query::free_space::{free_ranges, mapped_blocks};
 use thin::ThinMetadata;
@@ -31,9 +29,9 @@ Options:
 ";
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
-    Opt::both('V', "version", HasArg::No, "version"),
-    Opt::both('q', "quiet", HasArg::No, "quiet"),
+    HELP,
+    VERSION,
+    QUIET,
     Opt::long("metadata-dev", HasArg::Required, "metadata"),
     Opt::long("data-dev", HasArg::Required, "data"),
     Opt::long("pool-inactive", HasArg::No, "pool-inactive"),
@@ -77,13 +75,7 @@ pub fn run(args: &[String]) -> ExitCode {
         data,
         quiet,
     };
-    match trim(&o) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    exit_status("", trim(&o).map(|()| true))
 }
 
 /// Opens a block device with O_EXCL (which fails while the kernel uses it);
@@ -115,10 +107,7 @@ fn open_checked(path: &Path, write: bool) -> Result<(File, bool)> {
 fn trim(o: &Options) -> Result<()> {
     // Held open while trimming: keeps the pool from being activated.
     let _exclusive = open_checked(&o.metadata, false)?;
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&o.metadata, false)
-            .with_context(|| format!("cannot open {}", o.metadata.display()))?,
-    );
+    let dev = open_shared(&o.metadata, false)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let sb = md.superblock().clone();
     let block_bytes = u64::from(sb.data_block_size) * SECTOR_BYTES;

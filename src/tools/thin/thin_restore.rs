@@ -1,14 +1,11 @@
 //! `thin_restore`: builds thin-pool metadata from the XML of `thin_dump`.
 
-use super::cli::exit_status;
-use super::in_out::{self, InOut};
-use super::progress::{CountingReader, Progress};
-use super::thin_xml::parse_in_background;
+use super::in_out::{self, Args};
+use super::xml::parse_in_background;
+use crate::tools::cli::{exit_status, open_shared, CountingReader, Progress};
 use anyhow::{bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
 use std::fs::File;
 use std::process::ExitCode;
-use std::sync::Arc;
 use thin::restore::{Overrides, Restorer};
 
 const USAGE: &str = "Usage: thin_restore [options]
@@ -30,7 +27,8 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-fn restore(o: &InOut) -> Result<()> {
+fn restore(args: &Args) -> Result<()> {
+    let o = &args.io;
     let input =
         File::open(&o.input).with_context(|| format!("cannot open {}", o.input.display()))?;
     if !o.output.exists() {
@@ -39,14 +37,11 @@ fn restore(o: &InOut) -> Result<()> {
             o.output.display()
         );
     }
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&o.output, true)
-            .with_context(|| format!("cannot open {}", o.output.display()))?,
-    );
+    let dev = open_shared(&o.output, true)?;
     let mut restorer = Restorer::new(dev).with_overrides(Overrides {
-        transaction_id: o.overrides.transaction_id,
-        data_block_size: o.overrides.data_block_size,
-        nr_data_blocks: o.overrides.nr_data_blocks,
+        transaction_id: args.overrides.transaction_id,
+        data_block_size: args.overrides.data_block_size,
+        nr_data_blocks: args.overrides.nr_data_blocks,
     });
     // Input bytes parsed, out of the file's length.
     let len = input.metadata().map_or(0, |m| m.len());

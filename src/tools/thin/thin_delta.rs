@@ -7,13 +7,11 @@
 //! mapping. A leaf the two devices share is read twice but from the cache,
 //! since both streams reach it together.
 
-use super::getopt::{GetOpt, HasArg, Opt};
-use anyhow::{anyhow, bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use crate::tools::cli::{open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use thin::query::cursor::{Run, RunCursor};
 use thin::query::device_root;
 use thin::ThinMetadata;
@@ -32,8 +30,8 @@ Options:
 ";
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
-    Opt::both('V', "version", HasArg::No, "version"),
+    HELP,
+    VERSION,
     Opt::long("thin1", HasArg::Required, "thin1"),
     Opt::long("snap1", HasArg::Required, "thin1"),
     Opt::long("thin2", HasArg::Required, "thin2"),
@@ -60,78 +58,63 @@ struct Options {
 }
 
 /// The established tool's number parsing: decimal, a leading minus wraps.
-fn parse_u64(s: &str, what: &str) -> Result<u64> {
-    let bad = || anyhow!("Couldn't parse {what}: '{s}'");
+fn parse_u64(s: &str, what: &str) -> Result<u64, String> {
+    let bad = || format!("Couldn't parse {what}: '{s}'");
     match s.strip_prefix('-') {
         Some(rest) => Ok(rest.parse::<u64>().map_err(|_| bad())?.wrapping_neg()),
         None => s.parse::<u64>().map_err(|_| bad()),
     }
 }
 
-enum Parsed {
-    Run(Options),
-    Exit(ExitCode),
-}
-
-fn parse(args: &[String]) -> Result<Parsed> {
+/// Every complaint comes with the usage, as the established tool gives it.
+fn parse(args: &[String]) -> Result<Options, ExitCode> {
     let mut left = None;
     let mut right = None;
     let mut metadata_snap = None;
     let mut verbose = false;
     let mut g = GetOpt::new("thin_delta", OPTS, args).with_usage(USAGE);
-    loop {
-        let (id, value) = match g.next_opt() {
-            Ok(Some(o)) => o,
-            Ok(None) => break,
-            Err(status) => return Ok(Parsed::Exit(status)),
-        };
+    while let Some((id, value)) = g.next_opt()? {
         let value = value.unwrap_or_default();
+        let number = |what| parse_u64(&value, what).map_err(|e| g.usage_error(e));
         match id {
-            "thin1" => left = Some(Side::Dev(parse_u64(&value, "thin id 1")?)),
-            "thin2" => right = Some(Side::Dev(parse_u64(&value, "thin id 2")?)),
-            "root1" => left = Some(Side::Root(parse_u64(&value, "root block 1")?)),
-            "root2" => right = Some(Side::Root(parse_u64(&value, "root block 2")?)),
+            "thin1" => left = Some(Side::Dev(number("thin id 1")?)),
+            "thin2" => right = Some(Side::Dev(number("thin id 2")?)),
+            "root1" => left = Some(Side::Root(number("root block 1")?)),
+            "root2" => right = Some(Side::Root(number("root block 2")?)),
             "snap" if value.is_empty() => metadata_snap = Some(None),
-            "snap" => metadata_snap = Some(Some(parse_u64(&value, "metadata snapshot block")?)),
+            "snap" => metadata_snap = Some(Some(number("metadata snapshot block")?)),
             _ => verbose = true,
         }
     }
-    let input = g
-        .operands
-        .first()
-        .map(PathBuf::from)
-        .context("No input device provided.")?;
-    Ok(Parsed::Run(Options {
-        input,
-        left: left.context("--snap1 not specified.")?,
-        right: right.context("--snap2 not specified.")?,
+    Ok(Options {
+        input: g.need(
+            g.operands.first().map(PathBuf::from),
+            "No input device provided.",
+        )?,
+        left: g.need(left, "--snap1 not specified.")?,
+        right: g.need(right, "--snap2 not specified.")?,
         metadata_snap,
         verbose,
-    }))
+    })
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    // Every failure is reported with the usage, as the established tool does.
-    let fail = |e: anyhow::Error| {
-        eprint!("{e:#}\n{USAGE}");
-        ExitCode::from(1)
-    };
     let o = match parse(args) {
-        Ok(Parsed::Run(o)) => o,
-        Ok(Parsed::Exit(code)) => return code,
-        Err(e) => return fail(e),
+        Ok(o) => o,
+        Err(status) => return status,
     };
     match delta(&o) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(e),
+        Err(e) => {
+            // Reported with the usage too, as the established tool does.
+            eprint!("{e:#}\n{USAGE}");
+            ExitCode::from(1)
+        }
     }
 }
 
 fn delta(o: &Options) -> Result<()> {
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(&o.input, false)
-            .with_context(|| format!("cannot open {}", o.input.display()))?,
-    );
+    let dev = open_shared(&o.input, false)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let live = md.superblock().clone();
     let (sb, nr_data_blocks) = match o.metadata_snap {

@@ -5,68 +5,34 @@
 //! `<ref name="…"/>` inside a device (or a later def) replays it.
 
 use super::fast;
-use super::tags::{parse_u64, Kind, Tag, Tokenizer};
+use crate::tools::xml::{self, parse_u64, Batcher, Kind, Tag, Tokenizer};
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
 use std::io::Read;
 use thin::ir::{PoolInfo, Run, Visitor};
 use thin::DeviceDetails;
 
-fn required<'a>(t: &Tag<'a>, key: &str) -> Result<&'a [u8]> {
-    t.attr(key.as_bytes())
-        .ok_or_else(|| anyhow!("line {}: <{}> has no {key} attribute", t.line, t.name_str()))
-}
-
-fn number(t: &Tag, key: &str, v: &[u8]) -> Result<u64> {
-    parse_u64(v).ok_or_else(|| {
-        anyhow!(
-            "line {}: {key}=\"{}\" in <{}> is not a number",
-            t.line,
-            String::from_utf8_lossy(v),
-            t.name_str()
-        )
-    })
-}
-
-fn num(t: &Tag, key: &str) -> Result<u64> {
-    number(t, key, required(t, key)?)
-}
-
-fn num_or(t: &Tag, key: &str, default: u64) -> Result<u64> {
-    match t.attr(key.as_bytes()) {
-        Some(v) => number(t, key, v),
-        None => Ok(default),
-    }
-}
-
-fn num32(t: &Tag, key: &str, v: u64) -> Result<u32> {
-    u32::try_from(v).map_err(|_| anyhow!("line {}: {key}=\"{v}\" is too large", t.line))
-}
-
 fn superblock(t: &Tag) -> Result<PoolInfo> {
     Ok(PoolInfo {
-        uuid: String::from_utf8_lossy(t.attr(b"uuid").unwrap_or_default()).into_owned(),
-        time: num32(t, "time", num(t, "time")?)?,
-        transaction_id: num(t, "transaction")?,
-        flags: num32(t, "flags", num_or(t, "flags", 0)?)?,
-        version: num32(t, "version", num_or(t, "version", 2)?)?,
-        data_block_size: num32(t, "data_block_size", num(t, "data_block_size")?)?,
-        nr_data_blocks: num(t, "nr_data_blocks")?,
-        metadata_snap: match t.attr(b"metadata_snap") {
-            Some(v) => Some(number(t, "metadata_snap", v)?),
-            None => None,
-        },
+        uuid: t.text("uuid"),
+        time: t.num32("time", t.num("time")?)?,
+        transaction_id: t.num("transaction")?,
+        flags: t.num32("flags", t.num_or("flags", 0)?)?,
+        version: t.num32("version", t.num_or("version", 2)?)?,
+        data_block_size: t.num32("data_block_size", t.num("data_block_size")?)?,
+        nr_data_blocks: t.num("nr_data_blocks")?,
+        metadata_snap: t.num_opt("metadata_snap")?,
     })
 }
 
 fn device(t: &Tag) -> Result<(u64, DeviceDetails)> {
     Ok((
-        num(t, "dev_id")?,
+        t.num("dev_id")?,
         DeviceDetails {
-            mapped_blocks: num(t, "mapped_blocks")?,
-            transaction_id: num(t, "transaction")?,
-            creation_time: num32(t, "creation_time", num(t, "creation_time")?)?,
-            snapshotted_time: num32(t, "snap_time", num(t, "snap_time")?)?,
+            mapped_blocks: t.num("mapped_blocks")?,
+            transaction_id: t.num("transaction")?,
+            creation_time: t.num32("creation_time", t.num("creation_time")?)?,
+            snapshotted_time: t.num32("snap_time", t.num("snap_time")?)?,
         },
     ))
 }
@@ -91,32 +57,16 @@ fn mapping(t: &Tag, single: bool) -> Result<Run> {
         } else {
             continue;
         };
-        *slot = Some(parse_u64(v).ok_or_else(|| {
-            anyhow!(
-                "line {}: {}=\"{}\" in <{}> is not a number",
-                t.line,
-                String::from_utf8_lossy(k),
-                String::from_utf8_lossy(v),
-                t.name_str()
-            )
-        })?);
+        *slot = Some(parse_u64(v).ok_or_else(|| t.not_a_number(k, v))?);
     }
-    let missing = |key: &[u8]| {
-        anyhow!(
-            "line {}: <{}> has no {} attribute",
-            t.line,
-            t.name_str(),
-            String::from_utf8_lossy(key)
-        )
-    };
-    let origin = origin.ok_or_else(|| missing(origin_key))?;
-    let data = data.ok_or_else(|| missing(data_key))?;
+    let origin = origin.ok_or_else(|| t.missing(origin_key))?;
+    let data = data.ok_or_else(|| t.missing(data_key))?;
     let len = if single {
         1
     } else {
-        len.ok_or_else(|| missing(b"length"))?
+        len.ok_or_else(|| t.missing(b"length"))?
     };
-    let time = num32(t, "time", time.ok_or_else(|| missing(b"time"))?)?;
+    let time = t.num32("time", time.ok_or_else(|| t.missing(b"time"))?)?;
     if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none() {
         bail!("line {}: bad mapping length {len}", t.line);
     }
@@ -194,7 +144,7 @@ impl Reader<'_, '_> {
             }
             (b"single_mapping" | b"range_mapping", Kind::Close) if in_mappings => {}
             (b"ref", Kind::Empty | Kind::Open) if in_mappings => {
-                let name = required(t, "name")?;
+                let name = t.required("name")?;
                 let runs = self.defs.get(name).ok_or_else(|| {
                     anyhow!(
                         "line {line}: <ref name=\"{}\"/> names no earlier <def>",
@@ -225,7 +175,7 @@ impl Reader<'_, '_> {
                 self.place = Place::Superblock;
             }
             (b"def", Kind::Open) if self.place == Place::Superblock => {
-                let name = required(t, "name")?.to_vec();
+                let name = t.required("name")?.to_vec();
                 if self.defs.contains_key(&name) {
                     bail!(
                         "line {line}: a second <def name=\"{}\">",
@@ -305,6 +255,17 @@ pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
     read_events(input, &mut |ev, line| apply(out, &ev, line))
 }
 
+/// As [`parse`], with the parsing on another thread.
+pub fn parse_in_background<R: Read + Send>(input: R, out: &mut dyn Visitor) -> Result<()> {
+    xml::parse_in_background(
+        input,
+        |input, events: &mut Batcher<(Event, usize)>| {
+            read_events(input, &mut |ev, line| events.push((ev, line)))
+        },
+        |(ev, line)| apply(out, ev, *line),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,40 +338,37 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = error(&format!(
-            "{SB}{DEV}<single_mapping origin_block=\"x\" data_block=\"1\" time=\"0\"/>\n"
-        ));
-        assert!(e.contains("line 3") && e.contains("not a number"), "{e}");
-        let e = error(&format!(
-            "{SB}{DEV}<single_mapping origin_block=\"1\" time=\"0\"/>\n"
-        ));
-        assert!(e.contains("line 3") && e.contains("data_block"), "{e}");
-        let e = error(&format!("{SB}{DEV}<range_mapping origin_begin=\"1\" data_begin=\"1\" length=\"0\" time=\"0\"/>\n"));
-        assert!(e.contains("length 0"), "{e}");
-        let e = error(&format!(
-            "{SB}{DEV}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"0\"/>\n"
-        ));
-        assert!(e.contains("line 4") && e.contains("truncated"), "{e}");
-        let e = error(&format!(
-            "{SB}{DEV}<single_mapping origin_block=\"1\" data_b"
-        ));
-        assert!(
-            e.contains("line 3") && e.contains("ends inside a tag"),
-            "{e}"
-        );
-        let e = error(&format!("{SB}{DEV}<ref name=\"nope\"/>"));
-        assert!(e.contains("line 3") && e.contains("nope"), "{e}");
-        let e = error(&format!(
-            "{SB}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"0\"/>"
-        ));
-        assert!(
-            e.contains("line 2") && e.contains("unexpected <single_mapping>"),
-            "{e}"
-        );
-        let e = error(&format!(
-            "{SB}{DEV}<single_mapping origin_block=\"1\" data_block=\"2\" time=\"99999999999\"/>"
-        ));
-        assert!(e.contains("too large"), "{e}");
+        let map = "<single_mapping origin_block=\"1\"";
+        // (the input, what its error says)
+        let cases = [
+            (
+                format!("{SB}{DEV}<single_mapping origin_block=\"x\" data_block=\"1\" time=\"0\"/>\n"),
+                &["line 3", "not a number"][..],
+            ),
+            (format!("{SB}{DEV}{map} time=\"0\"/>\n"), &["line 3", "data_block"]),
+            (
+                format!("{SB}{DEV}<range_mapping origin_begin=\"1\" data_begin=\"1\" length=\"0\" time=\"0\"/>\n"),
+                &["length 0"],
+            ),
+            (
+                format!("{SB}{DEV}{map} data_block=\"2\" time=\"0\"/>\n"),
+                &["line 4", "truncated"],
+            ),
+            (format!("{SB}{DEV}{map} data_b"), &["line 3", "ends inside a tag"]),
+            (format!("{SB}{DEV}<ref name=\"nope\"/>"), &["line 3", "nope"]),
+            (
+                format!("{SB}{map} data_block=\"2\" time=\"0\"/>"),
+                &["line 2", "unexpected <single_mapping>"],
+            ),
+            (
+                format!("{SB}{DEV}{map} data_block=\"2\" time=\"99999999999\"/>"),
+                &["too large"],
+            ),
+        ];
+        for (xml, says) in &cases {
+            let e = error(xml);
+            assert!(says.iter().all(|s| e.contains(s)), "{e}");
+        }
         assert!(error("").contains("no <superblock>"));
         // Lines stay right across tags taken by the fast path.
         let mut xml = format!("{SB}{DEV}");

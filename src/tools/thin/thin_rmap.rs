@@ -7,15 +7,13 @@
 //! mapping-tree node shared by snapshots only under the first device that
 //! reaches it, leaving its sharers out; `--shared-once` prints that.
 
-use super::getopt::{GetOpt, HasArg, Opt};
 use super::introsort;
-use anyhow::{bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use thin::query::rmap::Sharers;
 use thin::ThinMetadata;
 
@@ -35,8 +33,8 @@ the first device that reaches it, as thin_rmap 0.9.0 does.
 ";
 
 const OPTS: &[Opt] = &[
-    Opt::both('h', "help", HasArg::No, "help"),
-    Opt::both('V', "version", HasArg::No, "version"),
+    HELP,
+    VERSION,
     Opt::long("region", HasArg::Required, "region"),
     Opt::long("shared-once", HasArg::No, "shared-once"),
 ];
@@ -94,23 +92,18 @@ pub fn run(args: &[String]) -> ExitCode {
     if regions.is_empty() {
         return g.usage_error("No regions provided.");
     }
-    let Some(input) = g.operands.first().map(PathBuf::from) else {
-        return g.usage_error("No input file provided.");
+    let input = match g.need(
+        g.operands.first().map(PathBuf::from),
+        "No input file provided.",
+    ) {
+        Ok(input) => input,
+        Err(status) => return status,
     };
-    match rmap(&input, &regions, sharers) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::from(1)
-        }
-    }
+    exit_status("", rmap(&input, &regions, sharers).map(|()| true))
 }
 
 fn rmap(input: &std::path::Path, regions: &[Range<u64>], sharers: Sharers) -> Result<()> {
-    let dev: Arc<dyn BlockDevice> = Arc::new(
-        FileDevice::open(input, false)
-            .with_context(|| format!("cannot open {}", input.display()))?,
-    );
+    let dev = open_shared(input, false)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let tm = md.transaction_manager();
     let mut runs =

@@ -1,53 +1,26 @@
 //! The fast path for the mapping tags, as both established tools write
-//! them (attributes in their fixed order, double quotes, one space):
-//! recognised straight from the bytes. Anything else, including every
-//! malformed tag, is left to the general tokenizer, which reports errors.
+//! them: recognised straight from the bytes (see [`crate::tools::xml::fast`]).
+//! Anything else, including every malformed tag, is left to the general
+//! tokenizer, which reports errors.
 
+use crate::tools::xml::fast::{empty_tag_end, number_field};
 use thin::ir::Run;
-
-/// Parses the decimal digits at the start of `s` up to a '"': (value, bytes).
-#[inline]
-fn number(s: &[u8]) -> Option<(u64, usize)> {
-    let mut n: u64 = 0;
-    for (i, &c) in s.iter().enumerate().take(20) {
-        if c == b'"' {
-            return (i > 0).then_some((n, i));
-        }
-        let d = c.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add(d as u64)?;
-    }
-    None
-}
-
-/// Reads `prefix`, a number, then the closing quote.
-#[inline]
-fn field(s: &[u8], at: &mut usize, prefix: &[u8]) -> Option<u64> {
-    let rest = s.get(*at..)?.strip_prefix(prefix)?;
-    let (v, n) = number(rest)?;
-    *at += prefix.len() + n + 1;
-    Some(v)
-}
 
 /// A mapping tag at the start of `s`: the run and the tag's length.
 pub fn mapping(s: &[u8]) -> Option<(Run, usize)> {
     let mut at = 0;
     let (origin, data, len) = if s.starts_with(b"<single_mapping ") {
-        let origin = field(s, &mut at, b"<single_mapping origin_block=\"")?;
-        let data = field(s, &mut at, b" data_block=\"")?;
+        let origin = number_field(s, &mut at, b"<single_mapping origin_block=\"")?;
+        let data = number_field(s, &mut at, b" data_block=\"")?;
         (origin, data, 1)
     } else {
-        let origin = field(s, &mut at, b"<range_mapping origin_begin=\"")?;
-        let data = field(s, &mut at, b" data_begin=\"")?;
-        let len = field(s, &mut at, b" length=\"")?;
+        let origin = number_field(s, &mut at, b"<range_mapping origin_begin=\"")?;
+        let data = number_field(s, &mut at, b" data_begin=\"")?;
+        let len = number_field(s, &mut at, b" length=\"")?;
         (origin, data, len)
     };
-    let time = u32::try_from(field(s, &mut at, b" time=\"")?).ok()?;
-    if !s.get(at..)?.starts_with(b"/>") {
-        return None;
-    }
+    let time = u32::try_from(number_field(s, &mut at, b" time=\"")?).ok()?;
+    let end = empty_tag_end(s, at)?;
     if len == 0 || origin.checked_add(len).is_none() || data.checked_add(len).is_none() {
         return None;
     }
@@ -57,7 +30,7 @@ pub fn mapping(s: &[u8]) -> Option<(Run, usize)> {
         len,
         time,
     };
-    Some((run, at + 2))
+    Some((run, end))
 }
 
 #[cfg(test)]

@@ -1,0 +1,19 @@
+//! The command-line layer every client's tools share: glibc-compatible
+//! option parsing with help, version and usage errors answered the same way
+//! for every tool, the options many tools take, `-i IN -o OUT`, opening the
+//! metadata device named on the command line, the progress bar, and the
+//! exit status.
+
+mod device;
+mod getopt;
+mod in_out;
+mod opts;
+mod progress;
+mod status;
+
+pub use device::{open_device, open_shared};
+pub use getopt::{GetOpt, HasArg, Opt};
+pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
+pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};
+pub use progress::{CountingReader, Progress};
+pub use status::{exit_status, number};
