@@ -20,6 +20,7 @@
 //! through the transaction manager in `pre_commit` (see DESIGN.md).
 
 pub mod array;
+pub mod audit;
 pub mod bitset;
 pub mod block_manager;
 pub mod btree;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod io;
 pub mod progress;
 pub mod space_map;
+pub mod superblock;
 pub mod transaction_manager;
 
 pub use error::{Error, Result};
