@@ -2,6 +2,8 @@
 //! build passes their `era_check`, their `era_dump` lists our state and
 //! their `era_invalidate` gives our answer; what their `era_restore` writes
 //! from XML opens here with the state the XML describes.
+// Lists of runs: a one-run list is meant.
+#![allow(clippy::single_range_in_vec_init)]
 
 #[path = "../../../tests/common/oracle.rs"]
 mod oracle;
@@ -138,7 +140,6 @@ fn era_invalidate(path: &Path, since: u32, snapshot: bool) -> Vec<Run> {
     runs
 }
 
-
 fn union(a: &[Run], b: &[Run]) -> Vec<Run> {
     let mut blocks: Vec<u64> = a.iter().chain(b).flat_map(|r| r.clone()).collect();
     blocks.sort_unstable();
@@ -169,7 +170,11 @@ fn compare_invalidate(md: &EraMetadata, path: &Path) {
         } else {
             Vec::new()
         };
-        assert_eq!(md.written_since(e).unwrap(), union(&theirs, &extra), "since {e}");
+        assert_eq!(
+            md.written_since(e).unwrap(),
+            union(&theirs, &extra),
+            "since {e}"
+        );
     }
     let all: Vec<Run> = if md.nr_blocks() > 0 {
         vec![0..u64::from(md.nr_blocks())]
@@ -249,10 +254,13 @@ fn our_metadata_passes_their_check_dump_and_invalidate() {
 /// An era_dump-style XML: writesets of eras 15..20 (every bit listed), an
 /// era array of eras below them, current era 20.
 fn xml_input(nr: u64) -> (String, BTreeMap<u32, Vec<bool>>, Vec<u32>) {
-    let mut x = format!("<superblock uuid=\"\" block_size=\"64\" nr_blocks=\"{nr}\" current_era=\"20\">\n");
+    let mut x =
+        format!("<superblock uuid=\"\" block_size=\"64\" nr_blocks=\"{nr}\" current_era=\"20\">\n");
     let mut writesets = BTreeMap::new();
     for era in 15..20u32 {
-        let bits: Vec<bool> = (0..nr).map(|b| (b * 7 + u64::from(era) * 13) % 37 < 3).collect();
+        let bits: Vec<bool> = (0..nr)
+            .map(|b| (b * 7 + u64::from(era) * 13) % 37 < 3)
+            .collect();
         x += &format!("  <writeset era=\"{era}\" nr_bits=\"{nr}\">\n");
         for (b, v) in bits.iter().enumerate() {
             x += &format!("    <bit block=\"{b}\" value=\"{v}\"/>\n");

@@ -86,12 +86,7 @@ fn blocks_of(runs: &[Run]) -> BTreeSet<u64> {
     runs.iter().flat_map(|r| r.clone()).collect()
 }
 
-fn check_since(
-    what: &str,
-    blocks: &Blocks,
-    era: u32,
-    got: &[Run],
-) -> Result<(), TestCaseError> {
+fn check_since(what: &str, blocks: &Blocks, era: u32, got: &[Run]) -> Result<(), TestCaseError> {
     let got = blocks_of(got);
     let (must, may) = blocks.since(era);
     prop_assert!(
@@ -141,7 +136,13 @@ fn debian_check(dev: &MemoryDevice) {
     );
 }
 
-fn apply(md: &mut EraMetadata, dev: &Arc<MemoryDevice>, op: &Op, live: &mut State, committed: &mut State) {
+fn apply(
+    md: &mut EraMetadata,
+    dev: &Arc<MemoryDevice>,
+    op: &Op,
+    live: &mut State,
+    committed: &mut State,
+) {
     match *op {
         Op::Write(b, n) => {
             let nr = live.blocks.last.len() as u64;
@@ -256,4 +257,3 @@ proptest! {
         }
     }
 }
-

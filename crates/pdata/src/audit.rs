@@ -11,6 +11,9 @@ use crate::transaction_manager::TransactionManager;
 use crate::{Error, Result};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+/// Counts what one leaf value refers to: `(audit, key, value)`.
+pub type LeafRefs<'a> = dyn FnMut(&mut RefAudit, u64, &[u8]) -> Result<()> + 'a;
+
 #[derive(Default)]
 pub struct RefAudit {
     expected: FxHashMap<u64, u32>,
@@ -48,12 +51,7 @@ impl RefAudit {
     /// per child pointer of its distinct nodes; `leaf(self, key, value)` is
     /// called once for every value of every distinct leaf, to count what
     /// the values refer to.
-    pub fn btree<R: BlockRead>(
-        &mut self,
-        r: &R,
-        root: u64,
-        leaf: &mut dyn FnMut(&mut Self, u64, &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    pub fn btree<R: BlockRead>(&mut self, r: &R, root: u64, leaf: &mut LeafRefs<'_>) -> Result<()> {
         self.add(root);
         let mut stack = vec![root];
         while let Some(loc) = stack.pop() {

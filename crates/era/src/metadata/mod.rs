@@ -244,9 +244,7 @@ pub fn read_superblock(bm: &BlockManager) -> Result<Superblock> {
         Superblock::unpack(&b)
     };
     if sb.data_block_size == 0 {
-        return Err(EraError::Invalid(
-            "superblock has a zero block size".into(),
-        ));
+        return Err(EraError::Invalid("superblock has a zero block size".into()));
     }
     check_nr_blocks(u64::from(sb.nr_blocks))?;
     Ok(sb)
