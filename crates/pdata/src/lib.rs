@@ -29,6 +29,7 @@ pub mod check;
 pub mod checksum;
 pub mod error;
 pub mod io;
+pub mod live;
 pub mod progress;
 pub mod space_map;
 pub mod superblock;

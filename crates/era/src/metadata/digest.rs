@@ -9,6 +9,7 @@ use crate::error::{EraError, Result};
 use crate::format::writeset::{WritesetDisk, WritesetValue};
 use pdata::bitset::{BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::le64;
+use pdata::live::LiveMetadata;
 use pdata::{array, btree};
 
 /// Bits transcribed per step (the kernel's INSERTS_PER_STEP).

@@ -18,6 +18,7 @@ use crate::format::writeset::{WritesetDisk, NO_WRITESET, WRITESET_DISK_SIZE};
 use digest::Digest;
 use pdata::block_manager::{BlockManager, DEFAULT_CACHE_BLOCKS};
 use pdata::io::BlockDevice;
+use pdata::live::LiveMetadata;
 use pdata::space_map::format::SmRoot;
 use pdata::transaction_manager::TransactionManager;
 use pdata::{array, btree};
@@ -165,26 +166,6 @@ impl EraMetadata {
         EraView::live(&self.sb)
     }
 
-    /// Runs a changing step: refuses if the transaction is dead, and kills
-    /// it if the step fails part-way.
-    fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.tm.check_alive()?;
-        let r = f(self);
-        if let Err(e) = &r {
-            self.tm.poison(format!("a metadata operation failed: {e}"));
-        }
-        r
-    }
-
-    /// Before a change: the metadata is writable and the transaction alive.
-    fn require_writable(&self) -> Result<()> {
-        if !self.is_writable() {
-            return Err(pdata::Error::ReadOnly.into());
-        }
-        self.tm.check_alive()?;
-        Ok(())
-    }
-
     /// Makes the transaction durable, in the order of thin and cache: every
     /// block but the superblock is written and flushed, then the superblock
     /// (every field rewritten, flags 0, as the kernel does) is written and
@@ -221,6 +202,16 @@ impl EraMetadata {
         self.sb = sb;
         self.digest = None;
         Ok(())
+    }
+}
+
+impl LiveMetadata for EraMetadata {
+    fn live_tm(&self) -> &TransactionManager {
+        &self.tm
+    }
+
+    fn live_tm_mut(&mut self) -> &mut TransactionManager {
+        &mut self.tm
     }
 }
 

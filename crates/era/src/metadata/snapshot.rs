@@ -7,6 +7,7 @@ use crate::error::{EraError, Result};
 use crate::format::superblock::{Superblock, SUPERBLOCK_LOCATION, SUPERBLOCK_VALIDATOR};
 use crate::format::writeset::WritesetValue;
 use pdata::block_manager::BlockRead;
+use pdata::live::LiveMetadata;
 use pdata::{array, btree};
 
 impl EraMetadata {

@@ -5,6 +5,7 @@ use crate::error::{EraError, Result};
 use crate::format::writeset::{WritesetDisk, WritesetValue, NO_WRITESET};
 use pdata::bitset::{self, BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::le64;
+use pdata::live::LiveMetadata;
 use pdata::{array, btree};
 
 impl EraMetadata {
@@ -114,7 +115,7 @@ impl EraMetadata {
         check_nr_blocks(u64::from(nr_blocks))?;
         let old = self.sb.nr_blocks;
         if nr_blocks != old {
-            self.mutate(|md| {
+            self.mutate(|md| -> Result<()> {
                 md.sb.era_array_root = array::resize(
                     &mut md.tm,
                     md.sb.era_array_root,
