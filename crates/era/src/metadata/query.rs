@@ -10,7 +10,8 @@ use super::{EraMetadata, ERA_VALUE_SIZE};
 use crate::error::{EraError, Result};
 use crate::format::superblock::Superblock;
 use crate::format::writeset::{WritesetDisk, NO_WRITESET};
-use pdata::block_manager::{le32, BlockRead};
+use pdata::bitset::{BITS_PER_WORD, WORD_SIZE};
+use pdata::block_manager::{le32, le64, BlockRead};
 use pdata::{array, bitset, btree};
 use std::ops::Range;
 
@@ -100,15 +101,24 @@ impl EraView {
 
     /// The blocks written in era `since` or later, merged into runs: the
     /// archived writesets of those eras, the current writeset, and the era
-    /// array's entries of those eras.
+    /// array's entries of those eras. One bit per block in memory; the
+    /// writesets are folded in a word at a time.
     pub fn written_since(&self, r: &impl BlockRead, since: u32) -> Result<Vec<Run>> {
         let n = u64::from(self.nr_blocks);
-        let mut marks = vec![0u64; n.div_ceil(64) as usize];
-        let mut mark = |b: u64| marks[(b / 64) as usize] |= 1 << (b % 64);
-        for (b, era) in self.era_array(r)?.into_iter().enumerate() {
-            if era >= since && era != 0 {
-                mark(b as u64);
+        let mut marks = vec![0u64; bitset::nr_words(n) as usize];
+        let mut seen = 0u64;
+        array::walk(r, self.era_array_root, ERA_VALUE_SIZE, |b, v| {
+            let era = le32(v, 0);
+            if b < n && era >= since && era != 0 {
+                marks[(b / BITS_PER_WORD) as usize] |= 1 << (b % BITS_PER_WORD);
             }
+            seen = b + 1;
+            Ok(())
+        })?;
+        if seen != n {
+            return Err(EraError::Invalid(format!(
+                "the era array has {seen} entries for {n} blocks"
+            )));
         }
         let mut sets: Vec<WritesetDisk> = self
             .writesets(r)?
@@ -120,23 +130,58 @@ impl EraView {
             sets.extend(self.current_writeset);
         }
         for ws in &sets {
-            for run in self.writeset_runs(r, ws, n)? {
-                run.for_each(&mut mark);
-            }
+            or_writeset(r, ws, n, &mut marks)?;
         }
         let mut runs = Vec::new();
-        for (i, &w) in marks.iter().enumerate() {
-            if w == 0 {
-                continue;
-            }
-            for j in 0..64 {
-                if w >> j & 1 == 1 {
-                    push_block(&mut runs, i as u64 * 64 + j);
-                }
+        for (i, &word) in marks.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let j = u64::from(w.trailing_zeros());
+                push_block(&mut runs, i as u64 * BITS_PER_WORD + j);
+                w &= w - 1;
             }
         }
         Ok(runs)
     }
+}
+
+/// ORs the writeset's bits below `limit` (and its own size) into `marks`,
+/// a word at a time; the bitset must hold exactly the words its size needs.
+fn or_writeset(r: &impl BlockRead, ws: &WritesetDisk, limit: u64, marks: &mut [u64]) -> Result<()> {
+    let nr_bits = u64::from(ws.nr_bits);
+    let words = bitset::nr_words(nr_bits);
+    let end = limit.min(nr_bits);
+    let mut seen = 0u64;
+    array::walk(r, ws.root, WORD_SIZE, |i, v| {
+        if i >= words {
+            return Err(pdata::Error::corrupt(
+                ws.root,
+                "bitset",
+                "longer than its bits need",
+            ));
+        }
+        let first = i * BITS_PER_WORD;
+        if first < end {
+            let live = (end - first).min(BITS_PER_WORD);
+            let mask = if live == BITS_PER_WORD {
+                !0
+            } else {
+                (1u64 << live) - 1
+            };
+            marks[i as usize] |= le64(v, 0) & mask;
+        }
+        seen = i + 1;
+        Ok(())
+    })?;
+    if seen != words {
+        return Err(pdata::Error::corrupt(
+            ws.root,
+            "bitset",
+            format!("{seen} words where {nr_bits} bits need {words}"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Appends block `b` (increasing) to `runs`, extending the last run.
