@@ -5,6 +5,8 @@
 // Lists of runs: a one-run list is meant.
 #![allow(clippy::single_range_in_vec_init)]
 
+mod common;
+
 #[path = "../../../tests/common/oracle.rs"]
 mod oracle;
 
@@ -335,4 +337,47 @@ fn their_restore_opens_here_with_the_same_state() {
     era_check(&path);
     assert_eq!(parse_dump(&era_dump(&path)), our_dump(&md));
     compare_invalidate(&md, &path);
+}
+
+#[test]
+fn many_eras_and_a_large_origin() {
+    // 300 archived writesets: a writeset tree of several levels; 40,000
+    // blocks: bitsets and the era array over many array blocks. A snapshot
+    // shares the tree while the live side digests it away.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    let dev = Arc::new(MemoryDevice::new(8192));
+    let mut md = EraMetadata::format(dev.clone(), 40_000, 8, false).unwrap();
+    for era in 0..300u64 {
+        md.write((era * 7919) % 40_000).unwrap();
+        if era % 50 == 0 {
+            md.write_range(era * 100, era * 100 + 5000).unwrap();
+        }
+        md.checkpoint().unwrap();
+    }
+    let at_snapshot: Vec<Vec<Run>> = [1u32, 150, 290, 301]
+        .iter()
+        .map(|&e| md.written_since(e).unwrap())
+        .collect();
+    md.take_metadata_snap().unwrap();
+    md.digest(290).unwrap();
+    md.write_range(39_000, 40_000).unwrap();
+    md.commit().unwrap();
+    common::audit::audit(dev.clone());
+    save(&dev, &path);
+    era_check(&path);
+    assert_eq!(parse_dump(&era_dump(&path)), our_dump(&md));
+    for (i, &e) in [1u32, 150, 290, 301].iter().enumerate() {
+        assert_eq!(md.snapshot_written_since(e).unwrap(), at_snapshot[i]);
+        let current = md.writeset_runs(&md.current_writeset().unwrap()).unwrap();
+        let theirs = era_invalidate(&path, e, false);
+        assert_eq!(md.written_since(e).unwrap(), union(&theirs, &current));
+    }
+    md.drop_metadata_snap().unwrap();
+    md.digest(100).unwrap();
+    md.commit().unwrap();
+    common::audit::audit(dev.clone());
+    save(&dev, &path);
+    era_check(&path);
+    assert_eq!(parse_dump(&era_dump(&path)), our_dump(&md));
 }
