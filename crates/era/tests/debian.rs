@@ -11,7 +11,7 @@ mod common;
 mod oracle;
 
 use era::{EraMetadata, Run};
-use oracle::{debian, run};
+use oracle::{debian, run, xml_attr as attr, xml_num as num};
 use pdata::io::MemoryDevice;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,20 +19,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 const META_BLOCKS: u64 = 1024;
-
-/// The value of `attr="..."` in an XML line.
-fn attr<'a>(line: &'a str, attr: &str) -> Option<&'a str> {
-    let key = format!(" {attr}=\"");
-    let start = line.find(&key)? + key.len();
-    let len = line[start..].find('"')?;
-    Some(&line[start..start + len])
-}
-
-fn num(line: &str, a: &str) -> u64 {
-    attr(line, a)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("numeric attribute {a} in {line}"))
-}
 
 /// What an era_dump says.
 #[derive(Debug, Default, PartialEq)]

@@ -193,30 +193,18 @@ mod tests {
     }
 
     #[test]
-    fn validator_order() {
+    fn validator_checks_the_version_last() {
+        // Block number, magic and checksum come first (pdata::superblock).
         let mut b = sample().pack();
         SUPERBLOCK_VALIDATOR.prepare_for_write(0, &mut b).unwrap();
         assert!(matches!(
             SUPERBLOCK_VALIDATOR.check(3, &b),
             Err(Error::BlockNumber { .. })
         ));
-        let mut m = b.clone();
-        put_le64(&mut m[..], MAGIC, 1);
+        put_le32(&mut b[..], VERSION, 2);
+        seal(&mut b[..], SALT_ERA_SUPERBLOCK);
         assert!(matches!(
-            SUPERBLOCK_VALIDATOR.check(0, &m),
-            Err(Error::Magic { .. })
-        ));
-        let mut c = b.clone();
-        c[100] ^= 1;
-        assert!(matches!(
-            SUPERBLOCK_VALIDATOR.check(0, &c),
-            Err(Error::Checksum { .. })
-        ));
-        let mut v = b.clone();
-        put_le32(&mut v[..], VERSION, 2);
-        seal(&mut v[..], SALT_ERA_SUPERBLOCK);
-        assert!(matches!(
-            SUPERBLOCK_VALIDATOR.check(0, &v),
+            SUPERBLOCK_VALIDATOR.check(0, &b),
             Err(Error::Corrupt { .. })
         ));
     }
