@@ -1,10 +1,34 @@
 //! What every client's superblock validator shares (thin, cache, era): the
 //! kernel's check order (block number, then magic, then checksum) and the
 //! stamp before a write. The client adds its own checks (version, ...).
+//!
+//! The three share the header too (then each goes its own way):
+//!
+//! ```text
+//!  0  csum     le32  CRC-32C of bytes 4..4096 ^ the client's salt
+//!  4  flags    le32
+//!  8  blocknr  le64  the block's own number
+//! 16  uuid     16 B
+//! 32  magic    le64  the client's
+//! 40  version  le32
+//! 44  (the client's fields)
+//! ```
 
 use crate::block_manager::{le64, put_le64};
 use crate::checksum::{seal, verify};
 use crate::{Block, Error, Result};
+
+pub const UUID_SIZE: usize = 16;
+pub const CSUM: usize = 0;
+pub const FLAGS: usize = CSUM + 4;
+pub const BLOCKNR: usize = FLAGS + 4;
+pub const UUID: usize = BLOCKNR + 8;
+pub const MAGIC: usize = UUID + UUID_SIZE;
+pub const VERSION: usize = MAGIC + 8;
+/// Where the client's own fields start.
+pub const HEADER_END: usize = VERSION + 4;
+
+const _: () = assert!(MAGIC == 32 && HEADER_END == 44);
 
 /// Where a client's superblock keeps its block number and magic, and its salt.
 pub struct SuperblockId {

@@ -37,15 +37,11 @@ pub const METADATA_BLOCK_SIZE_SECTORS: u32 = 8;
 pub const MIN_DATA_BLOCK_SIZE: u32 = 8;
 /// Origin block counts stay below 2^31 (the kernel keeps them in an int).
 pub const MAX_NR_BLOCKS: u32 = (1 << 31) - 1;
-pub const UUID_SIZE: usize = 16;
 
-pub const CSUM: usize = 0;
-pub const FLAGS: usize = CSUM + 4;
-pub const BLOCKNR: usize = FLAGS + 4;
-pub const UUID: usize = BLOCKNR + 8;
-pub const MAGIC: usize = UUID + UUID_SIZE;
-pub const VERSION: usize = MAGIC + 8;
-pub const METADATA_SPACE_MAP_ROOT: usize = VERSION + 4;
+// The header every client's superblock shares: csum, flags, blocknr, uuid,
+// magic, version.
+pub use pdata::superblock::{BLOCKNR, CSUM, FLAGS, MAGIC, UUID, UUID_SIZE, VERSION};
+pub const METADATA_SPACE_MAP_ROOT: usize = pdata::superblock::HEADER_END;
 pub const DATA_BLOCK_SIZE: usize = METADATA_SPACE_MAP_ROOT + SM_ROOT_AREA_SIZE;
 pub const METADATA_BLOCK_SIZE: usize = DATA_BLOCK_SIZE + 4;
 pub const NR_BLOCKS: usize = METADATA_BLOCK_SIZE + 4;
