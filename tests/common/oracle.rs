@@ -22,3 +22,18 @@ pub fn run(cmd: &mut Command) -> Output {
     assert!(!err.contains("panicked"), "{err}");
     o
 }
+
+/// The value of ` name="..."` in a line of the tools' XML.
+pub fn xml_attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let start = line.find(&key)? + key.len();
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// The numeric attribute `name` of a line; fails the test if it has none.
+pub fn xml_num(line: &str, name: &str) -> u64 {
+    xml_attr(line, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("numeric attribute {name} in {line}"))
+}

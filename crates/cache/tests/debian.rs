@@ -6,7 +6,7 @@
 mod oracle;
 
 use cache::{CacheMetadata, Mapping, Policy};
-use oracle::{debian, run};
+use oracle::{debian, run, xml_attr as attr, xml_num as num};
 use pdata::io::{BlockDevice, MemoryDevice};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,20 +28,6 @@ fn base64_hint(v: u32) -> String {
     s.push(A[(m >> 12 & 63) as usize] as char);
     s.push_str("==");
     s
-}
-
-/// The value of `attr="..."` in an XML line.
-fn attr<'a>(line: &'a str, attr: &str) -> Option<&'a str> {
-    let key = format!("{attr}=\"");
-    let start = line.find(&key)? + key.len();
-    let len = line[start..].find('"')?;
-    Some(&line[start..start + len])
-}
-
-fn num(line: &str, a: &str) -> u64 {
-    attr(line, a)
-        .and_then(|v| v.parse().ok())
-        .expect("numeric attribute")
 }
 
 /// (mappings, hints) of a cache_dump.

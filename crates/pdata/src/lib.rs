@@ -22,6 +22,10 @@
 //!                     and bitset verifiers, space-map comparison)
 //! ```
 //!
+//! `superblock` holds the header every client's superblock starts with;
+//! `live` and `audit` serve the clients' live metadata (refusing changes to
+//! a dead transaction, a reference-count audit for tests).
+//!
 //! `progress` is the hook long operations report through (any layer).
 //!
 //! The transaction manager owns the metadata space map, as in the kernel; the
@@ -31,6 +35,7 @@
 //! DESIGN.md).
 
 pub mod array;
+pub mod audit;
 pub mod bitset;
 pub mod block_manager;
 pub mod btree;
@@ -39,8 +44,10 @@ pub mod check;
 pub mod checksum;
 pub mod error;
 pub mod io;
+pub mod live;
 pub mod progress;
 pub mod space_map;
+pub mod superblock;
 pub mod tm_ops;
 pub mod transaction_manager;
 

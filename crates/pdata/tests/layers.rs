@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("io", 1),
     ("block_manager", 2),
     ("tm_ops", 3),
+    ("superblock", 3),
     ("btree", 4),
     ("array", 5),
     ("space_map", 5),
@@ -20,6 +21,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("transaction_manager", 7),
     ("build", 7),
     ("check", 7),
+    ("live", 8),
+    ("audit", 8),
 ];
 
 fn layer(module: &str) -> Option<u32> {

@@ -31,11 +31,10 @@
 //! 292  end (version 2)
 //! ```
 
-use pdata::block_manager::{
-    check_location_and_checksum, le32, le64, put_le32, put_le64, Validator,
-};
-use pdata::checksum::{seal, SALT_CACHE_SUPERBLOCK};
+use pdata::block_manager::{le32, le64, put_le32, put_le64, Validator};
+use pdata::checksum::SALT_CACHE_SUPERBLOCK;
 use pdata::space_map::format::{SmRoot, SM_ROOT_AREA_SIZE};
+use pdata::superblock::SuperblockId;
 use pdata::{Block, Error, Result};
 
 pub const SUPERBLOCK_LOCATION: u64 = 0;
@@ -280,33 +279,25 @@ impl Superblock {
     }
 }
 
+const ID: SuperblockId = SuperblockId {
+    kind: "cache superblock",
+    blocknr_offset: BLOCKNR,
+    magic_offset: MAGIC,
+    magic: CACHE_MAGIC,
+    salt: SALT_CACHE_SUPERBLOCK,
+};
+
 pub struct SuperblockValidator;
 pub static SUPERBLOCK_VALIDATOR: SuperblockValidator = SuperblockValidator;
 
 impl Validator for SuperblockValidator {
     fn name(&self) -> &'static str {
-        "cache superblock"
+        ID.kind
     }
 
     /// The kernel's order: block number, magic, checksum, version.
     fn check(&self, loc: u64, data: &Block) -> Result<()> {
-        let found = le64(data, BLOCKNR);
-        if found != loc {
-            return Err(Error::BlockNumber {
-                block: loc,
-                kind: self.name(),
-                found,
-            });
-        }
-        let magic = le64(data, MAGIC);
-        if magic != CACHE_MAGIC {
-            return Err(Error::Magic {
-                block: loc,
-                kind: self.name(),
-                found: magic,
-            });
-        }
-        check_location_and_checksum(self.name(), loc, data, BLOCKNR, SALT_CACHE_SUPERBLOCK)?;
+        ID.check(loc, data)?;
         let version = le32(data, VERSION);
         if !(MIN_VERSION..=MAX_VERSION).contains(&version) {
             return Err(Error::corrupt(
@@ -319,22 +310,14 @@ impl Validator for SuperblockValidator {
     }
 
     fn prepare_for_write(&self, loc: u64, data: &mut Block) -> Result<()> {
-        if le64(data, MAGIC) != CACHE_MAGIC {
-            return Err(Error::corrupt(
-                loc,
-                self.name(),
-                "writing a superblock without magic",
-            ));
-        }
-        put_le64(data, BLOCKNR, loc);
-        seal(data, SALT_CACHE_SUPERBLOCK);
-        Ok(())
+        ID.prepare_for_write(loc, data)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pdata::checksum::seal;
 
     fn sample(version: u32) -> Superblock {
         Superblock {

@@ -7,6 +7,7 @@ use super::CacheMetadata;
 use crate::error::{CacheError, Result};
 use crate::format::superblock::{Policy, HINT_SIZE};
 use pdata::block_manager::le32;
+use pdata::live::LiveMetadata;
 use pdata::{array, bitset};
 
 const HINT_BYTES: usize = HINT_SIZE as usize;

@@ -6,6 +6,7 @@ use crate::format::mapping::{
     self, Mapping, FLAG_DIRTY, FLAG_VALID, MAPPING_VALUE_SIZE, MAX_OBLOCK,
 };
 use pdata::block_manager::le64;
+use pdata::live::LiveMetadata;
 use pdata::{array, bitset};
 use rustc_hash::FxHashMap;
 

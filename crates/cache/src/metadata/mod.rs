@@ -24,6 +24,7 @@ use crate::format::mapping::MAPPING_VALUE_SIZE;
 use crate::format::superblock::*;
 use pdata::block_manager::{BlockManager, DEFAULT_CACHE_BLOCKS};
 use pdata::io::BlockDevice;
+use pdata::live::LiveMetadata;
 use pdata::space_map::format::SmRoot;
 use pdata::transaction_manager::TransactionManager;
 use pdata::{array, bitset};
@@ -240,24 +241,6 @@ impl CacheMetadata {
         Ok(())
     }
 
-    /// Runs a changing step: refuses if the transaction is dead, and kills
-    /// it if the step fails part-way.
-    fn mutate<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        self.tm.check_alive()?;
-        let r = f(self);
-        if let Err(e) = &r {
-            self.tm.poison(format!("a metadata operation failed: {e}"));
-        }
-        r
-    }
-
-    fn require_writable(&self) -> Result<()> {
-        if !self.is_writable() {
-            return Err(pdata::Error::ReadOnly.into());
-        }
-        Ok(())
-    }
-
     fn check_cblock(&self, cblock: u64) -> Result<u32> {
         if cblock >= u64::from(self.sb.cache_blocks) {
             return Err(CacheError::CblockOutOfRange {
@@ -360,6 +343,16 @@ impl CacheMetadata {
         self.hints_dirty = false;
         self.by_oblock = None;
         Ok(())
+    }
+}
+
+impl LiveMetadata for CacheMetadata {
+    fn live_tm(&self) -> &TransactionManager {
+        &self.tm
+    }
+
+    fn live_tm_mut(&mut self) -> &mut TransactionManager {
+        &mut self.tm
     }
 }
 

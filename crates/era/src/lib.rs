@@ -1,0 +1,15 @@
+//! dm-era metadata, live: the kernel's dm-era-target operations on top of
+//! the persistent-data engine, in the kernel's on-disk format (version 1).
+//! Which origin blocks were written in which era: the current writeset,
+//! the archived writesets (a B-tree keyed by era) and the era array they
+//! are digested into.
+
+pub mod error;
+pub mod format;
+pub mod metadata;
+
+pub use error::{EraError, Result};
+pub use format::superblock::Superblock;
+pub use format::writeset::WritesetDisk;
+pub use metadata::query::{EraView, Run};
+pub use metadata::EraMetadata;

@@ -1,0 +1,4 @@
+//! Test helpers for the era crate.
+#![allow(dead_code)]
+
+pub mod audit;
