@@ -9,7 +9,7 @@
 
 use pdata::block_manager::{le32, le64, put_le32, put_le64};
 use pdata::btree::ValueType;
-use pdata::transaction_manager::TransactionManager;
+use pdata::tm_ops::TransactionOps;
 use pdata::{bitset, Result};
 
 pub const NR_BITS: usize = 0;
@@ -57,14 +57,14 @@ impl ValueType for WritesetValue {
         WRITESET_DISK_SIZE
     }
 
-    fn inc(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn inc(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(WRITESET_DISK_SIZE) {
             tm.inc(WritesetDisk::unpack(v).root)?;
         }
         Ok(())
     }
 
-    fn dec(&mut self, tm: &mut TransactionManager, values: &[u8]) -> Result<()> {
+    fn dec(&mut self, tm: &mut dyn TransactionOps, values: &[u8]) -> Result<()> {
         for v in values.chunks_exact(WRITESET_DISK_SIZE) {
             bitset::delete(tm, WritesetDisk::unpack(v).root)?;
         }
