@@ -19,6 +19,7 @@ pub mod crash;
 pub mod image;
 pub mod inject;
 pub mod rng;
+pub mod script;
 pub mod thin_workload;
 pub mod workload;
 
