@@ -44,30 +44,26 @@ impl<O: Debug> Debug for Step<O> {
 }
 
 /// A script of `transactions` transactions of about `ops` steps each (from
-/// 1 to 2·ops − 1), every one ending in a commit. `gen_step` draws the next
-/// step from the generator's model `G` (`None`: draw again); `gen_apply`
-/// applies an operation to it (and may move the committed copy, for an
-/// operation that commits). Commits, aborts and reopenings move the model
-/// here.
-pub fn generate<O, G: Clone>(
+/// 1 to 2·ops − 1), every one ending in a commit, drawn by the client from
+/// a generator seeded with `seed`.
+pub fn generate<C: Client>(
+    client: &C,
     seed: u64,
     ops: usize,
     transactions: usize,
-    start: G,
-    mut gen_step: impl FnMut(&mut Rng, &G) -> Option<Step<O>>,
-    gen_apply: impl Fn(&mut G, &mut G, &O),
-) -> Vec<Step<O>> {
+) -> Vec<Step<C::Op>> {
     let mut rng = Rng::new(seed);
-    let mut g = start;
+    let mut g = client.gen_start();
     let mut committed = g.clone();
+    let mut grown = 0;
     let mut script = Vec::new();
     for _ in 0..transactions {
         let n = rng.range(1, (2 * ops.max(1) - 1) as u64);
         let mut done = 0;
         while done < n {
-            if let Some(step) = gen_step(&mut rng, &g) {
+            if let Some(step) = client.gen_step(&mut rng, &g, &mut grown) {
                 match &step {
-                    Step::Op(op) => gen_apply(&mut g, &mut committed, op),
+                    Step::Op(op) => client.gen_apply(&mut g, &mut committed, op),
                     Step::Commit => committed = g.clone(),
                     Step::Abort | Step::Reopen => g = committed.clone(),
                 }
@@ -89,6 +85,21 @@ pub trait Client: Send + Sync + 'static {
     /// transaction's contents.
     type Model: Clone + PartialEq + Debug + Send + Sync;
     type Handle;
+    /// What the script generator knows of the model (e.g. which keys are
+    /// mapped, not to what); rolled back at an abort or reopening.
+    type Gen: Clone;
+
+    /// The generator's model of a formatted device.
+    fn gen_start(&self) -> Self::Gen;
+
+    /// Draws the next step (`None`: draw again). `grown` counts across the
+    /// whole script, aborts included: the clients grow the metadata device
+    /// at most twice, so its size stays bounded.
+    fn gen_step(&self, rng: &mut Rng, g: &Self::Gen, grown: &mut u32) -> Option<Step<Self::Op>>;
+
+    /// Applies an operation to the generator's model (and to its committed
+    /// copy, for an operation that commits).
+    fn gen_apply(&self, g: &mut Self::Gen, committed: &mut Self::Gen, op: &Self::Op);
 
     /// Size of the metadata device when a run starts (all zero).
     fn device_blocks(&self) -> u64;
@@ -163,7 +174,9 @@ pub struct Scripted<C: Client> {
 }
 
 impl<C: Client> Scripted<C> {
-    pub fn from_script(client: C, script: Vec<Step<C::Op>>) -> Scripted<C> {
+    /// The client with the script generated from `seed` (see [`generate`]).
+    pub fn new(client: C, seed: u64, ops: usize, transactions: usize) -> Scripted<C> {
+        let script = generate(&client, seed, ops, transactions);
         Scripted {
             client: Arc::new(client),
             script: Arc::new(script),

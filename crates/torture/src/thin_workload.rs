@@ -4,7 +4,7 @@
 //! against a model of every device's mappings.
 
 use crate::rng::Rng;
-use crate::script::{e2s, generate as generate_script, Client, Disk, Scripted, Step};
+use crate::script::{e2s, Client, Disk, Scripted, Step};
 use pdata::btree;
 use pdata::io::BlockDevice;
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,7 +79,7 @@ pub enum Op {
 
 /// What the generator knows: which thin blocks are mapped (not to what).
 #[derive(Clone, Default)]
-struct GenModel {
+pub struct GenModel {
     devs: BTreeMap<u64, BTreeSet<u64>>,
     snap: bool,
     nr_data: u64,
@@ -98,6 +98,10 @@ fn pick<T: Copy>(rng: &mut Rng, items: impl Iterator<Item = T>) -> Option<T> {
 fn gen_step(rng: &mut Rng, g: &GenModel, metadata_resizes: &mut u32) -> Option<Step<Op>> {
     let existing = |rng: &mut Rng| pick(rng, g.devs.keys().copied());
     let free = |rng: &mut Rng| pick(rng, (0..DEV_IDS).filter(|d| !g.devs.contains_key(d)));
+    let mapped = |rng: &mut Rng| {
+        let with_mappings = g.devs.iter().filter(|(_, m)| !m.is_empty());
+        pick(rng, with_mappings.map(|(d, _)| *d))
+    };
     // CreateThin, CreateSnap, Delete, Provision, Share, Remove, RemoveRange,
     // metadata snapshot, ResizeData, ResizeMetadata, Abort, Reopen.
     const W: [u32; 12] = [9, 9, 3, 36, 9, 9, 6, 6, 3, 3, 1, 1];
@@ -123,13 +127,7 @@ fn gen_step(rng: &mut Rng, g: &GenModel, metadata_resizes: &mut u32) -> Option<S
             Some(Op::Provision { dev, vblock, n })
         }
         4 => {
-            let from = pick(
-                rng,
-                g.devs
-                    .iter()
-                    .filter(|(_, m)| !m.is_empty())
-                    .map(|(d, _)| *d),
-            )?;
+            let from = mapped(rng)?;
             let from_vblock = pick(rng, g.devs[&from].iter().copied())?;
             let dev = existing(rng)?;
             Some(Op::Share {
@@ -140,13 +138,7 @@ fn gen_step(rng: &mut Rng, g: &GenModel, metadata_resizes: &mut u32) -> Option<S
             })
         }
         5 => {
-            let dev = pick(
-                rng,
-                g.devs
-                    .iter()
-                    .filter(|(_, m)| !m.is_empty())
-                    .map(|(d, _)| *d),
-            )?;
+            let dev = mapped(rng)?;
             let vblock = pick(rng, g.devs[&dev].iter().copied())?;
             Some(Op::Remove { dev, vblock })
         }
@@ -217,33 +209,8 @@ fn gen_apply(g: &mut GenModel, committed: &mut GenModel, op: &Op) {
     }
 }
 
-/// A script of `transactions` transactions of about `ops` operations each
-/// (from 1 to 2·ops − 1), every one ending in a commit.
-pub fn generate(seed: u64, ops: usize, transactions: usize) -> Vec<Step<Op>> {
-    let start = GenModel {
-        nr_data: DATA_BLOCKS,
-        nr_meta: DEVICE_BLOCKS,
-        ..GenModel::default()
-    };
-    let mut metadata_resizes = 0;
-    generate_script(
-        seed,
-        ops,
-        transactions,
-        start,
-        |rng, g| gen_step(rng, g, &mut metadata_resizes),
-        gen_apply,
-    )
-}
-
 /// The workload: the thin client and its script.
 pub type ThinWorkload = Scripted<Thin>;
-
-impl ThinWorkload {
-    pub fn new(seed: u64, ops: usize, transactions: usize) -> ThinWorkload {
-        Scripted::from_script(Thin, generate(seed, ops, transactions))
-    }
-}
 
 fn read_devices(md: &ThinMetadata, mapping_root: u64) -> Result<Devices, String> {
     let tm = md.transaction_manager();
@@ -319,8 +286,25 @@ fn dev_mut(model: &mut Pool, dev: u64) -> Result<&mut BTreeMap<u64, u64>, String
 
 impl Client for Thin {
     type Op = Op;
+    type Gen = GenModel;
     type Model = Pool;
     type Handle = ThinMetadata;
+
+    fn gen_start(&self) -> GenModel {
+        GenModel {
+            nr_data: DATA_BLOCKS,
+            nr_meta: DEVICE_BLOCKS,
+            ..GenModel::default()
+        }
+    }
+
+    fn gen_step(&self, rng: &mut Rng, g: &GenModel, grown: &mut u32) -> Option<Step<Op>> {
+        gen_step(rng, g, grown)
+    }
+
+    fn gen_apply(&self, g: &mut GenModel, committed: &mut GenModel, op: &Op) {
+        gen_apply(g, committed, op)
+    }
 
     fn device_blocks(&self) -> u64 {
         DEVICE_BLOCKS
@@ -515,7 +499,7 @@ mod tests {
 
     #[test]
     fn script_runs_and_matches_the_model() {
-        let w = ThinWorkload::new(1, 10, 6);
+        let w = Scripted::new(Thin, 1, 10, 6);
         let mem = Arc::new(MemoryDevice::new(DEVICE_BLOCKS));
         let mut s = w.format(mem.clone(), false).unwrap();
         for i in 0..w.nr_steps() {
@@ -537,8 +521,8 @@ mod tests {
 
     #[test]
     fn scripts_are_reproducible() {
-        let a = format!("{:?}", generate(5, 8, 4));
-        assert_eq!(a, format!("{:?}", generate(5, 8, 4)));
-        assert_ne!(a, format!("{:?}", generate(6, 8, 4)));
+        let a = format!("{:?}", Scripted::new(Thin, 5, 8, 4).script());
+        assert_eq!(a, format!("{:?}", Scripted::new(Thin, 5, 8, 4).script()));
+        assert_ne!(a, format!("{:?}", Scripted::new(Thin, 6, 8, 4).script()));
     }
 }

@@ -11,7 +11,7 @@ mod audit;
 pub mod superblock;
 
 use crate::rng::Rng;
-use crate::script::{e2s, generate as generate_script, Client, Disk, Scripted, Step};
+use crate::script::{e2s, Client, Disk, Scripted, Step};
 use pdata::block_manager::{le64, BlockManager, BlockRead};
 use pdata::btree::{self, NoRefs};
 use pdata::io::BlockDevice;
@@ -71,7 +71,7 @@ fn value_of(salt: u64, key: u64) -> u64 {
 
 /// What the generator knows: which keys each slot holds.
 #[derive(Clone)]
-struct GenModel {
+pub struct GenModel {
     slots: Vec<Option<BTreeSet<u64>>>,
     nr_meta: u64,
 }
@@ -162,30 +162,8 @@ fn gen_apply(g: &mut GenModel, _committed: &mut GenModel, op: &Op) {
     }
 }
 
-pub fn generate(seed: u64, ops: usize, transactions: usize) -> Vec<Step<Op>> {
-    let start = GenModel {
-        slots: vec![None; SLOTS],
-        nr_meta: DEVICE_BLOCKS,
-    };
-    let mut extends = 0;
-    generate_script(
-        seed,
-        ops,
-        transactions,
-        start,
-        |rng, g| gen_step(rng, g, &mut extends),
-        gen_apply,
-    )
-}
-
 /// The workload: the B-tree client and its script.
 pub type BtreeWorkload = Scripted<Btree>;
-
-impl BtreeWorkload {
-    pub fn new(seed: u64, ops: usize, transactions: usize) -> BtreeWorkload {
-        Scripted::from_script(Btree, generate(seed, ops, transactions))
-    }
-}
 
 fn read_tree(r: &impl BlockRead, root: u64) -> pdata::Result<BTreeMap<u64, u64>> {
     let mut m = BTreeMap::new();
@@ -332,8 +310,24 @@ impl BtreeHandle {
 
 impl Client for Btree {
     type Op = Op;
+    type Gen = GenModel;
     type Model = Trees;
     type Handle = BtreeHandle;
+
+    fn gen_start(&self) -> GenModel {
+        GenModel {
+            slots: vec![None; SLOTS],
+            nr_meta: DEVICE_BLOCKS,
+        }
+    }
+
+    fn gen_step(&self, rng: &mut Rng, g: &GenModel, grown: &mut u32) -> Option<Step<Op>> {
+        gen_step(rng, g, grown)
+    }
+
+    fn gen_apply(&self, g: &mut GenModel, committed: &mut GenModel, op: &Op) {
+        gen_apply(g, committed, op)
+    }
 
     fn device_blocks(&self) -> u64 {
         DEVICE_BLOCKS
@@ -447,7 +441,7 @@ mod tests {
 
     #[test]
     fn script_runs_and_matches_the_model() {
-        let w = BtreeWorkload::new(2, 12, 8);
+        let w = Scripted::new(Btree, 2, 12, 8);
         let mem = Arc::new(MemoryDevice::new(DEVICE_BLOCKS));
         let mut s = w.format(mem.clone(), false).unwrap();
         assert_eq!(w.read_disk(mem.clone()).unwrap(), w.formatted());
