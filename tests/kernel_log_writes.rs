@@ -31,20 +31,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Output;
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
-/// Data block size in 512-byte sectors (64 KiB).
 mod common;
-use common::kernel::{build_guest, kernel_dir, pattern, sparse_file, Scratch};
+use common::damage::le64;
+use common::dump::parse_dump;
+use common::kernel::{boot_with, pattern, Scratch, BLOCK, BS, PAGES};
+use common::kernel_host::{parse_lookup, thin_exec};
+use common::oracle::debian_cmd;
+use common::rng::Rng;
+use common::tool::{new_file as sparse_file, pdt, run, run_with_input};
 
-const BS: u64 = 128;
-const BLOCK: usize = BS as usize * 512;
-/// 4 KiB pages per data block (io_list in the guest counts in pages).
-const PAGES: u64 = (BLOCK / 4096) as u64;
 const NR_BLOCKS: u64 = 256;
 const THIN_SECTORS: u64 = NR_BLOCKS * BS;
 /// 128 metadata blocks: small enough for the kernel to reuse freed blocks.
@@ -52,7 +52,6 @@ const META_BYTES: usize = 512 << 10;
 const DATA_BYTES: u64 = NR_BLOCKS * BLOCK as u64;
 const LOG_BYTES: u64 = 16 << 20;
 const META_BLOCK: usize = 4096;
-const BOOT_TIMEOUT_SECS: u32 = 240;
 
 /// Proper subsets of the writes in flight tried per flush interval: all of
 /// them when there are few enough, otherwise each write alone, all writes
@@ -64,19 +63,6 @@ const TORN_PER_INTERVAL: usize = 4;
 /// Debian's thin_check and thin_dump.
 const DEBIAN_EVERY: usize = 6;
 const DEFAULT_SEED: u64 = 0x5eed_1066_0bad_cafe;
-
-fn pdt() -> &'static str {
-    env!("CARGO_BIN_EXE_pdt")
-}
-
-fn debian_tool(name: &str) -> String {
-    let p = format!("/usr/sbin/{name}");
-    if Path::new(&p).exists() {
-        p
-    } else {
-        name.to_string()
-    }
-}
 
 // ---------------------------------------------------------------- the plan
 
@@ -225,19 +211,6 @@ fn guest_files(dir: &Path) -> Vec<PathBuf> {
 
 // ---------------------------------------------------------------- guest
 
-/// The last console lines, for messages.
-fn console_tail(log: &Path) -> String {
-    let text =
-        fs::read_to_string(log).unwrap_or_else(|e| format!("(no log {}: {e})", log.display()));
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(50);
-    format!(
-        "---- last console lines ({}) ----\n{}\n----",
-        log.display(),
-        lines[from..].join("\n")
-    )
-}
-
 // ---------------------------------------------------------------- the log
 
 const LOG_MAGIC: u64 = 0x006a_7366_7773_6872;
@@ -264,10 +237,6 @@ enum Event {
     /// Everything logged before is durable.
     Flush,
     Mark(String),
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 /// Parses a dm-log-writes log: a super block (magic, version, number of
@@ -510,23 +479,6 @@ fn replay(events: &[Event]) -> Replay {
     r
 }
 
-/// splitmix64: small, seeded, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     /// all writes up to a flush (or the end of the log)
@@ -612,11 +564,11 @@ fn crash_specs(intervals: &[Interval], rng: &mut Rng) -> Vec<Spec> {
         } else {
             TORN_PER_INTERVAL
         } {
-            let t = tearable[rng.below(tearable.len())];
+            let t = tearable[rng.below(tearable.len() as u64) as usize];
             let mask: Vec<bool> = (0..n).map(|i| i != t && rng.next() & 1 == 1).collect();
             let s = subset_from_mask(&iv.ops, &mask);
             let sectors = iv.ops[t].len / 512;
-            let keep_mask = 1 + rng.below((1usize << sectors.min(16)) - 2);
+            let keep_mask = 1 + rng.below((1u64 << sectors.min(16)) - 2) as usize;
             let keep: Vec<bool> = (0..sectors)
                 .map(|b| b < 16 && keep_mask >> b & 1 == 1)
                 .collect();
@@ -684,36 +636,6 @@ fn hash_of(img: &[u8]) -> u64 {
 
 // ---------------------------------------------------------------- tools
 
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Ran {
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
-    if let Some(text) = stdin {
-        // the tool may stop reading early; that shows in its output
-        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().expect("wait for a tool");
-    Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 /// The first lines of a tool's output, for messages.
 fn head(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -724,26 +646,30 @@ fn head(text: &str) -> String {
     s
 }
 
+/// stdout and stderr of a tool, as one text.
+fn output_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
 fn pdt_check(img: &Path) -> Result<(), String> {
-    let p = img.to_str().unwrap();
-    if run(pdt(), &["thin_check", "-q", p], None).ok {
+    if run(pdt("thin_check").arg("-q").arg(img)).status.success() {
         return Ok(());
     }
-    let r = run(pdt(), &["thin_check", p], None);
+    let r = run(pdt("thin_check").arg(img));
     Err(format!(
         "pdt thin_check failed:\n    {}",
-        head(&(r.stdout + &r.stderr))
+        head(&output_text(&r))
     ))
 }
 
 fn debian_check(img: &Path) -> Result<(), String> {
-    let r = run(&debian_tool("thin_check"), &[img.to_str().unwrap()], None);
-    if r.ok {
+    let r = run(debian_cmd("thin_check").arg(img));
+    if r.status.success() {
         Ok(())
     } else {
         Err(format!(
             "Debian thin_check failed:\n    {}",
-            head(&(r.stdout + &r.stderr))
+            head(&output_text(&r))
         ))
     }
 }
@@ -755,56 +681,26 @@ struct Dump {
     devs: BTreeMap<u32, BTreeMap<u64, (u64, u32)>>,
 }
 
-fn attr<T: std::str::FromStr>(line: &str, name: &str) -> Option<T> {
-    let at = line.find(&format!(" {name}=\""))? + name.len() + 3;
-    let rest = &line[at..];
-    rest[..rest.find('"')?].parse().ok()
+fn debian_dump(img: &Path) -> Result<Dump, String> {
+    let r = run_with_input(debian_cmd("thin_dump").arg(img), None);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr),
+    );
+    if !r.status.success() {
+        return Err(format!("Debian thin_dump failed:\n{stdout}{stderr}"));
+    }
+    let (d, _) = parse_dump(&stdout)?;
+    let devs = d.devs.into_iter().map(|(id, dev)| (id as u32, dev.map));
+    Ok(Dump {
+        trans: d.trans,
+        devs: devs.collect(),
+    })
 }
 
-fn debian_dump(img: &Path) -> Result<Dump, String> {
-    let r = run(&debian_tool("thin_dump"), &[img.to_str().unwrap()], None);
-    if !r.ok {
-        return Err(format!(
-            "Debian thin_dump failed:\n{}{}",
-            r.stdout, r.stderr
-        ));
-    }
-    let bad = |l: &str| format!("cannot parse thin_dump line {l:?}");
-    let mut d = Dump {
-        trans: u64::MAX,
-        devs: BTreeMap::new(),
-    };
-    let mut dev: Option<u32> = None;
-    for l in r.stdout.lines().map(str::trim) {
-        if l.starts_with("<superblock") {
-            d.trans = attr(l, "transaction").ok_or_else(|| bad(l))?;
-        } else if l.starts_with("<device") {
-            let id: u32 = attr(l, "dev_id").ok_or_else(|| bad(l))?;
-            d.devs.insert(id, BTreeMap::new());
-            dev = Some(id);
-        } else if l.starts_with("</device") {
-            dev = None;
-        } else if l.starts_with("<single_mapping") {
-            let m = d.devs.get_mut(&dev.ok_or_else(|| bad(l))?).unwrap();
-            let v: u64 = attr(l, "origin_block").ok_or_else(|| bad(l))?;
-            let b: u64 = attr(l, "data_block").ok_or_else(|| bad(l))?;
-            let t: u32 = attr(l, "time").ok_or_else(|| bad(l))?;
-            m.insert(v, (b, t));
-        } else if l.starts_with("<range_mapping") {
-            let m = d.devs.get_mut(&dev.ok_or_else(|| bad(l))?).unwrap();
-            let v: u64 = attr(l, "origin_begin").ok_or_else(|| bad(l))?;
-            let b: u64 = attr(l, "data_begin").ok_or_else(|| bad(l))?;
-            let n: u64 = attr(l, "length").ok_or_else(|| bad(l))?;
-            let t: u32 = attr(l, "time").ok_or_else(|| bad(l))?;
-            for i in 0..n {
-                m.insert(v + i, (b + i, t));
-            }
-        }
-    }
-    if d.trans == u64::MAX {
-        return Err(format!("thin_dump printed no superblock:\n{}", r.stdout));
-    }
-    Ok(d)
+/// pdt thin_exec's answers to `script`, one line per op (errors included).
+fn pdt_probe(img: &Path, script: &str) -> Vec<String> {
+    thin_exec(img, script).lines
 }
 
 /// `set_transaction_id T T` (succeeds only if pdt reads transaction T; it
@@ -815,31 +711,6 @@ fn probe_script(trans: u64, keys: &[Key]) -> String {
         let _ = writeln!(s, "lookup {d} {v}");
     }
     s
-}
-
-/// pdt thin_exec's answers to `script`, one line per op (errors included).
-fn pdt_probe(img: &Path, script: &str) -> Vec<String> {
-    let r = run(pdt(), &["thin_exec", img.to_str().unwrap()], Some(script));
-    r.stdout.lines().map(str::to_string).collect()
-}
-
-/// A lookup answer: Ok(Some((data block, time))), Ok(None) for unmapped,
-/// Err for an error line (no such device).
-fn parse_lookup(line: &str) -> Result<Option<(u64, u32)>, String> {
-    if line == "unmapped" {
-        return Ok(None);
-    }
-    if line.starts_with("error") {
-        return Err(line.to_string());
-    }
-    let w: Vec<&str> = line.split_whitespace().collect();
-    match w.as_slice() {
-        [b, t] => match (b.parse(), t.parse()) {
-            (Ok(b), Ok(t)) => Ok(Some((b, t))),
-            _ => Err(format!("bad lookup answer {line:?}")),
-        },
-        _ => Err(format!("bad lookup answer {line:?}")),
-    }
 }
 
 /// What the checks of one committed state found.
@@ -873,37 +744,14 @@ fn kernel_metadata_writes_replayed_as_crash_images() {
     let files = guest_files(&dir.join("guest"));
 
     // ---- boot: the kernel writes through dm-log-writes
-    build_guest();
-    let console = dir.join("console.log");
-    let t = Instant::now();
-    let res = Command::new("bash")
-        .arg(kernel_dir().join("run-guest.sh"))
-        .args(["-q", "--timeout", &BOOT_TIMEOUT_SECS.to_string()])
-        .arg("--log")
-        .arg(&console)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--extra")
-        .arg(&log)
-        .arg(&meta)
-        .arg(&data)
-        .arg(kernel_dir().join("scenarios/log-writes.sh"))
-        .args(&files)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run run-guest.sh: {e}"));
-    let boot_secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "boot (log-writes.sh): exit {:?} in {boot_secs:.1}s",
-        res.status.code()
+    let boot = boot_with(
+        "console",
+        dir,
+        &[&meta, &data, &log],
+        "log-writes.sh",
+        &files,
     );
-    assert!(
-        res.status.code() == Some(0),
-        "the log-writes scenario failed (run-guest.sh exit {:?}: 124 timeout, 125 no status)\n{}\n\
-         ---- run-guest.sh said ----\n{}",
-        res.status.code(),
-        console_tail(&console),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    boot.assert_ok();
 
     // ---- the log
     let log_bytes = fs::read(&log).expect("read the log image");

@@ -18,7 +18,6 @@ use common::tool::PDT;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-
 /// Damage where Debian's thin_check 0.9.0 gives another verdict than the
 /// spec, and ours follows the spec: (label prefix, Debian's verdict, why).
 const DEBIAN_MISSES: &[(&str, Verdict, &str)] = &[

@@ -202,4 +202,3 @@ fn options_match_debian() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("No input file provided"));
     }
 }
-

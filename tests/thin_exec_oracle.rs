@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::damage::{le32, le64};
 use common::exec_model::*;
 use common::tool::file as new_meta;
 use rand::rngs::StdRng;
@@ -276,14 +277,6 @@ fn metadata_snapshot() {
 
 // ---------------------------------------------------------------------------
 // 5: corrupted blocks.
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// Every node of the btree at `root` (levels: 2 for the mapping tree, whose
 /// top-level leaves hold subtree roots; 1 for the device details).

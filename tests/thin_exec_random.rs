@@ -373,4 +373,3 @@ fn random_scripts_seed_3() {
 fn random_scripts_seed_4() {
     random_scripts(20_240_601);
 }
-

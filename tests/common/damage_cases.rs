@@ -489,4 +489,3 @@ pub fn max_data_block(img: &Image, roles: &BTreeMap<u64, Role>) -> u64 {
     }
     m
 }
-

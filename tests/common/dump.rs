@@ -44,7 +44,11 @@ fn attrs(line: &str) -> Result<HashMap<String, String>, String> {
     Ok(m)
 }
 
-fn num<T: std::str::FromStr>(a: &HashMap<String, String>, k: &str, line: &str) -> Result<T, String> {
+fn num<T: std::str::FromStr>(
+    a: &HashMap<String, String>,
+    k: &str,
+    line: &str,
+) -> Result<T, String> {
     a.get(k)
         .ok_or_else(|| format!("no {k} in '{line}'"))?
         .parse()

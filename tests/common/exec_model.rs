@@ -30,7 +30,6 @@ pub fn require_tools() {
     }
 }
 
-
 // ---------------------------------------------------------------------------
 // The model.
 
@@ -633,4 +632,3 @@ pub fn check_disk(what: &str, meta: &Path, st: &State) -> usize {
     }
     ranges
 }
-

@@ -5,9 +5,10 @@
 
 pub mod damage;
 pub mod damage_cases;
-pub mod exec_model;
 pub mod dump;
+pub mod exec_model;
 pub mod kernel;
+pub mod kernel_host;
 pub mod oracle;
 pub mod pool;
 pub mod rng;
