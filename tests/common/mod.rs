@@ -9,6 +9,7 @@ pub mod dump;
 pub mod exec_model;
 pub mod kernel;
 pub mod kernel_host;
+pub mod log_writes;
 pub mod oracle;
 pub mod pool;
 pub mod rng;
