@@ -40,8 +40,8 @@ use common::kernel::{boot_with, pattern, Scratch, BLOCK, BS, PAGES};
 use common::kernel_host::{parse_lookup, thin_exec};
 use common::log_writes::*;
 use common::oracle::debian_cmd;
-use common::rng::Rng;
 use common::tool::{new_file as sparse_file, pdt, run, run_with_input};
+use torture::rng::Rng;
 
 const NR_BLOCKS: u64 = 256;
 const THIN_SECTORS: u64 = NR_BLOCKS * BS;
@@ -506,7 +506,7 @@ fn kernel_metadata_writes_replayed_as_crash_images() {
     }
 
     // ---- crash images
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let specs = crash_specs(&r.intervals, &mut rng);
     let mut per_kind: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut unformatted = 0usize;

@@ -4,11 +4,11 @@
 //! flight, torn writes).
 
 use super::damage::le64;
-use super::rng::Rng;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
+use torture::rng::Rng;
 
 pub const META_BLOCK: usize = 4096;
 /// 128 metadata blocks: small enough for the kernel to reuse freed blocks.
@@ -340,7 +340,7 @@ pub fn crash_specs(intervals: &[Interval], rng: &mut Rng) -> Vec<Spec> {
                     v.push((0..n).map(|b| b != one).collect());
                 }
                 for _ in 0..SUBSETS_PER_INTERVAL * 4 {
-                    v.push((0..n).map(|_| rng.next() & 1 == 1).collect());
+                    v.push((0..n).map(|_| rng.next_u64() & 1 == 1).collect());
                 }
                 v
             };
@@ -374,7 +374,7 @@ pub fn crash_specs(intervals: &[Interval], rng: &mut Rng) -> Vec<Spec> {
             TORN_PER_INTERVAL
         } {
             let t = tearable[rng.below(tearable.len() as u64) as usize];
-            let mask: Vec<bool> = (0..n).map(|i| i != t && rng.next() & 1 == 1).collect();
+            let mask: Vec<bool> = (0..n).map(|i| i != t && rng.next_u64() & 1 == 1).collect();
             let s = subset_from_mask(&iv.ops, &mask);
             let sectors = iv.ops[t].len / 512;
             let keep_mask = 1 + rng.below((1u64 << sectors.min(16)) - 2) as usize;

@@ -95,120 +95,6 @@ fn pick<T: Copy>(rng: &mut Rng, items: impl Iterator<Item = T>) -> Option<T> {
     }
 }
 
-fn gen_step(rng: &mut Rng, g: &GenModel, metadata_resizes: &mut u32) -> Option<Step<Op>> {
-    let existing = |rng: &mut Rng| pick(rng, g.devs.keys().copied());
-    let free = |rng: &mut Rng| pick(rng, (0..DEV_IDS).filter(|d| !g.devs.contains_key(d)));
-    let mapped = |rng: &mut Rng| {
-        let with_mappings = g.devs.iter().filter(|(_, m)| !m.is_empty());
-        pick(rng, with_mappings.map(|(d, _)| *d))
-    };
-    // CreateThin, CreateSnap, Delete, Provision, Share, Remove, RemoveRange,
-    // metadata snapshot, ResizeData, ResizeMetadata, Abort, Reopen.
-    const W: [u32; 12] = [9, 9, 3, 36, 9, 9, 6, 6, 3, 3, 1, 1];
-    let mut weights = W;
-    if g.devs.is_empty() {
-        weights = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    }
-    let op = match rng.weighted(&weights) {
-        0 => free(rng).map(Op::CreateThin),
-        1 => {
-            let dev = free(rng)?;
-            let origin = existing(rng)?;
-            Some(Op::CreateSnap { dev, origin })
-        }
-        2 => (g.devs.len() > 1)
-            .then(|| existing(rng))
-            .flatten()
-            .map(Op::Delete),
-        3 => {
-            let dev = existing(rng)?;
-            let n = rng.range(1, 40);
-            let vblock = rng.below(VBLOCKS - n);
-            Some(Op::Provision { dev, vblock, n })
-        }
-        4 => {
-            let from = mapped(rng)?;
-            let from_vblock = pick(rng, g.devs[&from].iter().copied())?;
-            let dev = existing(rng)?;
-            Some(Op::Share {
-                dev,
-                vblock: rng.below(VBLOCKS),
-                from,
-                from_vblock,
-            })
-        }
-        5 => {
-            let dev = mapped(rng)?;
-            let vblock = pick(rng, g.devs[&dev].iter().copied())?;
-            Some(Op::Remove { dev, vblock })
-        }
-        6 => {
-            let dev = existing(rng)?;
-            let begin = rng.below(VBLOCKS);
-            let end = begin + rng.range(1, 300);
-            Some(Op::RemoveRange { dev, begin, end })
-        }
-        7 => Some(if g.snap {
-            Op::ReleaseSnap
-        } else {
-            Op::ReserveSnap
-        }),
-        8 => Some(Op::ResizeData(g.nr_data + rng.range(1, 20_000))),
-        9 => {
-            if *metadata_resizes >= 2 {
-                return None;
-            }
-            *metadata_resizes += 1;
-            Some(Op::ResizeMetadata(g.nr_meta + rng.range(1, 300)))
-        }
-        10 => return Some(Step::Abort),
-        _ => return Some(Step::Reopen),
-    };
-    op.map(Step::Op)
-}
-
-fn gen_apply(g: &mut GenModel, committed: &mut GenModel, op: &Op) {
-    match op {
-        Op::CreateThin(d) => {
-            g.devs.insert(*d, BTreeSet::new());
-        }
-        Op::CreateSnap { dev, origin } => {
-            let m = g.devs[origin].clone();
-            g.devs.insert(*dev, m);
-        }
-        Op::Delete(d) => {
-            g.devs.remove(d);
-        }
-        Op::Provision { dev, vblock, n } => {
-            let m = g
-                .devs
-                .get_mut(dev)
-                .expect("generated for an existing device");
-            m.extend(*vblock..vblock + n);
-        }
-        Op::Share { dev, vblock, .. } => {
-            g.devs.get_mut(dev).expect("existing").insert(*vblock);
-        }
-        Op::Remove { dev, vblock } => {
-            g.devs.get_mut(dev).expect("existing").remove(vblock);
-        }
-        Op::RemoveRange { dev, begin, end } => {
-            let m = g.devs.get_mut(dev).expect("existing");
-            let gone: Vec<u64> = m.range(begin..end).copied().collect();
-            for v in gone {
-                m.remove(&v);
-            }
-        }
-        Op::ReserveSnap => {
-            *committed = g.clone();
-            g.snap = true;
-        }
-        Op::ReleaseSnap => g.snap = false,
-        Op::ResizeData(n) => g.nr_data = *n,
-        Op::ResizeMetadata(n) => g.nr_meta = *n,
-    }
-}
-
 /// The workload: the thin client and its script.
 pub type ThinWorkload = Scripted<Thin>;
 
@@ -299,11 +185,117 @@ impl Client for Thin {
     }
 
     fn gen_step(&self, rng: &mut Rng, g: &GenModel, grown: &mut u32) -> Option<Step<Op>> {
-        gen_step(rng, g, grown)
+        let existing = |rng: &mut Rng| pick(rng, g.devs.keys().copied());
+        let free = |rng: &mut Rng| pick(rng, (0..DEV_IDS).filter(|d| !g.devs.contains_key(d)));
+        let mapped = |rng: &mut Rng| {
+            let with_mappings = g.devs.iter().filter(|(_, m)| !m.is_empty());
+            pick(rng, with_mappings.map(|(d, _)| *d))
+        };
+        // CreateThin, CreateSnap, Delete, Provision, Share, Remove, RemoveRange,
+        // metadata snapshot, ResizeData, ResizeMetadata, Abort, Reopen.
+        const W: [u32; 12] = [9, 9, 3, 36, 9, 9, 6, 6, 3, 3, 1, 1];
+        let mut weights = W;
+        if g.devs.is_empty() {
+            weights = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        }
+        let op = match rng.weighted(&weights) {
+            0 => free(rng).map(Op::CreateThin),
+            1 => {
+                let dev = free(rng)?;
+                let origin = existing(rng)?;
+                Some(Op::CreateSnap { dev, origin })
+            }
+            2 => (g.devs.len() > 1)
+                .then(|| existing(rng))
+                .flatten()
+                .map(Op::Delete),
+            3 => {
+                let dev = existing(rng)?;
+                let n = rng.range(1, 40);
+                let vblock = rng.below(VBLOCKS - n);
+                Some(Op::Provision { dev, vblock, n })
+            }
+            4 => {
+                let from = mapped(rng)?;
+                let from_vblock = pick(rng, g.devs[&from].iter().copied())?;
+                let dev = existing(rng)?;
+                Some(Op::Share {
+                    dev,
+                    vblock: rng.below(VBLOCKS),
+                    from,
+                    from_vblock,
+                })
+            }
+            5 => {
+                let dev = mapped(rng)?;
+                let vblock = pick(rng, g.devs[&dev].iter().copied())?;
+                Some(Op::Remove { dev, vblock })
+            }
+            6 => {
+                let dev = existing(rng)?;
+                let begin = rng.below(VBLOCKS);
+                let end = begin + rng.range(1, 300);
+                Some(Op::RemoveRange { dev, begin, end })
+            }
+            7 => Some(if g.snap {
+                Op::ReleaseSnap
+            } else {
+                Op::ReserveSnap
+            }),
+            8 => Some(Op::ResizeData(g.nr_data + rng.range(1, 20_000))),
+            9 => {
+                if *grown >= 2 {
+                    return None;
+                }
+                *grown += 1;
+                Some(Op::ResizeMetadata(g.nr_meta + rng.range(1, 300)))
+            }
+            10 => return Some(Step::Abort),
+            _ => return Some(Step::Reopen),
+        };
+        op.map(Step::Op)
     }
 
     fn gen_apply(&self, g: &mut GenModel, committed: &mut GenModel, op: &Op) {
-        gen_apply(g, committed, op)
+        match op {
+            Op::CreateThin(d) => {
+                g.devs.insert(*d, BTreeSet::new());
+            }
+            Op::CreateSnap { dev, origin } => {
+                let m = g.devs[origin].clone();
+                g.devs.insert(*dev, m);
+            }
+            Op::Delete(d) => {
+                g.devs.remove(d);
+            }
+            Op::Provision { dev, vblock, n } => {
+                let m = g
+                    .devs
+                    .get_mut(dev)
+                    .expect("generated for an existing device");
+                m.extend(*vblock..vblock + n);
+            }
+            Op::Share { dev, vblock, .. } => {
+                g.devs.get_mut(dev).expect("existing").insert(*vblock);
+            }
+            Op::Remove { dev, vblock } => {
+                g.devs.get_mut(dev).expect("existing").remove(vblock);
+            }
+            Op::RemoveRange { dev, begin, end } => {
+                let m = g.devs.get_mut(dev).expect("existing");
+                let gone: Vec<u64> = m.range(begin..end).copied().collect();
+                for v in gone {
+                    m.remove(&v);
+                }
+            }
+            Op::ReserveSnap => {
+                *committed = g.clone();
+                g.snap = true;
+            }
+            Op::ReleaseSnap => g.snap = false,
+            Op::ResizeData(n) => g.nr_data = *n,
+            Op::ResizeMetadata(n) => g.nr_meta = *n,
+        }
     }
 
     fn device_blocks(&self) -> u64 {

@@ -76,92 +76,6 @@ pub struct GenModel {
     nr_meta: u64,
 }
 
-fn gen_step(rng: &mut Rng, g: &GenModel, extends: &mut u32) -> Option<Step<Op>> {
-    let full = |rng: &mut Rng| {
-        let v: Vec<usize> = (0..SLOTS).filter(|&s| g.slots[s].is_some()).collect();
-        (!v.is_empty()).then(|| v[rng.below(v.len() as u64) as usize])
-    };
-    // Insert, Remove, RemoveRange, Clone, Delete, Extend, Abort, Reopen.
-    let op = match rng.weighted(&[30, 10, 5, 5, 2, 2, 1, 1]) {
-        0 => {
-            let n = rng.range(1, 1000);
-            let stride = rng.range(1, 8);
-            Op::Insert {
-                slot: rng.below(SLOTS as u64) as usize,
-                key: rng.below(KEYS - n * stride),
-                n,
-                stride,
-                salt: rng.next_u64(),
-            }
-        }
-        1 => {
-            let slot = full(rng)?;
-            let keys = g.slots[slot].as_ref().expect("full slot");
-            if keys.is_empty() {
-                return None;
-            }
-            let key = *keys.iter().nth(rng.below(keys.len() as u64) as usize)?;
-            Op::Remove { slot, key }
-        }
-        2 => {
-            let slot = full(rng)?;
-            let begin = rng.below(KEYS);
-            Op::RemoveRange {
-                slot,
-                begin,
-                end: begin + rng.range(1, 6000),
-            }
-        }
-        3 => {
-            let src = full(rng)?;
-            let dst = rng.below(SLOTS as u64) as usize;
-            (dst != src).then_some(Op::Clone { dst, src })?
-        }
-        4 => Op::Delete(full(rng)?),
-        5 => {
-            if *extends >= 2 {
-                return None;
-            }
-            *extends += 1;
-            Op::ExtendMetadata(g.nr_meta + rng.range(1, 200))
-        }
-        6 => return Some(Step::Abort),
-        _ => return Some(Step::Reopen),
-    };
-    Some(Step::Op(op))
-}
-
-fn gen_apply(g: &mut GenModel, _committed: &mut GenModel, op: &Op) {
-    match op {
-        Op::Insert {
-            slot,
-            key,
-            n,
-            stride,
-            ..
-        } => {
-            let s = g.slots[*slot].get_or_insert_with(BTreeSet::new);
-            s.extend((0..*n).map(|j| key + j * stride));
-        }
-        Op::Remove { slot, key } => {
-            if let Some(s) = g.slots[*slot].as_mut() {
-                s.remove(key);
-            }
-        }
-        Op::RemoveRange { slot, begin, end } => {
-            if let Some(s) = g.slots[*slot].as_mut() {
-                let gone: Vec<u64> = s.range(begin..end).copied().collect();
-                for k in gone {
-                    s.remove(&k);
-                }
-            }
-        }
-        Op::Clone { dst, src } => g.slots[*dst] = g.slots[*src].clone(),
-        Op::Delete(slot) => g.slots[*slot] = None,
-        Op::ExtendMetadata(n) => g.nr_meta = *n,
-    }
-}
-
 /// The workload: the B-tree client and its script.
 pub type BtreeWorkload = Scripted<Btree>;
 
@@ -322,11 +236,89 @@ impl Client for Btree {
     }
 
     fn gen_step(&self, rng: &mut Rng, g: &GenModel, grown: &mut u32) -> Option<Step<Op>> {
-        gen_step(rng, g, grown)
+        let full = |rng: &mut Rng| {
+            let v: Vec<usize> = (0..SLOTS).filter(|&s| g.slots[s].is_some()).collect();
+            (!v.is_empty()).then(|| v[rng.below(v.len() as u64) as usize])
+        };
+        // Insert, Remove, RemoveRange, Clone, Delete, Extend, Abort, Reopen.
+        let op = match rng.weighted(&[30, 10, 5, 5, 2, 2, 1, 1]) {
+            0 => {
+                let n = rng.range(1, 1000);
+                let stride = rng.range(1, 8);
+                Op::Insert {
+                    slot: rng.below(SLOTS as u64) as usize,
+                    key: rng.below(KEYS - n * stride),
+                    n,
+                    stride,
+                    salt: rng.next_u64(),
+                }
+            }
+            1 => {
+                let slot = full(rng)?;
+                let keys = g.slots[slot].as_ref().expect("full slot");
+                if keys.is_empty() {
+                    return None;
+                }
+                let key = *keys.iter().nth(rng.below(keys.len() as u64) as usize)?;
+                Op::Remove { slot, key }
+            }
+            2 => {
+                let slot = full(rng)?;
+                let begin = rng.below(KEYS);
+                Op::RemoveRange {
+                    slot,
+                    begin,
+                    end: begin + rng.range(1, 6000),
+                }
+            }
+            3 => {
+                let src = full(rng)?;
+                let dst = rng.below(SLOTS as u64) as usize;
+                (dst != src).then_some(Op::Clone { dst, src })?
+            }
+            4 => Op::Delete(full(rng)?),
+            5 => {
+                if *grown >= 2 {
+                    return None;
+                }
+                *grown += 1;
+                Op::ExtendMetadata(g.nr_meta + rng.range(1, 200))
+            }
+            6 => return Some(Step::Abort),
+            _ => return Some(Step::Reopen),
+        };
+        Some(Step::Op(op))
     }
 
-    fn gen_apply(&self, g: &mut GenModel, committed: &mut GenModel, op: &Op) {
-        gen_apply(g, committed, op)
+    fn gen_apply(&self, g: &mut GenModel, _committed: &mut GenModel, op: &Op) {
+        match op {
+            Op::Insert {
+                slot,
+                key,
+                n,
+                stride,
+                ..
+            } => {
+                let s = g.slots[*slot].get_or_insert_with(BTreeSet::new);
+                s.extend((0..*n).map(|j| key + j * stride));
+            }
+            Op::Remove { slot, key } => {
+                if let Some(s) = g.slots[*slot].as_mut() {
+                    s.remove(key);
+                }
+            }
+            Op::RemoveRange { slot, begin, end } => {
+                if let Some(s) = g.slots[*slot].as_mut() {
+                    let gone: Vec<u64> = s.range(begin..end).copied().collect();
+                    for k in gone {
+                        s.remove(&k);
+                    }
+                }
+            }
+            Op::Clone { dst, src } => g.slots[*dst] = g.slots[*src].clone(),
+            Op::Delete(slot) => g.slots[*slot] = None,
+            Op::ExtendMetadata(n) => g.nr_meta = *n,
+        }
     }
 
     fn device_blocks(&self) -> u64 {
