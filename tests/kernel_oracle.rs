@@ -12,7 +12,6 @@
 mod common;
 use common::kernel::*;
 use common::kernel_host::*;
-use common::tool::new_file as sparse_file;
 use std::collections::{BTreeMap, BTreeSet};
 
 // ---------------------------------------------------------------- test 1
@@ -24,12 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// metadata that thin_check finds clean and pdt can look up.
 #[test]
 fn kernel_serves_pool_made_by_pdt() {
-    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
+    let Images { tmp, meta, data } = Images::new();
     let dir = tmp.path();
-    let meta = dir.join("meta.img");
-    let data = dir.join("data.img");
-    sparse_file(&meta, META_BYTES);
-    sparse_file(&data, DATA_BYTES);
 
     // ---- pdt builds the pool
     let mut s = Script::default();
@@ -83,10 +78,7 @@ fn kernel_serves_pool_made_by_pdt() {
 
     // ---- guest plan
     let mut g = GuestFiles::new(&dir.join("guest"));
-    let mut reads: Vec<String> = map
-        .keys()
-        .map(|&(d, v)| read_line(&format!("thin{d}"), v, &rname(d, v)))
-        .collect();
+    let mut reads: Vec<String> = read_lines(map.keys().copied(), rname);
     reads.push(read_line("thin2", 77, "zero-2-77.bin"));
     reads.push(read_line("thin3", 500, "zero-3-500.bin"));
     g.list("reads.txt", &reads);
@@ -126,10 +118,7 @@ fn kernel_serves_pool_made_by_pdt() {
     ];
     g.list(
         "reads-after.txt",
-        &after_keys
-            .iter()
-            .map(|&(d, v)| read_line(&format!("thin{d}"), v, &format!("after-{d}-{v}.bin")))
-            .collect::<Vec<_>>(),
+        &read_lines(after_keys.iter().copied(), after_name),
     );
 
     let b = boot_ok("pdt-pool", dir, &meta, &data, "pdt-pool.sh", &g.files);
@@ -159,13 +148,11 @@ fn kernel_serves_pool_made_by_pdt() {
         );
     }
     for (&(d, v), dblock) in &map {
-        let got = b.out_file(&rname(d, v));
         let want = &content[dblock];
-        assert!(
-            &got == want,
-            "thin {d} block {v} (data block {dblock}) read by the kernel: {}\n{}",
-            diff_at(&got, want),
-            b.tail()
+        b.expect_file(
+            &rname(d, v),
+            want,
+            &format!("thin {d} block {v} (data block {dblock}) read by the kernel"),
         );
     }
     for z in ["zero-2-77.bin", "zero-3-500.bin"] {
@@ -193,12 +180,10 @@ fn kernel_serves_pool_made_by_pdt() {
     copied[8192..12288].copy_from_slice(&partial);
     expect.insert((3, 1), copied);
     for (d, v) in after_keys {
-        let got = b.out_file(&format!("after-{d}-{v}.bin"));
-        assert!(
-            got == expect[&(d, v)],
-            "thin {d} block {v} after the guest's writes: {}\n{}",
-            diff_at(&got, &expect[&(d, v)]),
-            b.tail()
+        b.expect_file(
+            &after_name(d, v),
+            &expect[&(d, v)],
+            &format!("thin {d} block {v} after the guest's writes"),
         );
     }
     let st = b.status("status-after.txt");
@@ -217,24 +202,13 @@ fn kernel_serves_pool_made_by_pdt() {
     let mut keys: Vec<(u32, u64)> = expect.keys().copied().collect();
     keys.extend([(1, 3), (2, 0), (2, 77), (3, 500)]);
     let found = lookups(&meta, &keys, "lookups after the kernel's writes");
-    for (k, want) in &expect {
-        let dblock = found[k].unwrap_or_else(|| {
-            panic!(
-                "pdt: thin {} block {} unmapped after the kernel wrote it\n{}",
-                k.0,
-                k.1,
-                b.tail()
-            )
-        });
-        let got = read_data_block(&data, dblock);
-        assert!(
-            &got == want,
-            "thin {} block {}: pdt says data block {dblock}, which holds other data: {}",
-            k.0,
-            k.1,
-            diff_at(&got, want)
-        );
-    }
+    expect_pdt_maps(
+        &data,
+        &found,
+        &expect,
+        "after the kernel wrote it",
+        Some(&b),
+    );
     for k in [(3, 700), (1, 3), (2, 0), (2, 5), (3, 9)] {
         assert_eq!(
             found[&k],
@@ -274,12 +248,8 @@ fn kernel_serves_pool_made_by_pdt() {
 /// everything, and both commits must pass thin_check.
 #[test]
 fn kernel_pool_extended_by_pdt() {
-    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
+    let Images { tmp, meta, data } = Images::new();
     let dir = tmp.path();
-    let meta = dir.join("meta.img");
-    let data = dir.join("data.img");
-    sparse_file(&meta, META_BYTES);
-    sparse_file(&data, DATA_BYTES);
 
     // ---- boot 1: the kernel formats and writes
     let mut g = GuestFiles::new(&dir.join("guest1"));
@@ -303,13 +273,7 @@ fn kernel_pool_extended_by_pdt() {
         expect.insert((d, v), p);
     }
     g.list("writes-1.txt", &w1);
-    g.list(
-        "reads.txt",
-        &expect
-            .keys()
-            .map(|&(d, v)| read_line(&format!("thin{d}"), v, &rname(d, v)))
-            .collect::<Vec<_>>(),
-    );
+    g.list("reads.txt", &read_lines(expect.keys().copied(), rname));
 
     let b1 = boot_ok(
         "kernel-format",
@@ -320,12 +284,10 @@ fn kernel_pool_extended_by_pdt() {
         &g.files,
     );
     for (&(d, v), want) in &expect {
-        let got = b1.out_file(&rname(d, v));
-        assert!(
-            &got == want,
-            "boot 1: thin {d} block {v} read back wrong: {}\n{}",
-            diff_at(&got, want),
-            b1.tail()
+        b1.expect_file(
+            &rname(d, v),
+            want,
+            &format!("boot 1: thin {d} block {v} read back wrong"),
         );
     }
     check_thin_check(&meta, "after the kernel formatted the pool", Some(&b1));
@@ -334,24 +296,7 @@ fn kernel_pool_extended_by_pdt() {
     let mut keys: Vec<(u32, u64)> = expect.keys().copied().collect();
     keys.extend([(0, 41), (1, 41), (0, 600)]);
     let found = lookups(&meta, &keys, "lookups in the kernel-made pool");
-    for (k, want) in &expect {
-        let dblock = found[k].unwrap_or_else(|| {
-            panic!(
-                "pdt: thin {} block {} unmapped in the kernel's pool\n{}",
-                k.0,
-                k.1,
-                b1.tail()
-            )
-        });
-        let got = read_data_block(&data, dblock);
-        assert!(
-            &got == want,
-            "pdt: thin {} block {} -> data block {dblock}, which holds other data: {}",
-            k.0,
-            k.1,
-            diff_at(&got, want)
-        );
-    }
+    expect_pdt_maps(&data, &found, &expect, "in the kernel's pool", Some(&b1));
     for k in [(0, 41), (1, 41), (0, 600)] {
         assert_eq!(
             found[&k], None,
@@ -404,10 +349,7 @@ fn kernel_pool_extended_by_pdt() {
 
     // ---- boot 2: the kernel opens the pool again
     let mut g = GuestFiles::new(&dir.join("guest2"));
-    let mut reads: Vec<String> = expect
-        .keys()
-        .map(|&(d, v)| read_line(&format!("thin{d}"), v, &rname(d, v)))
-        .collect();
+    let mut reads: Vec<String> = read_lines(expect.keys().copied(), rname);
     reads.push(read_line("thin7", 1, "zero-7-1.bin"));
     g.list("reads.txt", &reads);
     let mut writes = vec![];
@@ -430,10 +372,7 @@ fn kernel_pool_extended_by_pdt() {
     g.list("writes.txt", &writes);
     g.list(
         "reads-after.txt",
-        &after
-            .keys()
-            .map(|&(d, v)| read_line(&format!("thin{d}"), v, &format!("after-{d}-{v}.bin")))
-            .collect::<Vec<_>>(),
+        &read_lines(after.keys().copied(), after_name),
     );
 
     let b2 = boot_ok(
@@ -469,12 +408,10 @@ fn kernel_pool_extended_by_pdt() {
         );
     }
     for (&(d, v), want) in &expect {
-        let got = b2.out_file(&rname(d, v));
-        assert!(
-            &got == want,
-            "boot 2: thin {d} block {v} read wrong: {}\n{}",
-            diff_at(&got, want),
-            b2.tail()
+        b2.expect_file(
+            &rname(d, v),
+            want,
+            &format!("boot 2: thin {d} block {v} read wrong"),
         );
     }
     let z = b2.out_file("zero-7-1.bin");
@@ -484,30 +421,17 @@ fn kernel_pool_extended_by_pdt() {
         b2.tail()
     );
     for (&(d, v), want) in &after {
-        let got = b2.out_file(&format!("after-{d}-{v}.bin"));
-        assert!(
-            &got == want,
-            "boot 2: thin {d} block {v} after writing: {}\n{}",
-            diff_at(&got, want),
-            b2.tail()
+        b2.expect_file(
+            &after_name(d, v),
+            want,
+            &format!("boot 2: thin {d} block {v} after writing"),
         );
     }
     check_thin_check(&meta, "after the second boot", Some(&b2));
 
     let keys: Vec<(u32, u64)> = after.keys().copied().collect();
     let found2 = lookups(&meta, &keys, "lookups after the second boot");
-    for (k, want) in &after {
-        let dblock = found2[k]
-            .unwrap_or_else(|| panic!("pdt: thin {} block {} unmapped after boot 2", k.0, k.1));
-        let got = read_data_block(&data, dblock);
-        assert!(
-            &got == want,
-            "pdt: thin {} block {} -> data block {dblock} holds other data: {}",
-            k.0,
-            k.1,
-            diff_at(&got, want)
-        );
-    }
+    expect_pdt_maps(&data, &found2, &after, "after boot 2", None);
     assert_eq!(
         found2[&(7, 3)],
         Some(host[&(7, 3)]),

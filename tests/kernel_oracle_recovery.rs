@@ -21,12 +21,8 @@ use std::io::{Seek, SeekFrom, Write};
 /// for thin_check, and pdt must see only transaction 1's mappings.
 #[test]
 fn failed_kernel_commit_leaves_transaction_1() {
-    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
+    let Images { tmp, meta, data } = Images::new();
     let dir = tmp.path();
-    let meta = dir.join("meta.img");
-    let data = dir.join("data.img");
-    sparse_file(&meta, META_BYTES);
-    sparse_file(&data, DATA_BYTES);
 
     let mut g = GuestFiles::new(&dir.join("guest"));
     let a = pattern("txn1", BLOCK);
@@ -83,16 +79,8 @@ fn failed_kernel_commit_leaves_transaction_1() {
     check_thin_check(&meta, "after the failed commit", Some(&b));
     let keys: Vec<(u32, u64)> = (0..4).chain(100..104).map(|v| (0, v)).collect();
     let found = lookups(&meta, &keys, "lookups after the failed commit");
-    for v in 0..4u64 {
-        let dblock = found[&(0, v)]
-            .unwrap_or_else(|| panic!("pdt: committed thin 0 block {v} is unmapped\n{}", b.tail()));
-        let got = read_data_block(&data, dblock);
-        assert!(
-            got == a,
-            "pdt: thin 0 block {v} -> data block {dblock} holds other data: {}",
-            diff_at(&got, &a)
-        );
-    }
+    let committed: BTreeMap<(u32, u64), Vec<u8>> = (0..4).map(|v| ((0, v), a.clone())).collect();
+    expect_pdt_maps(&data, &found, &committed, "(committed)", Some(&b));
     for v in 100..104u64 {
         assert_eq!(
             found[&(0, v)],
@@ -125,12 +113,8 @@ fn tool_ok(debian: bool, tool: &str, args: &[&str]) -> String {
 /// with every mapping.
 #[test]
 fn kernel_serves_pool_restored_by_pdt() {
-    let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
+    let Images { tmp, meta, data } = Images::new();
     let dir = tmp.path();
-    let meta = dir.join("meta.img");
-    let data = dir.join("data.img");
-    sparse_file(&meta, META_BYTES);
-    sparse_file(&data, DATA_BYTES);
 
     // (dev, vblock) -> data block. Thin 2 was snapshotted from thin 1 at
     // time 1: mappings older than that are shared.
@@ -183,10 +167,7 @@ fn kernel_serves_pool_restored_by_pdt() {
 
     let mut g = GuestFiles::new(&dir.join("guest"));
     let reads: Vec<(u32, u64)> = vec![(1, 0), (1, 49), (1, 110), (2, 0), (2, 49), (2, 60), (3, 9)];
-    let mut lines: Vec<String> = reads
-        .iter()
-        .map(|&(d, v)| read_line(&format!("thin{d}"), v, &rname(d, v)))
-        .collect();
+    let mut lines: Vec<String> = read_lines(reads.iter().copied(), rname);
     lines.push(read_line("thin2", 100, "zero-2-100.bin"));
     g.list("reads.txt", &lines);
     for (name, bytes) in [
@@ -212,10 +193,7 @@ fn kernel_serves_pool_restored_by_pdt() {
     let after: Vec<(u32, u64)> = vec![(1, 0), (2, 0), (1, 49), (2, 49), (3, 20), (1, 500)];
     g.list(
         "reads-after.txt",
-        &after
-            .iter()
-            .map(|&(d, v)| read_line(&format!("thin{d}"), v, &format!("after-{d}-{v}.bin")))
-            .collect::<Vec<_>>(),
+        &read_lines(after.iter().copied(), after_name),
     );
 
     let b = boot_ok(
@@ -236,13 +214,11 @@ fn kernel_serves_pool_restored_by_pdt() {
         b.tail()
     );
     for &(d, v) in &reads {
-        let got = b.out_file(&rname(d, v));
         let want = content(map[&(d, v)]);
-        assert!(
-            got == want,
-            "thin {d} block {v} read by the kernel: {}\n{}",
-            diff_at(&got, &want),
-            b.tail()
+        b.expect_file(
+            &rname(d, v),
+            &want,
+            &format!("thin {d} block {v} read by the kernel"),
         );
     }
     let z = b.out_file("zero-2-100.bin");
@@ -258,14 +234,10 @@ fn kernel_serves_pool_restored_by_pdt() {
     .into_iter()
     .collect();
     for (k, want) in &expect {
-        let got = b.out_file(&format!("after-{}-{}.bin", k.0, k.1));
-        assert!(
-            &got == want,
-            "thin {} block {} after the writes: {}\n{}",
-            k.0,
-            k.1,
-            diff_at(&got, want),
-            b.tail()
+        b.expect_file(
+            &format!("after-{}-{}.bin", k.0, k.1),
+            want,
+            &format!("thin {} block {} after the writes", k.0, k.1),
         );
     }
 
@@ -340,12 +312,10 @@ fn kernel_serves_pool_restored_by_pdt() {
         &g2.files,
     );
     for ((d, v), bytes) in &want {
-        let got = b2.out_file(&rname(*d, *v));
-        assert!(
-            &got == bytes,
-            "thin {d} block {v} read by the kernel from the repaired pool: {}\n{}",
-            diff_at(&got, bytes),
-            b2.tail()
+        b2.expect_file(
+            &rname(*d, *v),
+            bytes,
+            &format!("thin {d} block {v} read by the kernel from the repaired pool"),
         );
     }
     check_thin_check(

@@ -151,6 +151,17 @@ impl Boot {
         )
     }
 
+    /// The guest's output file `name` holds `want`.
+    pub fn expect_file(&self, name: &str, want: &[u8], what: &str) {
+        let got = self.out_file(name);
+        assert!(
+            got == want,
+            "{what}: {}\n{}",
+            diff_at(&got, want),
+            self.tail()
+        );
+    }
+
     pub fn out_file(&self, name: &str) -> Vec<u8> {
         let path = self.out.join(name);
         fs::read(&path).unwrap_or_else(|e| {
@@ -259,4 +270,26 @@ pub fn boot_ok(
     let b = boot(name, dir, meta, data, scenario, files);
     b.assert_ok();
     b
+}
+
+/// Where two byte strings first differ, for messages.
+pub fn diff_at(a: &[u8], b: &[u8]) -> String {
+    if a.len() != b.len() {
+        return format!("lengths {} and {}", a.len(), b.len());
+    }
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        None => "equal".into(),
+        Some(i) => {
+            let show = |s: &[u8]| {
+                String::from_utf8_lossy(&s[i..(i + 16).min(s.len())])
+                    .escape_debug()
+                    .to_string()
+            };
+            format!(
+                "first difference at byte {i}: got {:?}, want {:?}",
+                show(a),
+                show(b)
+            )
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //! and lookups, Debian's thin_check, the io lists handed to the guest and
 //! the status lines it saves.
 
-use super::kernel::{Boot, BLOCK, BS, PAGES};
+use super::kernel::{diff_at, Boot, Scratch, BLOCK, BS, PAGES};
 use super::oracle::debian;
-use super::tool::{pdt, run_with_input};
+use super::tool::{new_file, pdt, run_with_input};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -34,28 +34,6 @@ pub fn read_data_block(data: &Path, dblock: u64) -> Vec<u8> {
     v
 }
 
-/// Where two byte strings first differ, for messages.
-pub fn diff_at(a: &[u8], b: &[u8]) -> String {
-    if a.len() != b.len() {
-        return format!("lengths {} and {}", a.len(), b.len());
-    }
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        None => "equal".into(),
-        Some(i) => {
-            let show = |s: &[u8]| {
-                String::from_utf8_lossy(&s[i..(i + 16).min(s.len())])
-                    .escape_debug()
-                    .to_string()
-            };
-            format!(
-                "first difference at byte {i}: got {:?}, want {:?}",
-                show(a),
-                show(b)
-            )
-        }
-    }
-}
-
 /// Debian's thin_check on `meta`; Err holds its output.
 pub fn thin_check(meta: &Path) -> Result<(), String> {
     let prog = debian("thin_check");
@@ -73,6 +51,28 @@ pub fn thin_check(meta: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
+    }
+}
+
+/// pdt's lookups `found` (of `lookups`) map every key of `expect` to a
+/// data block of `data` that holds what `expect` says.
+pub fn expect_pdt_maps(
+    data: &Path,
+    found: &BTreeMap<(u32, u64), Option<u64>>,
+    expect: &BTreeMap<(u32, u64), Vec<u8>>,
+    when: &str,
+    boot: Option<&Boot>,
+) {
+    for (&(d, v), want) in expect {
+        let tail = || boot.map(Boot::tail).unwrap_or_default();
+        let dblock = found[&(d, v)]
+            .unwrap_or_else(|| panic!("pdt: thin {d} block {v} unmapped {when}\n{}", tail()));
+        let got = read_data_block(data, dblock);
+        assert!(
+            &got == want,
+            "pdt: thin {d} block {v} -> data block {dblock}, which holds other data ({when}): {}",
+            diff_at(&got, want)
+        );
     }
 }
 
@@ -210,6 +210,40 @@ impl GuestFiles {
     pub fn list(&mut self, name: &str, lines: &[String]) {
         self.file(name, (lines.join("\n") + "\n").as_bytes());
     }
+}
+
+/// A test's scratch folder with blank metadata and data images of the
+/// oracle tests' pool.
+pub struct Images {
+    pub tmp: Scratch,
+    pub meta: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Images {
+    pub fn new() -> Images {
+        let tmp = Scratch::new("pdt-kernel-test.", "images, console logs, guest output");
+        let meta = tmp.path().join("meta.img");
+        let data = tmp.path().join("data.img");
+        new_file(&meta, META_BYTES);
+        new_file(&data, DATA_BYTES);
+        Images { tmp, meta, data }
+    }
+}
+
+/// io_list lines reading each (dev, vblock) of `keys` into $OUT/`name(dev, vblock)`.
+pub fn read_lines(
+    keys: impl IntoIterator<Item = (u32, u64)>,
+    name: impl Fn(u32, u64) -> String,
+) -> Vec<String> {
+    keys.into_iter()
+        .map(|(d, v)| read_line(&format!("thin{d}"), v, &name(d, v)))
+        .collect()
+}
+
+/// Where the guest reads (dev, vblock) after its writes.
+pub fn after_name(dev: u32, vblock: u64) -> String {
+    format!("after-{dev}-{vblock}.bin")
 }
 
 /// io_list line reading block `vblock` of thin device `dev` into $OUT/`out`.
