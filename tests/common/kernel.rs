@@ -201,19 +201,6 @@ impl Boot {
     }
 }
 
-/// Boots the guest over `meta` and `data` and runs `scenario`
-/// (a file of tests/kernel/scenarios) with `files` beside it.
-pub fn boot(
-    name: &str,
-    dir: &Path,
-    meta: &Path,
-    data: &Path,
-    scenario: &str,
-    files: &[PathBuf],
-) -> Boot {
-    boot_with(name, dir, &[meta, data], scenario, files)
-}
-
 /// Boots the guest over `disks` (`meta`, `data`, then `--extra` disks)
 /// and runs `scenario` with `files` beside it.
 pub fn boot_with(
@@ -259,6 +246,8 @@ pub fn boot_with(
     boot
 }
 
+/// Boots the guest over `meta` and `data`, runs `scenario` (a file of
+/// tests/kernel/scenarios) with `files` beside it, and wants it to succeed.
 pub fn boot_ok(
     name: &str,
     dir: &Path,
@@ -267,7 +256,7 @@ pub fn boot_ok(
     scenario: &str,
     files: &[PathBuf],
 ) -> Boot {
-    let b = boot(name, dir, meta, data, scenario, files);
+    let b = boot_with(name, dir, &[meta, data], scenario, files);
     b.assert_ok();
     b
 }

@@ -85,6 +85,8 @@ pub trait Client: Send + Sync + 'static {
     /// transaction's contents.
     type Model: Clone + PartialEq + Debug + Send + Sync;
     type Handle;
+    /// Size of the metadata device when a run starts (all zero).
+    const DEVICE_BLOCKS: u64;
     /// What the script generator knows of the model (e.g. which keys are
     /// mapped, not to what); rolled back at an abort or reopening.
     type Gen: Clone;
@@ -100,9 +102,6 @@ pub trait Client: Send + Sync + 'static {
     /// Applies an operation to the generator's model (and to its committed
     /// copy, for an operation that commits).
     fn gen_apply(&self, g: &mut Self::Gen, committed: &mut Self::Gen, op: &Self::Op);
-
-    /// Size of the metadata device when a run starts (all zero).
-    fn device_blocks(&self) -> u64;
 
     /// The model `format` commits.
     fn formatted(&self) -> Self::Model;
@@ -214,7 +213,7 @@ impl<C: Client> Workload for Scripted<C> {
     type Session = ScriptedSession<C>;
 
     fn device_blocks(&self) -> u64 {
-        self.client.device_blocks()
+        C::DEVICE_BLOCKS
     }
 
     fn nr_steps(&self) -> usize {

@@ -175,6 +175,7 @@ impl Client for Thin {
     type Gen = GenModel;
     type Model = Pool;
     type Handle = ThinMetadata;
+    const DEVICE_BLOCKS: u64 = DEVICE_BLOCKS;
 
     fn gen_start(&self) -> GenModel {
         GenModel {
@@ -296,10 +297,6 @@ impl Client for Thin {
             Op::ResizeData(n) => g.nr_data = *n,
             Op::ResizeMetadata(n) => g.nr_meta = *n,
         }
-    }
-
-    fn device_blocks(&self) -> u64 {
-        DEVICE_BLOCKS
     }
 
     fn formatted(&self) -> Pool {

@@ -227,6 +227,7 @@ impl Client for Btree {
     type Gen = GenModel;
     type Model = Trees;
     type Handle = BtreeHandle;
+    const DEVICE_BLOCKS: u64 = DEVICE_BLOCKS;
 
     fn gen_start(&self) -> GenModel {
         GenModel {
@@ -319,10 +320,6 @@ impl Client for Btree {
             Op::Delete(slot) => g.slots[*slot] = None,
             Op::ExtendMetadata(n) => g.nr_meta = *n,
         }
-    }
-
-    fn device_blocks(&self) -> u64 {
-        DEVICE_BLOCKS
     }
 
     fn formatted(&self) -> Trees {
