@@ -1,7 +1,10 @@
-//! Debian's thin-provisioning-tools (0.9.0): the oracle.
+//! Running Debian's thin-provisioning-tools (0.9.0, the oracle) and ours.
+//! Standalone (std only): other crates' tests include it by path.
+// Each test file uses what it needs of this.
+#![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The path of Debian's `tool`; fails the test if it is not installed.
 pub fn debian(tool: &str) -> String {
@@ -16,4 +19,12 @@ pub fn debian(tool: &str) -> String {
 /// Debian's `tool`, ready for its arguments.
 pub fn debian_cmd(tool: &str) -> Command {
     Command::new(debian(tool))
+}
+
+/// Runs `cmd`; whatever its exit status, it must not have panicked.
+pub fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    o
 }

@@ -1,5 +1,6 @@
 //! Running our tools, and the files they work on.
 
+pub use super::oracle::run;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -12,14 +13,6 @@ pub fn pdt(tool: &str) -> Command {
     let mut c = Command::new(PDT);
     c.arg(tool);
     c
-}
-
-/// Runs `cmd`; whatever its exit status, it must not have panicked.
-pub fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "panic: {err}");
-    o
 }
 
 /// Runs `cmd` with `stdin` as its input (none: no input); whatever its
