@@ -362,3 +362,28 @@ impl<C: Client> Session for ScriptedSession<C> {
         Ok(self.committed())
     }
 }
+
+/// Runs a client's script on a memory device, checking the disk against
+/// the model after every commit, then the handle and one extra commit;
+/// returns the last model the script committed.
+#[cfg(test)]
+pub(crate) fn check_script<C: Client>(w: &Scripted<C>) -> C::Model {
+    let mem = Arc::new(pdata::io::MemoryDevice::new(C::DEVICE_BLOCKS));
+    let mut s = w.format(mem.clone(), false).expect("format");
+    assert_eq!(w.read_disk(mem.clone()).expect("read"), w.formatted());
+    for i in 0..w.nr_steps() {
+        s.step(i)
+            .unwrap_or_else(|e| panic!("{}: {e}", w.describe_step(i)));
+        if matches!(w.script()[i], Step::Commit) {
+            let got = w.read_disk(mem.clone()).expect("read");
+            assert_eq!(got, s.committed(), "{}", w.describe_step(i));
+        }
+    }
+    let Disk::Formatted(last) = s.committed() else {
+        panic!("the script left no committed model")
+    };
+    assert_eq!(s.handle_state().expect("handle"), s.committed());
+    let after = s.extra().expect("extra");
+    assert_eq!(w.read_disk(mem).expect("read"), after);
+    last
+}

@@ -425,25 +425,10 @@ impl Client for Btree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{Session, Workload};
-    use pdata::io::MemoryDevice;
+    use crate::script::check_script;
 
     #[test]
     fn script_runs_and_matches_the_model() {
-        let w = Scripted::new(Btree, 2, 12, 8);
-        let mem = Arc::new(MemoryDevice::new(DEVICE_BLOCKS));
-        let mut s = w.format(mem.clone(), false).unwrap();
-        assert_eq!(w.read_disk(mem.clone()).unwrap(), w.formatted());
-        for i in 0..w.nr_steps() {
-            s.step(i)
-                .unwrap_or_else(|e| panic!("{}: {e}", w.describe_step(i)));
-            if matches!(w.script()[i], Step::Commit) {
-                let got = w.read_disk(mem.clone()).unwrap();
-                assert_eq!(got, s.committed(), "{}", w.describe_step(i));
-            }
-        }
-        assert_eq!(s.handle_state().unwrap(), s.committed());
-        let after = s.extra().unwrap();
-        assert_eq!(w.read_disk(mem).unwrap(), after);
+        check_script(&Scripted::new(Btree, 2, 12, 8));
     }
 }
