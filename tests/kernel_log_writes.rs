@@ -26,57 +26,32 @@
 //! writes may tear. Nothing here skips itself: a guest that cannot be built
 //! or booted fails the test. `PDT_LOG_WRITES_SEED=N` changes the sample.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Output;
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
-/// Data block size in 512-byte sectors (64 KiB).
 mod common;
-use common::kernel::{build_guest, kernel_dir, pattern, sparse_file, Scratch};
+use common::dump::parse_dump;
+use common::kernel::{boot_with, pattern, Scratch, BLOCK, BS, PAGES};
+use common::kernel_host::{parse_lookup, thin_exec};
+use common::log_writes::*;
+use common::oracle::debian_cmd;
+use common::tool::{new_file as sparse_file, pdt, run, run_with_input};
+use torture::rng::Rng;
 
-const BS: u64 = 128;
-const BLOCK: usize = BS as usize * 512;
-/// 4 KiB pages per data block (io_list in the guest counts in pages).
-const PAGES: u64 = (BLOCK / 4096) as u64;
 const NR_BLOCKS: u64 = 256;
 const THIN_SECTORS: u64 = NR_BLOCKS * BS;
-/// 128 metadata blocks: small enough for the kernel to reuse freed blocks.
-const META_BYTES: usize = 512 << 10;
 const DATA_BYTES: u64 = NR_BLOCKS * BLOCK as u64;
 const LOG_BYTES: u64 = 16 << 20;
-const META_BLOCK: usize = 4096;
-const BOOT_TIMEOUT_SECS: u32 = 240;
 
-/// Proper subsets of the writes in flight tried per flush interval: all of
-/// them when there are few enough, otherwise each write alone, all writes
-/// but one, and random ones, up to this many.
-const SUBSETS_PER_INTERVAL: usize = 32;
-/// Torn-write images per flush interval.
-const TORN_PER_INTERVAL: usize = 4;
 /// Besides every flush point, one image in this many also goes through
 /// Debian's thin_check and thin_dump.
 const DEBIAN_EVERY: usize = 6;
 const DEFAULT_SEED: u64 = 0x5eed_1066_0bad_cafe;
-
-fn pdt() -> &'static str {
-    env!("CARGO_BIN_EXE_pdt")
-}
-
-fn debian_tool(name: &str) -> String {
-    let p = format!("/usr/sbin/{name}");
-    if Path::new(&p).exists() {
-        p
-    } else {
-        name.to_string()
-    }
-}
 
 // ---------------------------------------------------------------- the plan
 
@@ -223,496 +198,7 @@ fn guest_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-// ---------------------------------------------------------------- guest
-
-/// The last console lines, for messages.
-fn console_tail(log: &Path) -> String {
-    let text =
-        fs::read_to_string(log).unwrap_or_else(|e| format!("(no log {}: {e})", log.display()));
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(50);
-    format!(
-        "---- last console lines ({}) ----\n{}\n----",
-        log.display(),
-        lines[from..].join("\n")
-    )
-}
-
-// ---------------------------------------------------------------- the log
-
-const LOG_MAGIC: u64 = 0x006a_7366_7773_6872;
-const LOG_VERSION: u64 = 1;
-const F_FLUSH: u64 = 1 << 0;
-const F_FUA: u64 = 1 << 1;
-const F_DISCARD: u64 = 1 << 2;
-const F_MARK: u64 = 1 << 3;
-
-/// One thing the log says happened to the metadata device, in log order.
-#[derive(Clone, Debug)]
-enum Event {
-    /// `data` landed at byte `off`; `fua`: durable once logged.
-    Write {
-        off: u64,
-        data: Vec<u8>,
-        fua: bool,
-    },
-    /// Bytes `off..off + len` discarded (replayed as zeroes).
-    Discard {
-        off: u64,
-        len: u64,
-    },
-    /// Everything logged before is durable.
-    Flush,
-    Mark(String),
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-/// Parses a dm-log-writes log: a super block (magic, version, number of
-/// entries, sector size) in the first sector, then per entry a header sector
-/// (sector, nr_sectors, flags, data_len; a mark's name follows the header)
-/// and, unless it is a discard, nr_sectors sectors of written data.
-/// Sectors and counts are in the device's sector size.
-fn parse_log(log: &[u8]) -> Result<(u64, Vec<Event>), String> {
-    if log.len() < 28 {
-        return Err("log shorter than its super block".into());
-    }
-    let magic = le64(log, 0);
-    let version = le64(log, 8);
-    let nr = le64(log, 16);
-    let ss = u32::from_le_bytes(log[24..28].try_into().unwrap()) as u64;
-    if magic != LOG_MAGIC {
-        return Err(format!("bad log magic {magic:#x}"));
-    }
-    if version != LOG_VERSION {
-        return Err(format!("log version {version}, want {LOG_VERSION}"));
-    }
-    if !(512..=65536).contains(&ss) || !ss.is_power_of_two() {
-        return Err(format!("bad log sector size {ss}"));
-    }
-    let mut events = vec![];
-    let mut pos = ss;
-    for i in 0..nr {
-        let need = |from: u64, len: u64| -> Result<(), String> {
-            if from
-                .checked_add(len)
-                .is_none_or(|end| end > log.len() as u64)
-            {
-                Err(format!(
-                    "log entry {i} of {nr} runs past the end of the log ({} bytes)",
-                    log.len()
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        need(pos, ss)?;
-        let h = &log[pos as usize..(pos + ss) as usize];
-        let (sector, nr_sectors, flags, data_len) =
-            (le64(h, 0), le64(h, 8), le64(h, 16), le64(h, 24));
-        pos += ss;
-        if flags & F_MARK != 0 {
-            if data_len > ss - 32 {
-                return Err(format!("log entry {i}: mark of {data_len} bytes"));
-            }
-            let name = &h[32..32 + data_len as usize];
-            events.push(Event::Mark(String::from_utf8_lossy(name).into_owned()));
-            continue;
-        }
-        let len = nr_sectors
-            .checked_mul(ss)
-            .ok_or_else(|| format!("log entry {i}: {nr_sectors} sectors"))?;
-        if flags & F_FLUSH != 0 {
-            // a flush with data: what came before is durable, then the write
-            events.push(Event::Flush);
-        }
-        if flags & F_DISCARD != 0 {
-            events.push(Event::Discard {
-                off: sector * ss,
-                len,
-            });
-        } else if len > 0 {
-            need(pos, len)?;
-            events.push(Event::Write {
-                off: sector * ss,
-                data: log[pos as usize..(pos + len) as usize].to_vec(),
-                fua: flags & F_FUA != 0,
-            });
-            pos += len;
-        }
-    }
-    Ok((ss, events))
-}
-
-// ---------------------------------------------------------------- replay
-
-/// A write in flight between two flushes.
-#[derive(Clone, Debug)]
-struct Op {
-    off: usize,
-    /// None: a discard of `len` bytes
-    data: Option<Vec<u8>>,
-    len: usize,
-    fua: bool,
-    /// position in the event list, for messages
-    event: usize,
-}
-
-impl Op {
-    fn apply(&self, img: &mut [u8]) {
-        self.apply_sectors(img, None);
-    }
-
-    /// Applies the op, or with `keep` only the 512-byte sectors it names.
-    fn apply_sectors(&self, img: &mut [u8], keep: Option<&[bool]>) {
-        for s in 0..self.len.div_ceil(512) {
-            if keep.is_some_and(|k| !k[s]) {
-                continue;
-            }
-            let from = s * 512;
-            let to = (from + 512).min(self.len);
-            let dst = &mut img[self.off + from..self.off + to];
-            match &self.data {
-                Some(d) => dst.copy_from_slice(&d[from..to]),
-                None => dst.fill(0),
-            }
-        }
-    }
-
-    fn touches_superblock(&self) -> bool {
-        self.off < META_BLOCK
-    }
-}
-
-/// The writes logged between two flushes, over the image the first flush
-/// left (or the zeroed device, or whatever preceded the end of the log).
-struct Interval {
-    base: Vec<u8>,
-    ops: Vec<Op>,
-    /// the last mark logged before the interval
-    after_mark: String,
-    ends_with_flush: bool,
-}
-
-/// A state the kernel committed: the metadata as it was when a superblock
-/// write was logged (all writes before it were flushed by then).
-struct Commit {
-    superblock: Vec<u8>,
-    image: Vec<u8>,
-    event: usize,
-}
-
-struct Replay {
-    intervals: Vec<Interval>,
-    commits: Vec<Commit>,
-    /// (mark, index in `commits` of the last commit logged before it)
-    marks: Vec<(String, Option<usize>)>,
-    /// everything replayed in log order
-    last: Vec<u8>,
-    counts: BTreeMap<&'static str, usize>,
-}
-
-fn replay(events: &[Event]) -> Replay {
-    let mut durable = vec![0u8; META_BYTES];
-    let mut prefix = vec![0u8; META_BYTES];
-    let mut ops: Vec<Op> = vec![];
-    let mut r = Replay {
-        intervals: vec![],
-        commits: vec![],
-        marks: vec![],
-        last: vec![],
-        counts: BTreeMap::new(),
-    };
-    let mut last_mark = "(none)".to_string();
-    for (i, ev) in events.iter().enumerate() {
-        let op = match ev {
-            Event::Write { off, data, fua } => {
-                *r.counts
-                    .entry(if *fua { "fua writes" } else { "writes" })
-                    .or_default() += 1;
-                Op {
-                    off: *off as usize,
-                    len: data.len(),
-                    data: Some(data.clone()),
-                    fua: *fua,
-                    event: i,
-                }
-            }
-            Event::Discard { off, len } => {
-                *r.counts.entry("discards").or_default() += 1;
-                Op {
-                    off: *off as usize,
-                    len: *len as usize,
-                    data: None,
-                    fua: false,
-                    event: i,
-                }
-            }
-            Event::Flush => {
-                *r.counts.entry("flushes").or_default() += 1;
-                let iv = Interval {
-                    base: durable.clone(),
-                    ops: std::mem::take(&mut ops),
-                    after_mark: last_mark.clone(),
-                    ends_with_flush: true,
-                };
-                for op in &iv.ops {
-                    op.apply(&mut durable);
-                }
-                assert!(
-                    durable == prefix,
-                    "replay: the image at flush (event {i}) is not the log-order replay"
-                );
-                r.intervals.push(iv);
-                continue;
-            }
-            Event::Mark(name) => {
-                *r.counts.entry("marks").or_default() += 1;
-                r.marks.push((name.clone(), r.commits.len().checked_sub(1)));
-                last_mark = name.clone();
-                continue;
-            }
-        };
-        assert!(
-            op.off + op.len <= META_BYTES,
-            "log event {i} writes bytes {}..{} of a {META_BYTES}-byte metadata device",
-            op.off,
-            op.off + op.len
-        );
-        op.apply(&mut prefix);
-        if op.touches_superblock() {
-            assert!(
-                op.off == 0 && op.len >= META_BLOCK && op.data.is_some(),
-                "log event {i}: a write of bytes {}..{} covers part of the superblock only",
-                op.off,
-                op.off + op.len
-            );
-            *r.counts.entry("superblock writes").or_default() += 1;
-            r.commits.push(Commit {
-                superblock: prefix[..META_BLOCK].to_vec(),
-                image: prefix.clone(),
-                event: i,
-            });
-        }
-        ops.push(op);
-    }
-    if !ops.is_empty() {
-        r.intervals.push(Interval {
-            base: durable,
-            ops,
-            after_mark: last_mark,
-            ends_with_flush: false,
-        });
-    }
-    r.last = prefix;
-    r
-}
-
-/// splitmix64: small, seeded, the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    /// all writes up to a flush (or the end of the log)
-    FlushPoint,
-    /// a proper subset of the writes in flight
-    Subset,
-    /// a subset plus one write of which only some sectors landed
-    Torn,
-}
-
-/// A crash image to build: interval `interval`'s base plus the ops named.
-struct Spec {
-    interval: usize,
-    kind: Kind,
-    ops: Vec<usize>,
-    torn: Option<(usize, Vec<bool>)>,
-}
-
-/// Subset of ops from a bit mask, closed so that a FUA write is kept only
-/// with the FUA writes logged before it (FUA writes land in order).
-fn subset_from_mask(ops: &[Op], mask: &[bool]) -> Vec<usize> {
-    let last_fua = (0..ops.len()).rev().find(|&i| ops[i].fua && mask[i]);
-    (0..ops.len())
-        .filter(|&i| mask[i] || (ops[i].fua && last_fua.is_some_and(|l| i < l)))
-        .collect()
-}
-
-fn crash_specs(intervals: &[Interval], rng: &mut Rng) -> Vec<Spec> {
-    let mut specs = vec![];
-    for (iv_no, iv) in intervals.iter().enumerate() {
-        let n = iv.ops.len();
-        specs.push(Spec {
-            interval: iv_no,
-            kind: Kind::FlushPoint,
-            ops: (0..n).collect(),
-            torn: None,
-        });
-        if n >= 2 {
-            let mut seen: HashSet<Vec<usize>> = HashSet::new();
-            seen.insert(vec![]);
-            seen.insert((0..n).collect());
-            let masks: Vec<Vec<bool>> = if n < 20 && (1usize << n) - 2 <= SUBSETS_PER_INTERVAL {
-                (1..(1usize << n) - 1)
-                    .map(|m| (0..n).map(|b| m >> b & 1 == 1).collect())
-                    .collect()
-            } else {
-                let mut v: Vec<Vec<bool>> = vec![];
-                for one in 0..n {
-                    v.push((0..n).map(|b| b == one).collect());
-                    v.push((0..n).map(|b| b != one).collect());
-                }
-                for _ in 0..SUBSETS_PER_INTERVAL * 4 {
-                    v.push((0..n).map(|_| rng.next() & 1 == 1).collect());
-                }
-                v
-            };
-            let mut taken = 0;
-            for m in masks {
-                if taken >= SUBSETS_PER_INTERVAL {
-                    break;
-                }
-                let s = subset_from_mask(&iv.ops, &m);
-                if seen.insert(s.clone()) {
-                    taken += 1;
-                    specs.push(Spec {
-                        interval: iv_no,
-                        kind: Kind::Subset,
-                        ops: s,
-                        torn: None,
-                    });
-                }
-            }
-        }
-        // torn: ordinary writes of several sectors, never the superblock
-        let tearable: Vec<usize> = (0..n)
-            .filter(|&i| {
-                let op = &iv.ops[i];
-                op.data.is_some() && op.len > 512 && !op.touches_superblock() && !op.fua
-            })
-            .collect();
-        for _ in 0..if tearable.is_empty() {
-            0
-        } else {
-            TORN_PER_INTERVAL
-        } {
-            let t = tearable[rng.below(tearable.len())];
-            let mask: Vec<bool> = (0..n).map(|i| i != t && rng.next() & 1 == 1).collect();
-            let s = subset_from_mask(&iv.ops, &mask);
-            let sectors = iv.ops[t].len / 512;
-            let keep_mask = 1 + rng.below((1usize << sectors.min(16)) - 2);
-            let keep: Vec<bool> = (0..sectors)
-                .map(|b| b < 16 && keep_mask >> b & 1 == 1)
-                .collect();
-            specs.push(Spec {
-                interval: iv_no,
-                kind: Kind::Torn,
-                ops: s,
-                torn: Some((t, keep)),
-            });
-        }
-    }
-    specs
-}
-
-fn build(intervals: &[Interval], spec: &Spec) -> Vec<u8> {
-    let iv = &intervals[spec.interval];
-    let mut img = iv.base.clone();
-    // ops in log order; the torn one takes its place among them
-    for (i, op) in iv.ops.iter().enumerate() {
-        if spec.ops.contains(&i) {
-            op.apply(&mut img);
-        } else if let Some((t, keep)) = &spec.torn {
-            if *t == i {
-                op.apply_sectors(&mut img, Some(keep));
-            }
-        }
-    }
-    img
-}
-
-fn describe(intervals: &[Interval], spec: &Spec) -> String {
-    let iv = &intervals[spec.interval];
-    let events: Vec<usize> = iv.ops.iter().map(|o| o.event).collect();
-    let mut s = format!(
-        "{:?} image of interval {} (after mark '{}'; log events {:?}{}): ops {:?} of {}",
-        spec.kind,
-        spec.interval,
-        iv.after_mark,
-        events,
-        if iv.ends_with_flush {
-            ", then a flush"
-        } else {
-            ", end of log"
-        },
-        spec.ops,
-        iv.ops.len()
-    );
-    if let Some((t, keep)) = &spec.torn {
-        let bits: String = keep.iter().map(|&k| if k { '1' } else { '0' }).collect();
-        let op = &iv.ops[*t];
-        let _ = write!(
-            s,
-            ", op {t} (byte {} of the device, event {}) torn: sectors {bits}",
-            op.off, op.event
-        );
-    }
-    s
-}
-
-fn hash_of(img: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    img.hash(&mut h);
-    h.finish()
-}
-
 // ---------------------------------------------------------------- tools
-
-struct Ran {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Ran {
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
-    if let Some(text) = stdin {
-        // the tool may stop reading early; that shows in its output
-        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().expect("wait for a tool");
-    Ran {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The first lines of a tool's output, for messages.
 fn head(text: &str) -> String {
@@ -724,26 +210,30 @@ fn head(text: &str) -> String {
     s
 }
 
+/// stdout and stderr of a tool, as one text.
+fn output_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
 fn pdt_check(img: &Path) -> Result<(), String> {
-    let p = img.to_str().unwrap();
-    if run(pdt(), &["thin_check", "-q", p], None).ok {
+    if run(pdt("thin_check").arg("-q").arg(img)).status.success() {
         return Ok(());
     }
-    let r = run(pdt(), &["thin_check", p], None);
+    let r = run(pdt("thin_check").arg(img));
     Err(format!(
         "pdt thin_check failed:\n    {}",
-        head(&(r.stdout + &r.stderr))
+        head(&output_text(&r))
     ))
 }
 
 fn debian_check(img: &Path) -> Result<(), String> {
-    let r = run(&debian_tool("thin_check"), &[img.to_str().unwrap()], None);
-    if r.ok {
+    let r = run(debian_cmd("thin_check").arg(img));
+    if r.status.success() {
         Ok(())
     } else {
         Err(format!(
             "Debian thin_check failed:\n    {}",
-            head(&(r.stdout + &r.stderr))
+            head(&output_text(&r))
         ))
     }
 }
@@ -755,56 +245,26 @@ struct Dump {
     devs: BTreeMap<u32, BTreeMap<u64, (u64, u32)>>,
 }
 
-fn attr<T: std::str::FromStr>(line: &str, name: &str) -> Option<T> {
-    let at = line.find(&format!(" {name}=\""))? + name.len() + 3;
-    let rest = &line[at..];
-    rest[..rest.find('"')?].parse().ok()
+fn debian_dump(img: &Path) -> Result<Dump, String> {
+    let r = run_with_input(debian_cmd("thin_dump").arg(img), None);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr),
+    );
+    if !r.status.success() {
+        return Err(format!("Debian thin_dump failed:\n{stdout}{stderr}"));
+    }
+    let (d, _) = parse_dump(&stdout)?;
+    let devs = d.devs.into_iter().map(|(id, dev)| (id as u32, dev.map));
+    Ok(Dump {
+        trans: d.trans,
+        devs: devs.collect(),
+    })
 }
 
-fn debian_dump(img: &Path) -> Result<Dump, String> {
-    let r = run(&debian_tool("thin_dump"), &[img.to_str().unwrap()], None);
-    if !r.ok {
-        return Err(format!(
-            "Debian thin_dump failed:\n{}{}",
-            r.stdout, r.stderr
-        ));
-    }
-    let bad = |l: &str| format!("cannot parse thin_dump line {l:?}");
-    let mut d = Dump {
-        trans: u64::MAX,
-        devs: BTreeMap::new(),
-    };
-    let mut dev: Option<u32> = None;
-    for l in r.stdout.lines().map(str::trim) {
-        if l.starts_with("<superblock") {
-            d.trans = attr(l, "transaction").ok_or_else(|| bad(l))?;
-        } else if l.starts_with("<device") {
-            let id: u32 = attr(l, "dev_id").ok_or_else(|| bad(l))?;
-            d.devs.insert(id, BTreeMap::new());
-            dev = Some(id);
-        } else if l.starts_with("</device") {
-            dev = None;
-        } else if l.starts_with("<single_mapping") {
-            let m = d.devs.get_mut(&dev.ok_or_else(|| bad(l))?).unwrap();
-            let v: u64 = attr(l, "origin_block").ok_or_else(|| bad(l))?;
-            let b: u64 = attr(l, "data_block").ok_or_else(|| bad(l))?;
-            let t: u32 = attr(l, "time").ok_or_else(|| bad(l))?;
-            m.insert(v, (b, t));
-        } else if l.starts_with("<range_mapping") {
-            let m = d.devs.get_mut(&dev.ok_or_else(|| bad(l))?).unwrap();
-            let v: u64 = attr(l, "origin_begin").ok_or_else(|| bad(l))?;
-            let b: u64 = attr(l, "data_begin").ok_or_else(|| bad(l))?;
-            let n: u64 = attr(l, "length").ok_or_else(|| bad(l))?;
-            let t: u32 = attr(l, "time").ok_or_else(|| bad(l))?;
-            for i in 0..n {
-                m.insert(v + i, (b + i, t));
-            }
-        }
-    }
-    if d.trans == u64::MAX {
-        return Err(format!("thin_dump printed no superblock:\n{}", r.stdout));
-    }
-    Ok(d)
+/// pdt thin_exec's answers to `script`, one line per op (errors included).
+fn pdt_probe(img: &Path, script: &str) -> Vec<String> {
+    thin_exec(img, script).lines
 }
 
 /// `set_transaction_id T T` (succeeds only if pdt reads transaction T; it
@@ -815,31 +275,6 @@ fn probe_script(trans: u64, keys: &[Key]) -> String {
         let _ = writeln!(s, "lookup {d} {v}");
     }
     s
-}
-
-/// pdt thin_exec's answers to `script`, one line per op (errors included).
-fn pdt_probe(img: &Path, script: &str) -> Vec<String> {
-    let r = run(pdt(), &["thin_exec", img.to_str().unwrap()], Some(script));
-    r.stdout.lines().map(str::to_string).collect()
-}
-
-/// A lookup answer: Ok(Some((data block, time))), Ok(None) for unmapped,
-/// Err for an error line (no such device).
-fn parse_lookup(line: &str) -> Result<Option<(u64, u32)>, String> {
-    if line == "unmapped" {
-        return Ok(None);
-    }
-    if line.starts_with("error") {
-        return Err(line.to_string());
-    }
-    let w: Vec<&str> = line.split_whitespace().collect();
-    match w.as_slice() {
-        [b, t] => match (b.parse(), t.parse()) {
-            (Ok(b), Ok(t)) => Ok(Some((b, t))),
-            _ => Err(format!("bad lookup answer {line:?}")),
-        },
-        _ => Err(format!("bad lookup answer {line:?}")),
-    }
 }
 
 /// What the checks of one committed state found.
@@ -873,37 +308,14 @@ fn kernel_metadata_writes_replayed_as_crash_images() {
     let files = guest_files(&dir.join("guest"));
 
     // ---- boot: the kernel writes through dm-log-writes
-    build_guest();
-    let console = dir.join("console.log");
-    let t = Instant::now();
-    let res = Command::new("bash")
-        .arg(kernel_dir().join("run-guest.sh"))
-        .args(["-q", "--timeout", &BOOT_TIMEOUT_SECS.to_string()])
-        .arg("--log")
-        .arg(&console)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--extra")
-        .arg(&log)
-        .arg(&meta)
-        .arg(&data)
-        .arg(kernel_dir().join("scenarios/log-writes.sh"))
-        .args(&files)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run run-guest.sh: {e}"));
-    let boot_secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "boot (log-writes.sh): exit {:?} in {boot_secs:.1}s",
-        res.status.code()
+    let boot = boot_with(
+        "console",
+        dir,
+        &[&meta, &data, &log],
+        "log-writes.sh",
+        &files,
     );
-    assert!(
-        res.status.code() == Some(0),
-        "the log-writes scenario failed (run-guest.sh exit {:?}: 124 timeout, 125 no status)\n{}\n\
-         ---- run-guest.sh said ----\n{}",
-        res.status.code(),
-        console_tail(&console),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    boot.assert_ok();
 
     // ---- the log
     let log_bytes = fs::read(&log).expect("read the log image");
@@ -1094,7 +506,7 @@ fn kernel_metadata_writes_replayed_as_crash_images() {
     }
 
     // ---- crash images
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let specs = crash_specs(&r.intervals, &mut rng);
     let mut per_kind: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut unformatted = 0usize;

@@ -15,11 +15,11 @@ use thin::repair::{recover, RepairOptions};
 use thin::restore::Restorer;
 use thin::{DeviceDetails, ThinMetadata};
 
-#[path = "common/oracle.rs"]
-mod oracle;
-use oracle::{debian, run};
+mod common;
+use common::dump::parse_dump;
+use common::oracle::debian;
+use common::tool::{run, PDT};
 
-const PDT: &str = env!("CARGO_BIN_EXE_pdt");
 const BLOCK: usize = 4096;
 const META_BLOCKS: u64 = 2048;
 const NR_DATA_BLOCKS: u64 = 20_000;
@@ -123,39 +123,14 @@ fn readable(pool: &Pool, damaged: &BTreeSet<u64>) -> u64 {
     total - lost
 }
 
-/// Parses thin_dump XML into mappings and the devices' mapped_blocks.
+/// The mappings of a dump and its devices' mapped_blocks.
 fn parse_xml(xml: &str) -> (Mappings, BTreeMap<u64, u64>) {
-    fn attr(line: &str, name: &str) -> u64 {
-        let key = format!(" {name}=\"");
-        let start = line.find(&key).unwrap() + key.len();
-        let end = start + line[start..].find('"').unwrap();
-        line[start..end].parse().unwrap()
-    }
+    let (dump, _) = parse_dump(xml).unwrap_or_else(|e| panic!("{e}"));
     let mut m = Mappings::new();
     let mut devices = BTreeMap::new();
-    let mut dev = 0;
-    for line in xml.lines() {
-        let line = line.trim();
-        if line.starts_with("<device ") {
-            dev = attr(line, "dev_id");
-            devices.insert(dev, attr(line, "mapped_blocks"));
-        } else if line.starts_with("<single_mapping ") {
-            let t = attr(line, "time") as u32;
-            m.insert(
-                (dev, attr(line, "origin_block")),
-                (attr(line, "data_block"), t),
-            );
-        } else if line.starts_with("<range_mapping ") {
-            let (o, d, n, t) = (
-                attr(line, "origin_begin"),
-                attr(line, "data_begin"),
-                attr(line, "length"),
-                attr(line, "time") as u32,
-            );
-            for k in 0..n {
-                m.insert((dev, o + k), (d + k, t));
-            }
-        }
+    for (dev, d) in dump.devs {
+        devices.insert(dev, d.mapped);
+        m.extend(d.map.into_iter().map(|(v, bt)| ((dev, v), bt)));
     }
     (m, devices)
 }

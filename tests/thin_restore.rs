@@ -2,30 +2,12 @@
 //! round trips both ways, the Rust 1.x def/ref form, options, and errors
 //! (clear message, exit 1, no panic).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-#[path = "common/oracle.rs"]
-mod oracle;
-use oracle::{debian, run};
-
-const PDT: &str = env!("CARGO_BIN_EXE_pdt");
-
-fn ok(cmd: &mut Command) -> Vec<u8> {
-    let o = run(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-fn file(dir: &Path, name: &str, bytes: u64) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().set_len(bytes).unwrap();
-    p
-}
+mod common;
+use common::oracle::debian;
+use common::tool::{file, ok, run, PDT};
 
 fn restore_with(tool: &str, xml: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut cmd = if tool == "pdt" {

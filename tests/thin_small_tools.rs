@@ -10,38 +10,33 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-#[path = "common/oracle.rs"]
-mod oracle;
+mod common;
+use common::oracle::debian_cmd as debian;
+use common::pool::{debian_restore, exec_pool};
+use common::tool::{new_file, pdt, run, s};
 
-const PDT: &str = env!("CARGO_BIN_EXE_pdt");
-
+/// Exit status, stdout and stderr of a tool that did not panic.
 struct Out {
     status: Option<i32>,
     stdout: Vec<u8>,
     stderr: String,
 }
 
-fn run(cmd: &mut Command) -> Out {
-    let o = cmd.output().expect("runs");
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+fn out(cmd: &mut Command) -> Out {
+    let o = run(cmd);
     Out {
         status: o.status.code(),
         stdout: o.stdout,
-        stderr,
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
     }
 }
 
-fn debian(tool: &str) -> Command {
-    Command::new(oracle::debian(tool))
-}
-
 fn ours(tool: &str, args: &[&str]) -> Out {
-    run(Command::new(PDT).arg(tool).args(args))
+    out(pdt(tool).args(args))
 }
 
 fn theirs(tool: &str, args: &[&str]) -> Out {
-    run(debian(tool).args(args))
+    out(debian(tool).args(args))
 }
 
 /// Same stdout and exit status as Debian's; returns (theirs, ours).
@@ -58,28 +53,6 @@ fn same(tool: &str, args: &[&str]) -> (Out, Out) {
         assert!(!o.stderr.is_empty(), "{tool} {args:?}: failed silently");
     }
     (t, o)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn new_file(path: &Path, bytes: u64) {
-    std::fs::File::create(path).unwrap().set_len(bytes).unwrap();
-}
-
-/// Applies a thin_exec script to fresh metadata.
-fn exec_pool(dir: &Path, name: &str, script: &str) -> PathBuf {
-    let meta = dir.join(name);
-    new_file(&meta, 8 << 20);
-    let script_path = dir.join(format!("{name}.script"));
-    std::fs::write(&script_path, script).unwrap();
-    let o = run(Command::new(PDT)
-        .arg("thin_exec")
-        .arg(&meta)
-        .arg(&script_path));
-    assert_eq!(o.status, Some(0), "thin_exec: {}", o.stderr);
-    meta
 }
 
 /// Snapshots sharing whole sub-trees and leaves with their origins, some
@@ -107,7 +80,7 @@ fn snapshot_pool(dir: &Path) -> PathBuf {
         s += &format!("provision 0 {v}\n");
     }
     s += "create_snap 6 5\nprovision 6 7\nset_transaction_id 0 9\ncommit\n";
-    exec_pool(dir, "snap.md", &s)
+    exec_pool(dir, "snap.md", 8 << 20, &s)
 }
 
 /// A pool from Debian's thin_restore: runs ending where another device's
@@ -141,17 +114,7 @@ fn restored_pool(dir: &Path) -> PathBuf {
   </device>
 </superblock>
 "#;
-    let xml_path = dir.join("restored.xml");
-    std::fs::write(&xml_path, xml).unwrap();
-    let meta = dir.join("restored.md");
-    new_file(&meta, 4 << 20);
-    let o = run(debian("thin_restore")
-        .arg("-i")
-        .arg(&xml_path)
-        .arg("-o")
-        .arg(&meta));
-    assert_eq!(o.status, Some(0), "thin_restore: {}", o.stderr);
-    meta
+    debian_restore(dir, "restored.md", 4 << 20, xml)
 }
 
 fn device_ids(meta: &Path) -> Vec<String> {
@@ -471,7 +434,7 @@ fn thin_trim_punches_exactly_the_free_blocks() {
         script += &format!("provision 4 {v}\n");
     }
     script += "delete 1\nprovision 2 3\nprovision 2 9\ncommit\n";
-    let meta = exec_pool(dir.path(), "trim.md", &script);
+    let meta = exec_pool(dir.path(), "trim.md", 8 << 20, &script);
     let data = dir.path().join("data.img");
     let pattern = |b: u64| vec![(b % 251 + 1) as u8; TRIM_BLOCK_BYTES as usize];
     let mut image = Vec::new();

@@ -4,11 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-#[path = "common/oracle.rs"]
-mod oracle;
-use oracle::debian;
-
-const PDT: &str = env!("CARGO_BIN_EXE_pdt");
+mod common;
+use common::oracle::debian;
+use common::pool::exec_pool;
+use common::tool::PDT;
 
 fn output(cmd: &mut Command) -> (bool, Vec<u8>) {
     let o = cmd.output().expect("runs");
@@ -18,11 +17,6 @@ fn output(cmd: &mut Command) -> (bool, Vec<u8>) {
 /// A pool with devices, a snapshot chain, runs, shared blocks and a held
 /// metadata snapshot.
 fn build(dir: &Path) -> std::path::PathBuf {
-    let meta = dir.join("meta");
-    std::fs::File::create(&meta)
-        .unwrap()
-        .set_len(16 << 20)
-        .unwrap();
     let mut script = String::from("format 128 40000\n");
     for d in 0..5 {
         script += &format!("create_thin {d}\n");
@@ -35,15 +29,7 @@ fn build(dir: &Path) -> std::path::PathBuf {
         script += &format!("provision 10 {v}\n");
     }
     script += "reserve_metadata_snap\nremove_range 2 100 400\ndelete 3\ncreate_snap 12 11\nset_transaction_id 0 4\ncommit\n";
-    std::fs::write(dir.join("script"), script).unwrap();
-    let (ok, _) = output(
-        Command::new(PDT)
-            .arg("thin_exec")
-            .arg(&meta)
-            .arg(dir.join("script")),
-    );
-    assert!(ok, "thin_exec failed");
-    meta
+    exec_pool(dir, "meta", 16 << 20, &script)
 }
 
 #[test]

@@ -4,11 +4,12 @@
 //! long options, unknown options, missing values — and the 1.x spellings
 //! Debian's tools do not know.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-const PDT: &str = env!("CARGO_BIN_EXE_pdt");
+mod common;
+use common::pool::debian_restore;
+use common::tool::{new_file, pdt, run, run_with_input, PDT};
 
 const XML: &str = r#"<superblock uuid="" time="1" transaction="3" flags="0" version="2" data_block_size="128" nr_data_blocks="1000">
   <device dev_id="1" mapped_blocks="3" transaction="0" creation_time="0" snap_time="1">
@@ -22,20 +23,6 @@ const XML: &str = r#"<superblock uuid="" time="1" transaction="3" flags="0" vers
 
 const META_BYTES: u64 = 4 << 20;
 
-fn run(cmd: &mut Command) -> std::process::Output {
-    let o = cmd.output().expect("runs");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "panic: {err}");
-    o
-}
-
-fn blank(path: &Path) {
-    std::fs::File::create(path)
-        .unwrap()
-        .set_len(META_BYTES)
-        .unwrap();
-}
-
 /// A pool holding a metadata snapshot, and its XML.
 struct Fixture {
     dir: tempfile::TempDir,
@@ -48,28 +35,13 @@ struct Fixture {
 fn build() -> Fixture {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let xml = dir.join("pool.xml");
-    std::fs::write(&xml, XML).unwrap();
-    let meta = dir.join("pool.md");
-    blank(&meta);
-    let o = run(Command::new("/usr/sbin/thin_restore")
-        .arg("-i")
-        .arg(&xml)
-        .arg("-o")
-        .arg(&meta));
+    let meta = debian_restore(dir, "pool.md", META_BYTES, XML);
+    let xml = dir.join("pool.md.xml");
+    let o = run_with_input(
+        pdt("thin_exec").arg(&meta),
+        Some("reserve_metadata_snap\ncommit\n"),
+    );
     assert!(o.status.success());
-    let mut c = Command::new(PDT);
-    c.arg("thin_exec").arg(&meta);
-    c.stdin(std::process::Stdio::piped());
-    c.stdout(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"reserve_metadata_snap\ncommit\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
     let sb = std::fs::read(&meta).unwrap();
     // The superblock's held_root (offset 56).
     let held = u64::from_le_bytes(sb[56..64].try_into().unwrap());
@@ -91,7 +63,7 @@ fn status(f: &Fixture, ours: bool, tool: &str, args: &[&str]) -> i32 {
     let input = work.path().join("in.md");
     std::fs::copy(meta, &input).unwrap();
     let out = work.path().join("out.md");
-    blank(&out);
+    new_file(&out, META_BYTES);
     let subst = |a: &str| -> String {
         a.replace("IN", input.to_str().unwrap())
             .replace("XML", xml.to_str().unwrap())
@@ -342,7 +314,7 @@ fn progress_hooks() {
     // Repair: the total is the mappings written.
     let hook = Hook::default();
     let out = f.dir.path().join("repaired");
-    blank(&out);
+    new_file(&out, META_BYTES);
     let out: Arc<dyn pdata::io::BlockDevice> =
         Arc::new(pdata::io::FileDevice::open(&out, true).unwrap());
     let mut restorer = thin::restore::Restorer::new(out);

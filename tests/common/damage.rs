@@ -7,6 +7,16 @@ use std::collections::BTreeMap;
 
 pub const BS: usize = 4096;
 
+/// The little-endian u32 at `at` of `b`.
+pub fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The little-endian u64 at `at` of `b`.
+pub fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
 /// Which tree a node is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
@@ -82,12 +92,10 @@ impl Image {
         self.block(b).iter().all(|&x| x == 0)
     }
     pub fn le32(&self, b: u64, off: usize) -> u32 {
-        let o = b as usize * BS + off;
-        u32::from_le_bytes(self.0[o..o + 4].try_into().unwrap())
+        le32(&self.0, b as usize * BS + off)
     }
     pub fn le64(&self, b: u64, off: usize) -> u64 {
-        let o = b as usize * BS + off;
-        u64::from_le_bytes(self.0[o..o + 8].try_into().unwrap())
+        le64(&self.0, b as usize * BS + off)
     }
     pub fn put32(&mut self, b: u64, off: usize, v: u32) {
         let o = b as usize * BS + off;

@@ -1,12 +1,21 @@
-//! Host-side pieces shared by the kernel tests: the guest build, scratch
-//! folders, sparse images and data patterns.
+//! The guest side of the kernel tests: the guest build, booting it over a
+//! pool (at most two at once), scratch folders and data patterns.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::File;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
+
+/// Data block size used by every test, in 512-byte sectors (64 KiB).
+pub const BS: u64 = 128;
+pub const BLOCK: usize = BS as usize * 512;
+/// 4 KiB pages per data block (io_list in the guest counts in pages).
+pub const PAGES: u64 = (BLOCK / 4096) as u64;
+/// Time limit for one boot; a normal one takes seconds.
+pub const BOOT_TIMEOUT_SECS: u32 = 240;
 
 /// tests/kernel: the qemu harness and its scenarios.
 pub fn kernel_dir() -> PathBuf {
@@ -78,12 +87,6 @@ impl Drop for Scratch {
     }
 }
 
-pub fn sparse_file(path: &Path, len: u64) {
-    File::create(path)
-        .and_then(|f| f.set_len(len))
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-}
-
 /// `len` bytes of text that differ for every tag and every 16-byte cell.
 pub fn pattern(tag: &str, len: usize) -> Vec<u8> {
     let mut v = String::with_capacity(len);
@@ -92,4 +95,190 @@ pub fn pattern(tag: &str, len: usize) -> Vec<u8> {
     }
     assert_eq!(v.len(), len);
     v.into_bytes()
+}
+
+// ---------------------------------------------------------------- guest
+
+/// Lets at most two guests run at once (the machines have two cores).
+pub struct Slot;
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static FREED: Condvar = Condvar::new();
+
+impl Slot {
+    pub fn take() -> Slot {
+        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= 2 {
+            n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        FREED.notify_one();
+    }
+}
+
+/// One finished boot.
+pub struct Boot {
+    pub name: String,
+    /// Exit status of run-guest.sh: the scenario's, 124 timeout, 125 no status.
+    pub rc: Option<i32>,
+    pub log: PathBuf,
+    pub out: PathBuf,
+    pub secs: f64,
+    /// What run-guest.sh itself printed (timeouts, missing status...).
+    pub messages: String,
+}
+
+impl Boot {
+    /// The last lines of the guest console, for assertion messages.
+    pub fn tail(&self) -> String {
+        let text = fs::read_to_string(&self.log)
+            .unwrap_or_else(|e| format!("(no log {}: {e})", self.log.display()));
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(50);
+        format!(
+            "---- last console lines of boot '{}' ({}, {:.1}s) ----\n{}\n---- run-guest.sh said ----\n{}----",
+            self.name,
+            self.log.display(),
+            self.secs,
+            lines[from..].join("\n"),
+            self.messages
+        )
+    }
+
+    /// The guest's output file `name` holds `want`.
+    pub fn expect_file(&self, name: &str, want: &[u8], what: &str) {
+        let got = self.out_file(name);
+        assert!(
+            got == want,
+            "{what}: {}\n{}",
+            diff_at(&got, want),
+            self.tail()
+        );
+    }
+
+    pub fn out_file(&self, name: &str) -> Vec<u8> {
+        let path = self.out.join(name);
+        fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "guest output {} missing: {e}\n{}",
+                path.display(),
+                self.tail()
+            )
+        })
+    }
+
+    /// Parses a save_status file: device name -> fields after the target name.
+    pub fn status(&self, file: &str) -> BTreeMap<String, Vec<String>> {
+        let text = String::from_utf8_lossy(&self.out_file(file)).into_owned();
+        text.lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() > 4).then(|| {
+                    (
+                        w[0].to_string(),
+                        w[4..].iter().map(|s| s.to_string()).collect(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn assert_ok(&self) {
+        let what = match self.rc {
+            Some(0) => return,
+            Some(124) => "timed out".to_string(),
+            Some(125) => "gave no status (kernel panic or guest init error)".to_string(),
+            Some(rc) => format!("scenario failed with exit status {rc}"),
+            None => "run-guest.sh was killed by a signal".to_string(),
+        };
+        panic!("boot '{}' {what}\n{}", self.name, self.tail());
+    }
+}
+
+/// Boots the guest over `disks` (`meta`, `data`, then `--extra` disks)
+/// and runs `scenario` with `files` beside it.
+pub fn boot_with(
+    name: &str,
+    dir: &Path,
+    disks: &[&Path],
+    scenario: &str,
+    files: &[PathBuf],
+) -> Boot {
+    build_guest();
+    let log = dir.join(format!("{name}.log"));
+    let out = dir.join(format!("{name}.out"));
+    let mut cmd = Command::new("bash");
+    cmd.arg(kernel_dir().join("run-guest.sh"))
+        .args(["-q", "--timeout", &BOOT_TIMEOUT_SECS.to_string()])
+        .arg("--log")
+        .arg(&log)
+        .arg("--out")
+        .arg(&out);
+    for extra in disks.iter().skip(2) {
+        cmd.arg("--extra").arg(extra);
+    }
+    cmd.args(disks.iter().take(2))
+        .arg(kernel_dir().join("scenarios").join(scenario))
+        .args(files);
+    let _slot = Slot::take();
+    let t = Instant::now();
+    let res = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run run-guest.sh: {e}"));
+    let boot = Boot {
+        name: name.to_string(),
+        rc: res.status.code(),
+        log,
+        out,
+        secs: t.elapsed().as_secs_f64(),
+        messages: String::from_utf8_lossy(&res.stderr).into_owned(),
+    };
+    eprintln!(
+        "boot '{name}' ({scenario}): exit {:?} in {:.1}s",
+        boot.rc, boot.secs
+    );
+    boot
+}
+
+/// Boots the guest over `meta` and `data`, runs `scenario` (a file of
+/// tests/kernel/scenarios) with `files` beside it, and wants it to succeed.
+pub fn boot_ok(
+    name: &str,
+    dir: &Path,
+    meta: &Path,
+    data: &Path,
+    scenario: &str,
+    files: &[PathBuf],
+) -> Boot {
+    let b = boot_with(name, dir, &[meta, data], scenario, files);
+    b.assert_ok();
+    b
+}
+
+/// Where two byte strings first differ, for messages.
+pub fn diff_at(a: &[u8], b: &[u8]) -> String {
+    if a.len() != b.len() {
+        return format!("lengths {} and {}", a.len(), b.len());
+    }
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        None => "equal".into(),
+        Some(i) => {
+            let show = |s: &[u8]| {
+                String::from_utf8_lossy(&s[i..(i + 16).min(s.len())])
+                    .escape_debug()
+                    .to_string()
+            };
+            format!(
+                "first difference at byte {i}: got {:?}, want {:?}",
+                show(a),
+                show(b)
+            )
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Running Debian's thin-provisioning-tools (the oracle) and our tools.
+//! Running Debian's thin-provisioning-tools (0.9.0, the oracle) and ours.
+//! Standalone (std only): other crates' tests include it by path.
 // Each test file uses what it needs of this.
 #![allow(dead_code)]
 
@@ -15,11 +16,16 @@ pub fn debian(tool: &str) -> String {
     p
 }
 
+/// Debian's `tool`, ready for its arguments.
+pub fn debian_cmd(tool: &str) -> Command {
+    Command::new(debian(tool))
+}
+
 /// Runs `cmd`; whatever its exit status, it must not have panicked.
 pub fn run(cmd: &mut Command) -> Output {
     let o = cmd.output().expect("runs");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
     o
 }
 

@@ -12,6 +12,10 @@
 #                           thin-pool NAME of NR_BLOCKS data blocks, ARGS are
 #                           feature args (e.g. skip_block_zeroing)
 #   thin_up NAME POOL DEV SECTORS   activate thin device DEV of POOL as NAME
+#   activate ID...          pool_up "pool" over $META and $DATA (the params'
+#                           BS and NR_BLOCKS), and thin_up "thinID" of each ID
+#                           (THIN_SECTORS)
+#   deactivate ID...        down "thinID" of each ID, in the order given, then "pool"
 #   down NAME...            dmsetup remove, in the order given (must succeed)
 #   pool_field NAME N       field N (1-based, after the target name) of the
 #                           pool's status, read with --noflush
@@ -46,6 +50,16 @@ thin_up() {
 
 down() {
     for _d in "$@"; do must dmsetup remove "$_d"; done
+}
+
+activate() {
+    pool_up pool "$META" "$DATA" "$BS" "$NR_BLOCKS"
+    for _t in "$@"; do thin_up "thin$_t" pool "$_t" "$THIN_SECTORS"; done
+}
+
+deactivate() {
+    for _t in "$@"; do down "thin$_t"; done
+    down pool
 }
 
 pool_field() {

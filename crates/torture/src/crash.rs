@@ -11,10 +11,9 @@
 use crate::image::{BlockMap, ImageDevice, Log};
 use crate::rng::Rng;
 use crate::workload::{accepts, add_state, Session, Workload};
-use crate::{Findings, ProgressFn};
+use crate::{for_each_parallel, Findings, ProgressFn};
 use pdata::io::{BlockDevice, FlakeyDevice, IoCounts, MemoryDevice, RecordingDevice, WHOLE_BLOCK};
 use rustc_hash::FxHashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Windows with at most this many block writes are enumerated exhaustively.
@@ -359,46 +358,33 @@ pub fn enumerate<W: Workload>(
     }
     let total = states.len() as u64;
     coverage.states = total;
-    progress("crash states", 0, total);
-    let next = AtomicUsize::new(0);
-    let done = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(st) = states.get(i) else { break };
-                let win = &wins[st.window as usize];
-                let dev = ImageDevice::build(
-                    &r.log,
-                    &win.durable,
-                    win.nr_blocks,
-                    st.chosen
-                        .iter()
-                        .map(|&(j, m)| (win.first_write + j as usize, m)),
-                );
-                let dev: Arc<dyn BlockDevice> = Arc::new(dev);
-                match w.read_disk(dev) {
-                    Ok(s) if accepts(&win.accepted, &s) => {}
-                    Ok(s) => findings.add(format!(
-                        "crash state ({}): holds {}, expected {}",
-                        describe(&r.log, win, &st.chosen),
-                        w.summary(&s),
-                        win.accepted
-                            .iter()
-                            .map(|a| w.summary(a))
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    )),
-                    Err(e) => findings.add(format!(
-                        "crash state ({}): {e}",
-                        describe(&r.log, win, &st.chosen)
-                    )),
-                }
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if d.is_multiple_of(64) || d == total {
-                    progress("crash states", d, total);
-                }
-            });
+    for_each_parallel(&states, threads, "crash states", 64, progress, |st| {
+        let win = &wins[st.window as usize];
+        let dev = ImageDevice::build(
+            &r.log,
+            &win.durable,
+            win.nr_blocks,
+            st.chosen
+                .iter()
+                .map(|&(j, m)| (win.first_write + j as usize, m)),
+        );
+        let dev: Arc<dyn BlockDevice> = Arc::new(dev);
+        match w.read_disk(dev) {
+            Ok(s) if accepts(&win.accepted, &s) => {}
+            Ok(s) => findings.add(format!(
+                "crash state ({}): holds {}, expected {}",
+                describe(&r.log, win, &st.chosen),
+                w.summary(&s),
+                win.accepted
+                    .iter()
+                    .map(|a| w.summary(a))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )),
+            Err(e) => findings.add(format!(
+                "crash state ({}): {e}",
+                describe(&r.log, win, &st.chosen)
+            )),
         }
     });
     coverage

@@ -21,13 +21,13 @@ use crate::crash::{random_landing, Reference};
 use crate::image::{BlockMap, ImageDevice, Log};
 use crate::rng::Rng;
 use crate::workload::{accepts, add_state, Session, Workload};
-use crate::{Findings, ProgressFn};
+use crate::{for_each_parallel, Findings, ProgressFn};
 use pdata::io::{
     BlockDevice, FlakeyDevice, Injection, IoKind, IoKinds, MemoryDevice, RecordingDevice, Rule,
     Trigger, WHOLE_BLOCK,
 };
 use rustc_hash::FxHashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -419,62 +419,53 @@ pub fn inject_all<W: Workload>(
     points.extend((0..c.ios).map(|k| (Mode::FailIo, k)));
     points.extend((0..c.flushes).map(|k| (Mode::FailFlush, k)));
     points.extend((0..c.writes).map(|k| (Mode::DropWrites, k)));
-    let total = points.len() as u64;
-    progress("io-error points", 0, total);
-    let next = AtomicUsize::new(0);
-    let done = AtomicU64::new(0);
     let happened = AtomicU64::new(0);
     let states = AtomicU64::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(mode, k)) = points.get(i) else {
-                    break;
-                };
-                let mem = Arc::new(MemoryDevice::new(w.device_blocks()));
-                let rec = Arc::new(RecordingDevice::new(mem.clone()));
-                let fl = Arc::new(FlakeyDevice::new(rec.clone()));
-                fl.add_rule(match mode {
-                    Mode::FailIo => Rule::fail(IoKinds::ALL, Trigger::Nth(k)),
-                    Mode::FailFlush => Rule::fail(IoKinds::FLUSH, Trigger::Nth(k)),
-                    Mode::DropWrites => Rule::drop_writes(Trigger::From(k)),
-                });
-                let fault_pos = Arc::new(Mutex::new(None));
-                let (fp, r2) = (fault_pos.clone(), rec.clone());
-                fl.set_hook(Some(Arc::new(move |_: &Injection| {
-                    let mut p = fp.lock().expect("lock");
-                    if p.is_none() {
-                        *p = Some(r2.len());
-                    }
-                })));
-                let point = Point {
-                    w,
-                    mode,
-                    k,
-                    mutation,
-                    post_fault_states,
-                    seed,
-                    mem,
-                    rec,
-                    fl,
-                    fault_pos,
-                    findings,
-                    by_mode: &by_mode,
-                };
-                let r = point.run(reference);
-                if r.happened {
-                    happened.fetch_add(1, Ordering::Relaxed);
-                    points_by_mode[mode as usize].fetch_add(1, Ordering::Relaxed);
-                }
-                states.fetch_add(r.crash_states, Ordering::Relaxed);
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if d.is_multiple_of(8) || d == total {
-                    progress("io-error points", d, total);
-                }
+    for_each_parallel(
+        &points,
+        threads,
+        "io-error points",
+        8,
+        progress,
+        |&(mode, k)| {
+            let mem = Arc::new(MemoryDevice::new(w.device_blocks()));
+            let rec = Arc::new(RecordingDevice::new(mem.clone()));
+            let fl = Arc::new(FlakeyDevice::new(rec.clone()));
+            fl.add_rule(match mode {
+                Mode::FailIo => Rule::fail(IoKinds::ALL, Trigger::Nth(k)),
+                Mode::FailFlush => Rule::fail(IoKinds::FLUSH, Trigger::Nth(k)),
+                Mode::DropWrites => Rule::drop_writes(Trigger::From(k)),
             });
-        }
-    });
+            let fault_pos = Arc::new(Mutex::new(None));
+            let (fp, r2) = (fault_pos.clone(), rec.clone());
+            fl.set_hook(Some(Arc::new(move |_: &Injection| {
+                let mut p = fp.lock().expect("lock");
+                if p.is_none() {
+                    *p = Some(r2.len());
+                }
+            })));
+            let point = Point {
+                w,
+                mode,
+                k,
+                mutation,
+                post_fault_states,
+                seed,
+                mem,
+                rec,
+                fl,
+                fault_pos,
+                findings,
+                by_mode: &by_mode,
+            };
+            let r = point.run(reference);
+            if r.happened {
+                happened.fetch_add(1, Ordering::Relaxed);
+                points_by_mode[mode as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            states.fetch_add(r.crash_states, Ordering::Relaxed);
+        },
+    );
     InjectSummary {
         points: happened.into_inner(),
         crash_states: states.into_inner(),

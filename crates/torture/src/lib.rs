@@ -19,17 +19,48 @@ pub mod crash;
 pub mod image;
 pub mod inject;
 pub mod rng;
+pub mod script;
 pub mod thin_workload;
 pub mod workload;
 
+use script::Scripted;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use workload::Workload;
 
 /// Progress reports: (phase, done, total). Called from worker threads.
 pub type ProgressFn<'a> = dyn Fn(&str, u64, u64) + Sync + 'a;
+
+/// Runs `work` on every item on `threads` threads (each takes the next item
+/// left), reporting progress as `phase` every `every` items and at the end.
+pub(crate) fn for_each_parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    phase: &str,
+    every: u64,
+    progress: &ProgressFn<'_>,
+    work: impl Fn(&T) + Sync,
+) {
+    let total = items.len() as u64;
+    progress(phase, 0, total);
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    work(item);
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if d.is_multiple_of(every) || d == total {
+                        progress(phase, d, total);
+                    }
+                }
+            });
+        }
+    });
+}
 
 /// Violations found by a harness: all counted, the first few described.
 pub struct Findings {
@@ -149,12 +180,22 @@ pub enum Error {
 pub fn run(config: &Config, progress: &ProgressFn<'_>) -> Result<Report, Error> {
     match config.workload {
         WorkloadKind::Thin => Ok(run_workload(
-            &thin_workload::ThinWorkload::new(config.seed, config.ops, config.transactions),
+            &Scripted::new(
+                thin_workload::Thin,
+                config.seed,
+                config.ops,
+                config.transactions,
+            ),
             config,
             progress,
         )),
         WorkloadKind::Btree => Ok(run_workload(
-            &btree_workload::BtreeWorkload::new(config.seed, config.ops, config.transactions),
+            &Scripted::new(
+                btree_workload::Btree,
+                config.seed,
+                config.ops,
+                config.transactions,
+            ),
             config,
             progress,
         )),

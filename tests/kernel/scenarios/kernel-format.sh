@@ -22,5 +22,5 @@ io_list reads.txt
 save_status status.txt pool thin0 thin1
 
 step "remove everything (the pool commits)"
-down thin1 thin0 pool
+deactivate 1 0
 exit 0

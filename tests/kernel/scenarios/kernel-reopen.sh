@@ -8,8 +8,7 @@
 . ./params
 
 step "activate the pool pdt changed"
-pool_up pool "$META" "$DATA" "$BS" "$NR_BLOCKS"
-for t in 0 7 8; do thin_up thin$t pool $t "$THIN_SECTORS"; done
+activate 0 7 8
 mustfail dmsetup create thin1 --table "0 $THIN_SECTORS thin /dev/mapper/pool 1"
 dmsetup remove thin1 2>/dev/null
 save_status status-before.txt pool thin0 thin7 thin8
@@ -23,5 +22,5 @@ io_list reads-after.txt
 save_status status-after.txt pool thin0 thin7 thin8
 
 step "remove everything (the pool commits)"
-down thin8 thin7 thin0 pool
+deactivate 8 7 0
 exit 0

@@ -6,13 +6,12 @@
 . ./params
 
 step "activate the repaired pool"
-pool_up pool "$META" "$DATA" "$BS" "$NR_BLOCKS"
-for t in 1 2 3; do thin_up thin$t pool $t "$THIN_SECTORS"; done
+activate 1 2 3
 save_status status.txt pool thin1 thin2 thin3
 
 step "read the recovered mappings"
 io_list reads.txt
 
 step "remove everything (the pool commits)"
-down thin3 thin2 thin1 pool
+deactivate 3 2 1
 exit 0

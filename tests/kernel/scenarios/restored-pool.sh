@@ -8,8 +8,7 @@
 . ./params
 
 step "activate the pool pdt restored"
-pool_up pool "$META" "$DATA" "$BS" "$NR_BLOCKS"
-for t in 1 2 3; do thin_up thin$t pool $t "$THIN_SECTORS"; done
+activate 1 2 3
 save_status status-before.txt pool thin1 thin2 thin3
 
 step "read the restored mappings"
@@ -25,5 +24,5 @@ io_list reads-after.txt
 save_status status-after.txt pool thin1 thin2 thin3
 
 step "remove everything (the pool commits)"
-down thin3 thin2 thin1 pool
+deactivate 3 2 1
 exit 0

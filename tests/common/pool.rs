@@ -1,0 +1,45 @@
+//! Pools to test on, built by our `thin_exec` or by Debian's `thin_restore`.
+
+use super::oracle::debian;
+use super::tool::{new_file, run, PDT};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs `script` through `pdt thin_exec` on a blank metadata file
+/// `dir/name` of `bytes` bytes, which it returns.
+pub fn exec_pool(dir: &Path, name: &str, bytes: u64, script: &str) -> PathBuf {
+    let meta = dir.join(name);
+    new_file(&meta, bytes);
+    let script_path = dir.join(format!("{name}.script"));
+    std::fs::write(&script_path, script).expect("write the script");
+    let o = run(Command::new(PDT)
+        .arg("thin_exec")
+        .arg(&meta)
+        .arg(&script_path));
+    assert!(
+        o.status.success(),
+        "thin_exec failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    meta
+}
+
+/// Debian's `thin_restore` of `xml` into a blank metadata file `dir/name`
+/// of `bytes` bytes, which it returns.
+pub fn debian_restore(dir: &Path, name: &str, bytes: u64, xml: &str) -> PathBuf {
+    let xml_path = dir.join(format!("{name}.xml"));
+    std::fs::write(&xml_path, xml).expect("write the XML");
+    let meta = dir.join(name);
+    new_file(&meta, bytes);
+    let o = run(Command::new(debian("thin_restore"))
+        .arg("-i")
+        .arg(&xml_path)
+        .arg("-o")
+        .arg(&meta));
+    assert!(
+        o.status.success(),
+        "Debian's thin_restore failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    meta
+}
