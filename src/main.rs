@@ -9,6 +9,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A reader that goes away (`pdt thin_dump IMG | head`) ends the tool
+    // quietly by SIGPIPE, as it ends the established tools (status 141 in
+    // a shell), instead of an error about a broken pipe. Rust ignores the
+    // signal by default.
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let mut args: Vec<String> = std::env::args().collect();
     let invoked = args
         .first()
@@ -28,7 +37,7 @@ fn main() -> ExitCode {
             };
         }
         if args[1] == "-V" || args[1] == "--version" {
-            println!("pdt {}", env!("CARGO_PKG_VERSION"));
+            tools::print_version();
             return ExitCode::SUCCESS;
         }
         args.remove(0);

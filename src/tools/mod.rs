@@ -10,6 +10,8 @@ pub mod xml;
 
 /// Thin's XML under its former path, for the fuzz targets and tests.
 pub use self::thin::xml as thin_xml;
+/// `-V`'s answer, for `pdt -V` too.
+pub use cli::print_version;
 
 use std::process::ExitCode;
 

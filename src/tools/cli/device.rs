@@ -1,12 +1,16 @@
-//! Opening the device or file a command line names, with the one error
-//! message every tool gives when it cannot.
+//! Opening the devices and files a command line names, with the one error
+//! message every tool gives when it cannot: what is not metadata (a
+//! directory, FIFO, character device, empty or short file) is refused by
+//! `pdata::io` at once; a writer holds a block device exclusively, so a
+//! device the kernel uses (a live pool) is refused; a reader of live
+//! metadata is told the answer may be inconsistent.
 
-use anyhow::{Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use anyhow::{bail, Context, Result};
+use pdata::io::{same_file, BlockDevice, FileDevice};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens `path` (for writing when `writable`).
+/// Opens `path` (for writing when `writable`: then exclusively).
 pub fn open_device(path: &Path, writable: bool) -> Result<FileDevice> {
     FileDevice::open(path, writable).with_context(|| format!("cannot open {}", path.display()))
 }
@@ -14,4 +18,53 @@ pub fn open_device(path: &Path, writable: bool) -> Result<FileDevice> {
 /// As [`open_device`], shared between threads.
 pub fn open_shared(path: &Path, writable: bool) -> Result<Arc<dyn BlockDevice>> {
     Ok(Arc::new(open_device(path, writable)?))
+}
+
+/// Opens `path` to read it while holding it exclusively (a block device
+/// the kernel uses is refused; none can take it while we hold it).
+pub fn open_exclusive(path: &Path) -> Result<Arc<dyn BlockDevice>> {
+    let dev = FileDevice::open_with(path, false, true)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Arc::new(dev))
+}
+
+/// Opens a text input (XML) to read: a regular file, or a pipe such as
+/// `/dev/stdin`; a directory is refused at once.
+pub fn open_text_input(path: &Path) -> Result<std::fs::File> {
+    let what = || format!("cannot open {}", path.display());
+    if std::fs::metadata(path).with_context(what)?.is_dir() {
+        bail!("{}: it is a directory, not a file", what());
+    }
+    std::fs::File::open(path).with_context(what)
+}
+
+/// Opens metadata `path` to read it. When the kernel holds the device (a
+/// pool is active) and `snapshot` is false, warns on stderr that the live
+/// metadata may change while it is read (stdout is left to the output).
+pub fn open_reader(prog: &str, path: &Path, snapshot: bool) -> Result<Arc<dyn BlockDevice>> {
+    let dev = open_device(path, false)?;
+    if !snapshot && dev.held_by_kernel() {
+        warn_live(prog, path);
+    }
+    Ok(Arc::new(dev))
+}
+
+/// The warning of [`open_reader`].
+pub fn warn_live(prog: &str, path: &Path) {
+    eprintln!(
+        "{prog}: warning: {} is in use by the kernel (an active pool): its live metadata may change while it is read, so the answer may be inconsistent; -m reads the metadata snapshot",
+        path.display()
+    );
+}
+
+/// Refuses a run whose `output` is its `input` (it would read what it
+/// overwrites).
+pub fn distinct(input: &Path, output: &Path) -> Result<()> {
+    if same_file(input, output) {
+        bail!(
+            "{} is both the input and the output: write to another file or device",
+            output.display()
+        );
+    }
+    Ok(())
 }

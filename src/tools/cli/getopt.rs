@@ -7,6 +7,10 @@
 //! Options come out one at a time, in order, so a tool acts on each as the
 //! established one does (an error in an early option wins over `-h` later).
 //!
+//! An empty argument (`""`) is skipped: LVM releases before 2023 pass one to
+//! the tools they run (their default `thin_repair_options` is `[""]`), and
+//! the established tools ignore it.
+//!
 //! Tools read them with `next_opt`, which answers `help` and `version` and
 //! reports glibc's complaints with the usage, the same way for every tool.
 
@@ -117,7 +121,7 @@ impl<'a> GetOpt<'a> {
                 Err(ExitCode::SUCCESS)
             }
             Some(Ok(("version", _))) => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
+                super::print_version();
                 Err(ExitCode::SUCCESS)
             }
             Some(Ok(o)) => Ok(Some(o)),
@@ -174,6 +178,10 @@ impl<'a> GetOpt<'a> {
             if let Some(body) = a.strip_prefix("--") {
                 self.i += 1;
                 return Some(self.long_option(body));
+            }
+            if a.is_empty() {
+                self.i += 1;
+                continue;
             }
             if a.len() > 1 && a.starts_with('-') {
                 self.cluster = 1;
@@ -358,6 +366,9 @@ mod tests {
         let (o, _) = parse(&["-x", "--help=1", "--nope", "-o"]);
         assert_eq!(o.len(), 4);
         assert!(o.iter().all(|r| r.is_err()));
+        let (o, ops) = parse(&["", "-h", ""]);
+        assert_eq!(o, vec![Ok(("help", None))]);
+        assert!(ops.is_empty());
         let (o, ops) = parse(&["--", "-h"]);
         assert!(o.is_empty());
         assert_eq!(ops, vec!["-h"]);

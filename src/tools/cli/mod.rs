@@ -11,9 +11,18 @@ mod opts;
 mod progress;
 mod status;
 
-pub use device::{open_device, open_shared};
+pub use device::{
+    distinct, open_device, open_exclusive, open_reader, open_shared, open_text_input, warn_live,
+};
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
 pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};
 pub use progress::{CountingReader, Progress};
-pub use status::{exit_status, number};
+pub use status::{describe, exit_status, number};
+
+/// What `-V` prints, bare on its own line: the project's version, 2.0.0 and
+/// up, which LVM's checks (`%u.%u.%u`, cache tools at least 0.7.0) accept
+/// and no thin-provisioning-tools release uses.
+pub fn print_version() {
+    println!("{}", env!("CARGO_PKG_VERSION"));
+}

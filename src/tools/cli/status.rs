@@ -1,5 +1,6 @@
 //! What the tools share after parsing: reading numbers given as option
-//! arguments, and turning the outcome of the work into an exit status.
+//! arguments, turning the outcome of the work into an exit status, and
+//! saying an error once.
 
 use anyhow::Result;
 use std::process::ExitCode;
@@ -19,8 +20,46 @@ pub fn exit_status(prefix: &str, outcome: Result<bool>) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("{prefix}{e:#}");
+            eprintln!("{prefix}{}", describe(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error and its causes, outermost first, joined by ": ", each said
+/// once: library errors often print their source in their own message
+/// (`I/O error reading block 0: Is a directory`), so a cause already in
+/// the text is not repeated.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out += ": ";
+        }
+        out += &text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(libc::EISDIR);
+        let e = anyhow::Error::new(pdata::Error::Io {
+            op: "reading",
+            block: 0,
+            source: io,
+        })
+        .context("cannot read /tmp");
+        let text = describe(&e);
+        assert_eq!(text.matches("Is a directory").count(), 1, "{text}");
+        assert!(text.starts_with("cannot read /tmp: I/O error reading block 0"));
     }
 }

@@ -6,7 +6,7 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    exit_status, number, open_device, warn_live, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -114,6 +114,9 @@ pub fn run(args: &[String]) -> ExitCode {
 fn execute(o: &Options) -> Result<bool> {
     let writable = o.check.repair_leaks;
     let dev = open_device(&o.input, writable)?;
+    if !writable && !o.check.metadata_snap && dev.held_by_kernel() {
+        warn_live("thin_check", &o.input);
+    }
     let report = {
         // Gone (its line cleared) before the report is printed.
         let progress = Progress::new("thin_check", 0, o.quiet);

@@ -7,7 +7,7 @@
 //! mapping. A leaf the two devices share is read twice but from the cache,
 //! since both streams reach it together.
 
-use crate::tools::cli::{open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
+use crate::tools::cli::{describe, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -107,14 +107,14 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Reported with the usage too, as the established tool does.
-            eprint!("{e:#}\n{USAGE}");
+            eprint!("{}\n{USAGE}", describe(&e));
             ExitCode::from(1)
         }
     }
 }
 
 fn delta(o: &Options) -> Result<()> {
-    let dev = open_shared(&o.input, false)?;
+    let dev = open_reader("thin_delta", &o.input, o.metadata_snap.is_some())?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let live = md.superblock().clone();
     let (sb, nr_data_blocks) = match o.metadata_snap {

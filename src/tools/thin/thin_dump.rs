@@ -5,7 +5,7 @@ use super::counted::Counted;
 use super::in_out::{parse_override, DATA_BLOCK_SIZE, NR_DATA_BLOCKS, TRANSACTION_ID};
 use super::xml::{HumanWriter, XmlWriter};
 use crate::tools::cli::{
-    exit_status, number, open_shared, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    distinct, exit_status, number, open_reader, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -153,7 +153,10 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn dump(o: &Options) -> Result<()> {
-    let dev = open_shared(&o.input, false)?;
+    if let Some(p) = &o.output {
+        distinct(&o.input, p)?;
+    }
+    let dev = open_reader("thin_dump", &o.input, o.metadata_snap)?;
     let out: Box<dyn Write> = match &o.output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,

@@ -2,7 +2,7 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP};
+use crate::tools::cli::{describe, exit_status, open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{anyhow, bail, Context, Result};
 use pdata::io::BlockDevice;
 use std::io::{BufRead, BufReader, Write};
@@ -44,6 +44,7 @@ struct Options {
 
 const OPTS: &[Opt] = &[
     HELP,
+    VERSION,
     Opt::both('f', "force", HasArg::No, "force"),
     Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
 ];
@@ -194,7 +195,7 @@ fn execute(opts: &Options) -> Result<bool> {
             Ok(s) => writeln!(out, "{s}")?,
             Err(e) => {
                 all_ok = false;
-                writeln!(out, "error: {e:#}")?;
+                writeln!(out, "error: {}", describe(&e))?;
                 if opts.stop_on_error {
                     break;
                 }

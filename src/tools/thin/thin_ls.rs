@@ -2,7 +2,7 @@
 //! established tool's layout (right-aligned columns, each followed by a
 //! space), or as JSON for scripts.
 
-use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
+use crate::tools::cli::{exit_status, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -209,7 +209,7 @@ struct Row {
 }
 
 fn ls(o: &Options) -> Result<()> {
-    let dev = open_shared(&o.input, false)?;
+    let dev = open_reader("thin_ls", &o.input, o.metadata_snap)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let sb = if o.metadata_snap {
         md.metadata_snap()?.ok_or(ThinError::NoSnapshot)?

@@ -7,7 +7,7 @@
 //! as the established tool does it (64-bit unsigned integers that wrap,
 //! then a double), so even absurd inputs give the same answers.
 
-use crate::tools::cli::{GetOpt, HasArg, Opt, HELP, VERSION};
+use crate::tools::cli::{print_version, GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
 
 const PROG: &str = "thin_metadata_size";
@@ -200,7 +200,7 @@ fn execute(args: &[String]) -> Result<Option<String>, String> {
                 return Ok(None);
             }
             _ => {
-                println!("{}", env!("CARGO_PKG_VERSION"));
+                print_version();
                 return Ok(None);
             }
         }

@@ -3,10 +3,9 @@
 
 use super::counted::Counted;
 use super::in_out::{self, Args};
-use crate::tools::cli::{exit_status, open_device, open_shared, Progress};
-use anyhow::{bail, Result};
+use crate::tools::cli::{distinct, exit_status, open_device, open_reader, Progress};
+use anyhow::Result;
 use pdata::io::BlockDevice;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::repair::recover_with_progress;
@@ -31,19 +30,10 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 fn repair(args: &Args) -> Result<()> {
     let o = &args.io;
-    if same_file(&o.input, &o.output) {
-        bail!("the input and the output are the same file: repair writes to another one");
-    }
-    let input = open_shared(&o.input, false)?;
+    distinct(&o.input, &o.output)?;
+    let input = open_reader("thin_repair", &o.input, false)?;
     let out_dev = open_device(&o.output, true)?;
     let out_blocks = out_dev.nr_blocks();
     let output: Arc<dyn BlockDevice> = Arc::new(out_dev);

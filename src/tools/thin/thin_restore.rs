@@ -2,9 +2,10 @@
 
 use super::in_out::{self, Args};
 use super::xml::parse_in_background;
-use crate::tools::cli::{exit_status, open_shared, CountingReader, Progress};
-use anyhow::{bail, Context, Result};
-use std::fs::File;
+use crate::tools::cli::{
+    distinct, exit_status, open_shared, open_text_input, CountingReader, Progress,
+};
+use anyhow::{bail, Result};
 use std::process::ExitCode;
 use thin::restore::{Overrides, Restorer};
 
@@ -29,8 +30,8 @@ pub fn run(args: &[String]) -> ExitCode {
 
 fn restore(args: &Args) -> Result<()> {
     let o = &args.io;
-    let input =
-        File::open(&o.input).with_context(|| format!("cannot open {}", o.input.display()))?;
+    distinct(&o.input, &o.output)?;
+    let input = open_text_input(&o.input)?;
     if !o.output.exists() {
         bail!(
             "{} does not exist.\n\nThe output file should either be a block device,\nor an existing file.  The file needs to be large\nenough to hold the metadata.",

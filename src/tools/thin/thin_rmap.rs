@@ -8,7 +8,7 @@
 //! reaches it, leaving its sharers out; `--shared-once` prints that.
 
 use super::introsort;
-use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
+use crate::tools::cli::{exit_status, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{bail, Result};
 use std::io::Write;
 use std::ops::Range;
@@ -103,7 +103,7 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn rmap(input: &std::path::Path, regions: &[Range<u64>], sharers: Sharers) -> Result<()> {
-    let dev = open_shared(input, false)?;
+    let dev = open_reader("thin_rmap", input, false)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let tm = md.transaction_manager();
     let mut runs =

@@ -7,7 +7,7 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{exit_status, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -105,9 +105,9 @@ fn open_checked(path: &Path, write: bool) -> Result<(File, bool)> {
 }
 
 fn trim(o: &Options) -> Result<()> {
-    // Held open while trimming: keeps the pool from being activated.
-    let _exclusive = open_checked(&o.metadata, false)?;
-    let dev = open_shared(&o.metadata, false)?;
+    // Held exclusively while trimming: refused when the pool is active,
+    // and keeps it from being activated.
+    let dev = open_exclusive(&o.metadata)?;
     let md = ThinMetadata::open_with_cache(dev, false, CACHE_BLOCKS)?;
     let sb = md.superblock().clone();
     let block_bytes = u64::from(sb.data_block_size) * SECTOR_BYTES;

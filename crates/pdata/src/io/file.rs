@@ -4,6 +4,7 @@ use super::{out_of_range, BlockDevice};
 use crate::{Block, BLOCK_SIZE};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +19,31 @@ pub struct FileDevice {
 }
 
 impl FileDevice {
-    /// Opens `path` (regular file or block device); its size is read once.
+    /// Opens `path` (regular file or block device) for reading, or for
+    /// writing when `writable`; a writer holds a block device exclusively
+    /// (see [`FileDevice::open_with`]).
     pub fn open(path: &Path, writable: bool) -> io::Result<Self> {
-        let mut file = OpenOptions::new().read(true).write(writable).open(path)?;
+        Self::open_with(path, writable, writable)
+    }
+
+    /// Opens `path`, which must be a regular file or a block device of at
+    /// least one block (a regular file: of whole blocks); its size is read
+    /// once. With `exclusive`, a block device is opened with O_EXCL, which
+    /// the kernel refuses while it uses the device (an active pool): the
+    /// error says so. Anything else (a directory, FIFO, character device,
+    /// an empty or short file) is refused at once with the reason.
+    pub fn open_with(path: &Path, writable: bool, exclusive: bool) -> io::Result<Self> {
+        let kind = super::open::check_kind(path)?;
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(writable);
+        if exclusive && kind == super::open::Kind::Block {
+            opts.custom_flags(libc::O_EXCL);
+        }
+        let mut file = opts.open(path).map_err(super::open::explain_open)?;
         // Seeking to the end gives the size of block devices as well as files.
         let bytes = file.seek(SeekFrom::End(0))?;
-        let regular = file.metadata()?.file_type().is_file();
+        let regular = kind == super::open::Kind::Regular;
+        super::open::check_size(bytes, regular)?;
         if !regular {
             // The kernel's buffered metadata I/O bypasses the block device's
             // page cache, so pages cached by an earlier reader may be stale:
@@ -38,6 +58,12 @@ impl FileDevice {
             nr_blocks: AtomicU64::new(bytes / BLOCK_SIZE as u64),
             regular,
         })
+    }
+
+    /// True when the kernel holds this block device (a device-mapper table
+    /// uses it: the pool is active), so what is read may change under us.
+    pub fn held_by_kernel(&self) -> bool {
+        !self.regular && super::open::has_holders(&self.file)
     }
 
     /// Creates (or truncates) a regular file of `nr_blocks` zeroed blocks.

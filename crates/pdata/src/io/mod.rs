@@ -8,6 +8,7 @@ mod batch_read;
 mod file;
 mod flakey;
 mod memory;
+mod open;
 mod recording;
 
 pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
@@ -17,6 +18,7 @@ pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
 };
 pub use memory::MemoryDevice;
+pub use open::same_file;
 pub use recording::{
     apply_sectors, crash_image, durable_prefix, image_at, in_flight, Event, RecordingDevice,
     SECTORS_PER_BLOCK, SECTOR_SIZE, WHOLE_BLOCK,
