@@ -20,7 +20,8 @@ Options:
   {-V|--version}
   {-m|--metadata-snap}
   {--auto-repair}
-  {--override-mapping-root}
+  {--override-mapping-root} <block#>
+  {--override-details-root} <block#>
   {--clear-needs-check-flag}
   {--ignore-non-fatal-errors}
   {--skip-mappings}
@@ -39,6 +40,11 @@ const OPTS: &[Opt] = &[
         "override-mapping-root",
         HasArg::Required,
         "override-mapping-root",
+    ),
+    Opt::long(
+        "override-details-root",
+        HasArg::Required,
+        "override-details-root",
     ),
     Opt::long(
         "clear-needs-check-flag",
@@ -82,20 +88,40 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
                 o.check.override_mapping_root =
                     Some(number(id, &value).map_err(|e| g.usage_error(e))?);
             }
+            "override-details-root" => {
+                o.check.override_details_root =
+                    Some(number(id, &value).map_err(|e| g.usage_error(e))?);
+            }
             _ => {} // async-io
         }
     }
     o.input = g.single_input()?;
-    if (o.auto_repair || o.clear_needs_check)
-        && (o.check.metadata_snap || o.check.override_mapping_root.is_some())
-    {
-        return Err(g.usage_error(
-            "cannot repair or clear flags outside the live metadata (-m, --override-mapping-root)",
-        ));
+    if let Some(why) = conflict(&o) {
+        return Err(g.usage_error(why));
     }
     // 1.x: clearing the flag repairs leaks too.
     o.check.repair_leaks = o.auto_repair || o.clear_needs_check;
     Ok(o)
+}
+
+/// Combinations that cannot write safely, refused as 1.x refuses them:
+/// repairing wants the whole live metadata checked, and a repair that
+/// leaves problems unreported is no repair.
+fn conflict(o: &Options) -> Option<&'static str> {
+    let c = &o.check;
+    let elsewhere = c.metadata_snap
+        || c.override_mapping_root.is_some()
+        || c.override_details_root.is_some();
+    if (o.auto_repair || o.clear_needs_check) && elsewhere {
+        return Some("cannot repair or clear flags outside the live metadata (-m, --override-mapping-root, --override-details-root)");
+    }
+    if o.auto_repair && (c.skip_mappings || c.super_block_only) {
+        return Some("--auto-repair needs the whole check: it takes no --skip-mappings or --super-block-only");
+    }
+    if o.auto_repair && o.ignore_non_fatal {
+        return Some("--auto-repair repairs the non-fatal errors: it takes no --ignore-non-fatal-errors");
+    }
+    None
 }
 
 pub fn run(args: &[String]) -> ExitCode {
@@ -130,7 +156,9 @@ fn execute(o: &Options) -> Result<bool> {
     if !o.quiet && repaired {
         eprintln!("repaired {} leaked blocks", report.repaired_leaks);
     }
-    if ok && o.clear_needs_check {
+    // 1.x: --auto-repair clears the flag too once all is well (stratisd
+    // relies on it).
+    if ok && (o.clear_needs_check || o.auto_repair) {
         let cleared = clear_needs_check(&dev).map_err(anyhow::Error::msg)?;
         if cleared && !o.quiet {
             eprintln!("cleared the needs_check flag");

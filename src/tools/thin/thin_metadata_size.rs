@@ -9,6 +9,7 @@
 
 use crate::tools::cli::{print_version, GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
+use thin::format::superblock::{data_block_size_error, valid_data_block_size};
 
 const PROG: &str = "thin_metadata_size";
 
@@ -278,8 +279,13 @@ impl State {
             "pool size required!"
         } else if self.max_thins == 0 {
             "max thins required!"
-        } else if self.block_size & (self.block_size - 1) != 0 {
-            "block size must be 2^^N"
+        } else if !u32::try_from(self.block_size).is_ok_and(valid_data_block_size) {
+            // The kernel's rule (as 1.x), where 0.9.0 wanted a power of two:
+            // it took 64 and 4194304 sectors, which dm-thin refuses, and
+            // refused 384, which dm-thin takes.
+            return Err(abort(&data_block_size_error(
+                u32::try_from(self.block_size).unwrap_or(u32::MAX),
+            )));
         } else if self.pool_size <= self.block_size {
             "pool size must be larger than block size"
         } else {

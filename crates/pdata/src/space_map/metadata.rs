@@ -43,6 +43,9 @@ pub struct MetadataSpaceMap {
     unwritten: FxHashSet<u64>,
     nr_allocated: u64,
     cursor: u64,
+    /// Why the committed map could not be read, for a reader that opened
+    /// the metadata without it: every count is refused with this.
+    unreadable: Option<String>,
 }
 
 impl MetadataSpaceMap {
@@ -69,6 +72,7 @@ impl MetadataSpaceMap {
             unwritten: FxHashSet::default(),
             nr_allocated: 0,
             cursor: 1,
+            unreadable: None,
         };
         sm.set_count_raw(0, 0, 1);
         Ok(sm)
@@ -116,11 +120,44 @@ impl MetadataSpaceMap {
             unwritten: FxHashSet::default(),
             nr_allocated: root.nr_allocated,
             cursor: 0,
+            unreadable: None,
         })
+    }
+
+    /// A map whose blocks could not be read (`why`), for readers that need
+    /// no counts (a dump, a metadata snapshot's trees): it refuses every
+    /// count, and so every allocation.
+    pub fn unreadable(root: &SmRoot, why: String) -> Self {
+        MetadataSpaceMap {
+            nr_blocks: root.nr_blocks.min(MAX_METADATA_BLOCKS),
+            committed: Committed {
+                root: *root,
+                index: Vec::new(),
+            },
+            index: Vec::new(),
+            ref_count_root: root.ref_count_root,
+            index_loc: root.bitmap_root,
+            index_dirty: false,
+            counts: FxHashMap::default(),
+            unwritten: FxHashSet::default(),
+            nr_allocated: root.nr_allocated,
+            cursor: 0,
+            unreadable: Some(why),
+        }
     }
 
     pub fn nr_blocks(&self) -> u64 {
         self.nr_blocks
+    }
+
+    /// Refuses counts of a map opened [`MetadataSpaceMap::unreadable`].
+    fn readable(&self) -> Result<()> {
+        match &self.unreadable {
+            Some(why) => Err(Error::invalid(format!(
+                "the metadata space map cannot be read: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     pub fn nr_allocated(&self) -> u64 {
@@ -153,6 +190,7 @@ impl MetadataSpaceMap {
 
     /// The current count of `b`.
     pub fn count(&self, bm: &BlockManager, b: u64) -> Result<u32> {
+        self.readable()?;
         if b >= self.nr_blocks {
             return Err(Error::OutOfBounds {
                 block: b,
@@ -205,6 +243,7 @@ impl MetadataSpaceMap {
 
     /// Allocates a block free now and in the committed state; count 1.
     pub fn new_block(&mut self, bm: &BlockManager) -> Result<u64> {
+        self.readable()?;
         let start = self.cursor.min(self.nr_blocks);
         let found = match self.find_free(bm, start, self.nr_blocks)? {
             Some(b) => Some(b),

@@ -41,6 +41,21 @@ impl TransactionManager {
         Ok(Self::with_sm(bm, sm))
     }
 
+    /// Opens read-only metadata for reading its trees: a metadata space map
+    /// that cannot be read (a damaged index) does not stop them being read;
+    /// its counts are then refused. A writable block manager needs the map.
+    pub fn open_for_reading(bm: BlockManager, root: &SmRoot) -> Result<Self> {
+        if bm.is_writable() {
+            return Self::open(bm, root);
+        }
+        let sm = match MetadataSpaceMap::open(&bm, root) {
+            Ok(sm) => sm,
+            Err(e) if !e.is_io() => MetadataSpaceMap::unreadable(root, e.to_string()),
+            Err(e) => return Err(e),
+        };
+        Ok(Self::with_sm(bm, sm))
+    }
+
     fn with_sm(bm: BlockManager, sm: MetadataSpaceMap) -> Self {
         TransactionManager {
             bm,

@@ -47,6 +47,8 @@ pub struct CheckOptions {
     pub metadata_snap: bool,
     /// Walk this mapping tree instead of the superblock's.
     pub override_mapping_root: Option<u64>,
+    /// Walk this device-details tree instead of the superblock's (1.x).
+    pub override_details_root: Option<u64>,
     /// When leaks are the only problem, set the leaked blocks free (the
     /// device must be writable).
     pub repair_leaks: bool,
@@ -162,8 +164,9 @@ pub fn check_with_progress(
     let full = !opts.metadata_snap && !opts.skip_mappings;
     let mut roots = Vec::new();
     let top = opts.override_mapping_root.unwrap_or(sb.data_mapping_root);
+    let details = opts.override_details_root.unwrap_or(sb.device_details_root);
     if !opts.metadata_snap {
-        roots.push(root(sb.device_details_root, Tree::Details, false));
+        roots.push(root(details, Tree::Details, false));
         roots.push(root(top, Tree::Top, false));
     }
     if let Some(s) = &snap {
@@ -179,7 +182,7 @@ pub fn check_with_progress(
     w.check_repeats();
     let follow = w.client.follow_bottom;
     let live = (!opts.metadata_snap)
-        .then(|| devices::check(&mut w, false, sb.device_details_root, top, follow));
+        .then(|| devices::check(&mut w, false, details, top, follow));
     let snapped = snap.as_ref().map(|s| {
         devices::check(
             &mut w,

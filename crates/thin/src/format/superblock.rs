@@ -162,6 +162,8 @@ pub enum Unsupported {
     Version(u32),
     #[error("unsupported incompatible features {0:#x}")]
     Incompatible(u32),
+    #[error("{}", data_block_size_error(*.0))]
+    DataBlockSize(u32),
 }
 
 /// Block `loc` as read from `dev`.
@@ -287,6 +289,10 @@ impl Superblock {
         }
         if self.incompat_flags != 0 {
             out.push(Unsupported::Incompatible(self.incompat_flags));
+        }
+        // dm-thin refuses a pool whose blocks it cannot take.
+        if !valid_data_block_size(self.data_block_size) {
+            out.push(Unsupported::DataBlockSize(self.data_block_size));
         }
         out
     }

@@ -8,6 +8,7 @@ use crate::format::superblock::{Superblock, SUPERBLOCK_VALIDATOR};
 use pdata::block_manager::{le64, Validator};
 use pdata::btree::node::{Node, BLOCKNR_OFFSET, NODE_VALIDATOR};
 use pdata::io::BlockDevice;
+use pdata::space_map::format::MAX_METADATA_BLOCKS;
 use pdata::{Block, BLOCK_SIZE};
 
 /// Blocks per read (1 MiB).
@@ -80,9 +81,11 @@ impl ScanIndex {
     }
 }
 
-/// Reads every block of `dev` once.
+/// Reads every block of `dev` once, up to the most metadata the format can
+/// address (the kernel uses no block past it; a larger device is read no
+/// further).
 pub(crate) fn scan(dev: &dyn BlockDevice) -> ScanIndex {
-    let nr_blocks = dev.nr_blocks();
+    let nr_blocks = dev.nr_blocks().min(MAX_METADATA_BLOCKS);
     let mut index = ScanIndex {
         nodes: Vec::new(),
         pointers: Vec::new(),

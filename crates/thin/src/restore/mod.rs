@@ -17,6 +17,7 @@
 mod finish;
 
 use crate::format::block_time::{MAX_DATA_BLOCK, MAX_TIME, TIME_BITS};
+use crate::format::superblock::{data_block_size_error, valid_data_block_size};
 use crate::ir::{PoolInfo, Run, Visitor};
 use crate::{DeviceDetails, Result, ThinError};
 use pdata::btree::TreeBuilder;
@@ -135,8 +136,10 @@ impl From<BuildError> for ThinError {
 
 impl Build {
     fn start(dev: Arc<dyn BlockDevice>, pool: PoolInfo) -> Result<Build> {
-        if pool.data_block_size == 0 {
-            return Err(invalid("data_block_size is 0"));
+        // The kernel's rule, whether the size came from the XML or from
+        // --data-block-size.
+        if !valid_data_block_size(pool.data_block_size) {
+            return Err(invalid(data_block_size_error(pool.data_block_size)));
         }
         if pool.nr_data_blocks > MAX_DATA_BLOCK + 1 {
             return Err(invalid(format!(
