@@ -202,3 +202,65 @@ fn options_match_debian() {
         assert!(String::from_utf8_lossy(&o.stderr).contains("No input file provided"));
     }
 }
+
+/// 1.x's `--auto-repair`: it fixes the leaks and clears needs_check (which
+/// stratisd relies on), and is refused with the options that would leave
+/// part of the metadata unchecked or problems unreported.
+#[test]
+fn auto_repair_clears_needs_check_and_refuses_partial_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ours: &[&str] = &[PDT, "thin_check"];
+    let exec = exec_image(d);
+    let mut leaky = exec.clone();
+    let meta_bm = leaky.le64(leaky.sm(sb::META_SM, sb::BITMAP_ROOT), 16);
+    let free_meta = find_count(&leaky, meta_bm, 1024, 0).unwrap();
+    set_count(&mut leaky, meta_bm, free_meta, 1);
+    leaky.put32(0, sb::FLAGS, 1);
+    leaky.reseal(0, Role::Superblock);
+    let p = write(d, "leaky-flagged", &leaky);
+    let (rc, _, err) = check_with(ours, &["--auto-repair"], &p);
+    assert_eq!(rc, 0, "{err}");
+    let repaired = Image(std::fs::read(&p).unwrap());
+    assert_eq!(repaired.le32(0, sb::FLAGS), 0, "needs_check cleared");
+    assert_eq!(verdict(&[DEBIAN], &p), Clean);
+
+    // Flag set, nothing leaked: cleared as well.
+    let mut flagged = exec.clone();
+    flagged.put32(0, sb::FLAGS, 1);
+    flagged.reseal(0, Role::Superblock);
+    let p = write(d, "flagged", &flagged);
+    let (rc, _, err) = check_with(ours, &["--auto-repair"], &p);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(Image(std::fs::read(&p).unwrap()).le32(0, sb::FLAGS), 0);
+
+    for with in [
+        &["--skip-mappings"][..],
+        &["--super-block-only"],
+        &["-m"],
+        &["--metadata-snap"],
+        &["--ignore-non-fatal-errors"],
+        &["--override-mapping-root", "1"],
+        &["--override-details-root", "1"],
+    ] {
+        let p = write(d, "refused", &flagged);
+        let args: Vec<&str> = ["--auto-repair"].iter().chain(with).copied().collect();
+        let (rc, _, err) = check_with(ours, &args, &p);
+        assert_eq!(rc, 1, "{args:?} refused: {err}");
+        assert!(err.contains("Usage"), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&p).unwrap(), flagged.0, "{args:?} wrote");
+    }
+    // LVM's lvm.conf may add --skip-mappings to --clear-needs-check-flag.
+    let p = write(d, "skip", &flagged);
+    let (rc, _, err) = check_with(ours, &["--clear-needs-check-flag", "--skip-mappings"], &p);
+    assert_eq!(rc, 0, "{err}");
+
+    // 1.x's --override-details-root: the tree it names is checked.
+    let details = exec.le64(0, sb::DETAILS_ROOT);
+    let p = write(d, "clean", &exec);
+    let root = details.to_string();
+    let (rc, _, err) = check_with(ours, &["--override-details-root", &root], &p);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, _, _) = check_with(ours, &["--override-details-root", "0"], &p);
+    assert_eq!(rc, 1, "block 0 is no details tree");
+}
