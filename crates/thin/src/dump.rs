@@ -3,6 +3,7 @@
 
 use crate::ir::{PoolInfo, RunJoiner, Visitor};
 use crate::progress::{NoProgress, ProgressHook};
+use crate::restore::Overrides;
 use crate::{Result, ThinError, ThinMetadata};
 
 /// What to walk.
@@ -14,6 +15,10 @@ pub struct DumpOptions {
     pub dev_ids: Vec<u64>,
     /// Devices only, no mappings.
     pub skip_mappings: bool,
+    /// Pool-wide values printed instead of those read (1.x takes
+    /// `--transaction-id`, `--data-block-size`, `--nr-data-blocks` without
+    /// `--repair` too).
+    pub overrides: Overrides,
 }
 
 fn roots(md: &ThinMetadata, opts: &DumpOptions) -> Result<crate::format::superblock::Superblock> {
@@ -41,7 +46,7 @@ pub fn dump_with_progress(
     let mut devices = md.devices_at(sb.data_mapping_root, sb.device_details_root)?;
     devices.retain(|(id, _, _)| opts.dev_ids.is_empty() || opts.dev_ids.contains(id));
     progress.set_total(devices.iter().map(|(_, d, _)| d.mapped_blocks).sum());
-    out.superblock_begin(&PoolInfo {
+    out.superblock_begin(&opts.overrides.apply(&PoolInfo {
         uuid: String::new(),
         time: sb.time,
         transaction_id: sb.transaction_id,
@@ -51,7 +56,7 @@ pub fn dump_with_progress(
         // A snapshot's space-map roots are zero: the size is the live pool's.
         nr_data_blocks: live.data_sm_root.nr_blocks,
         metadata_snap: None,
-    })?;
+    }))?;
     for (id, details, root) in devices {
         out.device_begin(id, &details)?;
         if !opts.skip_mappings {

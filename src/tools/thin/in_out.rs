@@ -6,6 +6,7 @@ use crate::tools::cli::{
     number, parse_in_out, HasArg, InOut, Opt, ASYNC_IO, HELP, INPUT, OUTPUT, QUIET, VERSION,
 };
 use std::process::ExitCode;
+use thin::format::superblock::{data_block_size_error, valid_data_block_size};
 use thin::repair::RepairOptions;
 
 /// `--transaction-id`, `--data-block-size`, `--nr-data-blocks`.
@@ -36,7 +37,14 @@ pub struct Args {
 pub fn parse_override(id: &str, value: &str, o: &mut RepairOptions) -> Result<(), String> {
     match id {
         "transaction-id" => o.transaction_id = Some(number(id, value)?),
-        "data-block-size" => o.data_block_size = Some(number(id, value)?),
+        "data-block-size" => {
+            // The kernel's rule, refused before any work.
+            let size: u32 = number(id, value)?;
+            if !valid_data_block_size(size) {
+                return Err(data_block_size_error(size));
+            }
+            o.data_block_size = Some(size);
+        }
         "nr-data-blocks" => o.nr_data_blocks = Some(number(id, value)?),
         _ => {}
     }

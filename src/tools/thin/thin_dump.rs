@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use thin::dump::DumpOptions;
 use thin::ir::Visitor;
 use thin::repair::{recover_with_progress, RepairOptions};
+use thin::restore::Overrides;
 use thin::ThinMetadata;
 
 const USAGE: &str = "Usage: thin_dump [options] {device|file}
@@ -21,9 +22,9 @@ Options:
   {-h|--help}
   {-f|--format} {xml|human_readable}
   {-r|--repair}
-  {--transaction-id} <natural> (with --repair)
-  {--data-block-size} <natural> (with --repair)
-  {--nr-data-blocks} <natural> (with --repair)
+  {--transaction-id} <natural>
+  {--data-block-size} <natural>
+  {--nr-data-blocks} <natural>
   {-m|--metadata-snap} [block#]
   {-o|--output} <xml file>
   {--dev-id} <dev-id>
@@ -51,6 +52,8 @@ struct Options {
     output: Option<PathBuf>,
     dev_ids: Vec<u64>,
     skip_mappings: bool,
+    /// Without --repair: superblock values printed instead of those read.
+    overrides: Overrides,
     /// No progress bar, no warnings.
     quiet: bool,
     input: PathBuf,
@@ -89,6 +92,7 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
         skip_mappings: false,
         quiet: false,
         input: PathBuf::new(),
+        overrides: Overrides::default(),
     };
     let mut overrides = RepairOptions::default();
     let mut g = GetOpt::new("thin_dump", OPTS, args).with_usage(USAGE);
@@ -137,10 +141,13 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             ));
         }
         *r = overrides;
-    } else if overrides != RepairOptions::default() {
-        return Err(g.usage_error(
-            "--transaction-id, --data-block-size and --nr-data-blocks go with --repair",
-        ));
+    } else {
+        // 1.x: printed instead of the values read.
+        o.overrides = Overrides {
+            transaction_id: overrides.transaction_id,
+            data_block_size: overrides.data_block_size,
+            nr_data_blocks: overrides.nr_data_blocks,
+        };
     }
     Ok(o)
 }
@@ -187,6 +194,7 @@ fn dump(o: &Options) -> Result<()> {
         metadata_snap: o.metadata_snap,
         dev_ids: o.dev_ids.clone(),
         skip_mappings: o.skip_mappings,
+        overrides: o.overrides,
     };
     let progress = Progress::new("thin_dump", 0, quiet);
     write_as(&o.format, out, &progress, |out| {

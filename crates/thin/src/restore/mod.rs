@@ -33,7 +33,7 @@ const _: () =
 
 /// Pool-wide values that replace those of the input (thin_restore's and
 /// thin_repair's `--transaction-id`, `--data-block-size`, `--nr-data-blocks`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Overrides {
     pub transaction_id: Option<u64>,
     pub data_block_size: Option<u32>,
@@ -41,7 +41,8 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    fn apply(&self, pool: &PoolInfo) -> PoolInfo {
+    /// `pool` with the values given here put in.
+    pub fn apply(&self, pool: &PoolInfo) -> PoolInfo {
         let mut p = pool.clone();
         if let Some(t) = self.transaction_id {
             p.transaction_id = t;
