@@ -398,10 +398,22 @@ fn thin_metadata_size_matches_debian() {
     }
     for args in &cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Block sizes dm-thin refuses, which 0.9.0 takes (powers of two
+        // below 128 sectors): refused, as 1.x refuses them.
+        let tiny = a
+            .windows(2)
+            .any(|w| w[0] == "-b" && ["512b", "1", "8s"].contains(&w[1]));
+        if tiny && theirs("thin_metadata_size", &a).status == Some(0) {
+            let o = ours("thin_metadata_size", &a);
+            assert_eq!(o.status, Some(1), "{a:?}");
+            assert!(o.stderr.contains("data block size"), "{a:?}: {}", o.stderr);
+            continue;
+        }
         let (t, o) = same("thin_metadata_size", &a);
         // Its own messages (not getopt's, which name the program's path)
         // are the same too.
-        if t.stderr.starts_with("thin_metadata_size - ") {
+        // (Ours states the kernel's block size rule instead of 2^N.)
+        if t.stderr.starts_with("thin_metadata_size - ") && !t.stderr.contains("2^^N") {
             assert_eq!(t.stderr, o.stderr, "{a:?}");
         }
     }

@@ -201,8 +201,18 @@ fn thin_dump_options() {
         1,
         &[
             &["-m", "1", "IN"],
-            &["--transaction-id=7", "IN"],
             &["--repair", "--nr-data-blocks", "x", "IN"],
+            &["--data-block-size", "64", "IN"],
+        ],
+    );
+    // 1.x prints the superblock overrides without --repair too.
+    ours_only(
+        d,
+        "thin_dump",
+        0,
+        &[
+            &["--transaction-id=7", "IN"],
+            &["--nr-data-blocks", "5000", "--data-block-size", "256", "IN"],
         ],
     );
 }

@@ -62,7 +62,7 @@ pub fn warn_live(prog: &str, path: &Path) {
 pub fn distinct(input: &Path, output: &Path) -> Result<()> {
     if same_file(input, output) {
         bail!(
-            "{} is both the input and the output: write to another file or device",
+            "the input and the output are the same file ({}): write to another file or device",
             output.display()
         );
     }
