@@ -24,16 +24,22 @@ fn writers_refuse_a_live_pool_and_readers_warn() {
     let data = file(dir, "data.img", 1024 * 64 * 1024);
     // The binary under test, without its debug sections (quicker to ship).
     let bin = dir.join("pdt");
-    let stripped = run(std::process::Command::new("strip")
-        .args(["-o", s(&bin), PDT]))
-    .status
-    .success();
+    let stripped = run(std::process::Command::new("strip").args(["-o", s(&bin), PDT]))
+        .status
+        .success();
     if !stripped {
         std::fs::copy(PDT, &bin).expect("copy pdt");
     }
     let xml = dir.join("pool.xml");
     std::fs::write(&xml, POOL_XML).unwrap();
-    let boot = boot_ok("live-metadata", dir, &meta, &data, "live-metadata.sh", &[bin, xml]);
+    let boot = boot_ok(
+        "live-metadata",
+        dir,
+        &meta,
+        &data,
+        "live-metadata.sh",
+        &[bin, xml],
+    );
 
     let text = |name: &str| String::from_utf8_lossy(&boot.out_file(name)).into_owned();
     let debian = text("debian-restore.txt");
@@ -47,16 +53,24 @@ fn writers_refuse_a_live_pool_and_readers_warn() {
         assert_eq!(err.lines().count(), 1, "{name}: one line: {err}");
     }
     let live = text("dump-live.txt");
-    assert!(live.contains("in use by the kernel") && live.contains("-m"), "{live}");
+    assert!(
+        live.contains("in use by the kernel") && live.contains("-m"),
+        "{live}"
+    );
     assert!(live.ends_with("rc=0\n"), "{live}");
     let snap = text("dump-snap.txt");
-    assert!(!snap.contains("warning") && snap.ends_with("rc=0\n"), "{snap}");
+    assert!(
+        !snap.contains("warning") && snap.ends_with("rc=0\n"),
+        "{snap}"
+    );
     for name in ["ls-live.txt", "check-live.txt"] {
         assert!(text(name).contains("in use by the kernel"), "{name}");
     }
 
     // The kernel's pool is intact: its thin 1, none of pool.xml's.
-    let o = run(pdt("thin_ls").args(["--no-headers", "-o", "DEV"]).arg(&meta));
+    let o = run(pdt("thin_ls")
+        .args(["--no-headers", "-o", "DEV"])
+        .arg(&meta));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1");
     let o = run(pdt("thin_check").arg(&meta));

@@ -119,7 +119,10 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
     // A directory as the XML to restore.
     let o = bounded(pdt("thin_restore").args(["-i", s(&d.join("a-dir")), "-o", s(&out)]));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.code() == Some(1) && err.contains("directory"), "{err}");
+    assert!(
+        o.status.code() == Some(1) && err.contains("directory"),
+        "{err}"
+    );
 
     // The input as the output, under another name: refused, untouched.
     let before = std::fs::read(&good).unwrap();

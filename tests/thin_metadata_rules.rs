@@ -96,9 +96,19 @@ fn data_block_sizes_follow_the_kernel() {
             .args(["-i", s(xml), "-o", s(&out)])
             .args(extra))
     };
-    for (size, good) in [("64", false), ("192", false), ("384", true), ("4194304", false)] {
+    for (size, good) in [
+        ("64", false),
+        ("192", false),
+        ("384", true),
+        ("4194304", false),
+    ] {
         let o = restore(&xml, &["--data-block-size", size]);
-        assert_eq!(o.status.success(), good, "--data-block-size {size}: {}", err(&o));
+        assert_eq!(
+            o.status.success(),
+            good,
+            "--data-block-size {size}: {}",
+            err(&o)
+        );
         let other = d.join(format!("dbs{size}.xml"));
         let changed = text.replacen(
             "data_block_size=\"128\"",
@@ -108,8 +118,14 @@ fn data_block_sizes_follow_the_kernel() {
         std::fs::write(&other, changed).unwrap();
         let o = restore(&other, &[]);
         assert_eq!(o.status.success(), good, "XML {size}: {}", err(&o));
-        let o = run(pdt("thin_repair")
-            .args(["-i", s(&meta), "-o", s(&out), "--data-block-size", size]));
+        let o = run(pdt("thin_repair").args([
+            "-i",
+            s(&meta),
+            "-o",
+            s(&out),
+            "--data-block-size",
+            size,
+        ]));
         assert_eq!(o.status.success(), good, "repair {size}: {}", err(&o));
     }
 

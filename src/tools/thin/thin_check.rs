@@ -6,7 +6,8 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, warn_live, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    exit_status, number, open_device, warn_live, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP,
+    QUIET, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -109,9 +110,8 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
 /// leaves problems unreported is no repair.
 fn conflict(o: &Options) -> Option<&'static str> {
     let c = &o.check;
-    let elsewhere = c.metadata_snap
-        || c.override_mapping_root.is_some()
-        || c.override_details_root.is_some();
+    let elsewhere =
+        c.metadata_snap || c.override_mapping_root.is_some() || c.override_details_root.is_some();
     if (o.auto_repair || o.clear_needs_check) && elsewhere {
         return Some("cannot repair or clear flags outside the live metadata (-m, --override-mapping-root, --override-details-root)");
     }
@@ -119,7 +119,9 @@ fn conflict(o: &Options) -> Option<&'static str> {
         return Some("--auto-repair needs the whole check: it takes no --skip-mappings or --super-block-only");
     }
     if o.auto_repair && o.ignore_non_fatal {
-        return Some("--auto-repair repairs the non-fatal errors: it takes no --ignore-non-fatal-errors");
+        return Some(
+            "--auto-repair repairs the non-fatal errors: it takes no --ignore-non-fatal-errors",
+        );
     }
     None
 }

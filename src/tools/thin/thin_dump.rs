@@ -5,7 +5,8 @@ use super::counted::Counted;
 use super::in_out::{parse_override, DATA_BLOCK_SIZE, NR_DATA_BLOCKS, TRANSACTION_ID};
 use super::xml::{HumanWriter, XmlWriter};
 use crate::tools::cli::{
-    distinct, exit_status, number, open_reader, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    distinct, exit_status, number, open_reader, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP,
+    QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use std::io::Write;

@@ -52,7 +52,7 @@ pub(super) fn check_size(bytes: u64, regular: bool) -> io::Result<()> {
             "it holds {bytes} bytes, less than one metadata block ({bs}): is this binary metadata?"
         )));
     }
-    if regular && bytes % bs != 0 {
+    if regular && !bytes.is_multiple_of(bs) {
         return Err(refused(format!(
             "its size ({bytes} bytes) is not a multiple of the {bs}-byte metadata block: is this binary metadata?"
         )));
@@ -122,7 +122,11 @@ mod tests {
         // SAFETY: a plain syscall on a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert!(refusal(&fifo).contains("a FIFO"));
-        for (len, why) in [(0, "less than one"), (100, "less than one"), (5000, "multiple")] {
+        for (len, why) in [
+            (0, "less than one"),
+            (100, "less than one"),
+            (5000, "multiple"),
+        ] {
             let p = dir.path().join(format!("f{len}"));
             std::fs::File::create(&p).unwrap().set_len(len).unwrap();
             assert!(refusal(&p).contains(why), "{len}");

@@ -181,8 +181,7 @@ pub fn check_with_progress(
 
     w.check_repeats();
     let follow = w.client.follow_bottom;
-    let live = (!opts.metadata_snap)
-        .then(|| devices::check(&mut w, false, details, top, follow));
+    let live = (!opts.metadata_snap).then(|| devices::check(&mut w, false, details, top, follow));
     let snapped = snap.as_ref().map(|s| {
         devices::check(
             &mut w,
