@@ -36,6 +36,23 @@ fn find(img: &Image, f: impl Fn(&Role) -> bool) -> (u64, Role) {
         .expect("such a block")
 }
 
+/// `img` with a free metadata block counted once: a leak.
+fn leak_metadata_block(img: &Image) -> Image {
+    let mut leaky = img.clone();
+    let meta_bm = leaky.le64(leaky.sm(sb::META_SM, sb::BITMAP_ROOT), 16);
+    let free_meta = find_count(&leaky, meta_bm, 1024, 0).unwrap();
+    set_count(&mut leaky, meta_bm, free_meta, 1);
+    leaky
+}
+
+/// `img` with the needs_check flag set.
+fn flag_needs_check(img: &Image) -> Image {
+    let mut flagged = img.clone();
+    flagged.put32(0, sb::FLAGS, 1);
+    flagged.reseal(0, Role::Superblock);
+    flagged
+}
+
 fn swap_keys(img: &Image, b: u64, r: Role) -> Image {
     let mut img = img.clone();
     let (k0, k1) = (img.key(b, 0), img.key(b, 1));
@@ -141,10 +158,7 @@ fn options_match_debian() {
     );
 
     // --auto-repair sets leaked blocks free in both space maps.
-    let mut leaky = exec.clone();
-    let meta_bm = leaky.le64(leaky.sm(sb::META_SM, sb::BITMAP_ROOT), 16);
-    let free_meta = find_count(&leaky, meta_bm, 1024, 0).unwrap();
-    set_count(&mut leaky, meta_bm, free_meta, 1);
+    let mut leaky = leak_metadata_block(&exec);
     let index_leaf = find(&exec, |r| {
         matches!(
             r,
@@ -178,9 +192,7 @@ fn options_match_debian() {
     assert_eq!(rc, 1, "no repair of the snapshot");
 
     // --clear-needs-check-flag clears the flag only when the check passes.
-    let mut flagged = exec.clone();
-    flagged.put32(0, sb::FLAGS, 1);
-    flagged.reseal(0, Role::Superblock);
+    let flagged = flag_needs_check(&exec);
     let p = write(d, "flagged", &flagged);
     let (rc, _, err) = check_with(ours, &["--clear-needs-check-flag"], &p);
     assert_eq!(rc, 0, "{err}");
@@ -212,12 +224,7 @@ fn auto_repair_clears_needs_check_and_refuses_partial_checks() {
     let d = dir.path();
     let ours: &[&str] = &[PDT, "thin_check"];
     let exec = exec_image(d);
-    let mut leaky = exec.clone();
-    let meta_bm = leaky.le64(leaky.sm(sb::META_SM, sb::BITMAP_ROOT), 16);
-    let free_meta = find_count(&leaky, meta_bm, 1024, 0).unwrap();
-    set_count(&mut leaky, meta_bm, free_meta, 1);
-    leaky.put32(0, sb::FLAGS, 1);
-    leaky.reseal(0, Role::Superblock);
+    let leaky = flag_needs_check(&leak_metadata_block(&exec));
     let p = write(d, "leaky-flagged", &leaky);
     let (rc, _, err) = check_with(ours, &["--auto-repair"], &p);
     assert_eq!(rc, 0, "{err}");
@@ -226,9 +233,7 @@ fn auto_repair_clears_needs_check_and_refuses_partial_checks() {
     assert_eq!(verdict(&[DEBIAN], &p), Clean);
 
     // Flag set, nothing leaked: cleared as well.
-    let mut flagged = exec.clone();
-    flagged.put32(0, sb::FLAGS, 1);
-    flagged.reseal(0, Role::Superblock);
+    let flagged = flag_needs_check(&exec);
     let p = write(d, "flagged", &flagged);
     let (rc, _, err) = check_with(ours, &["--auto-repair"], &p);
     assert_eq!(rc, 0, "{err}");

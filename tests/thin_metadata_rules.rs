@@ -8,9 +8,9 @@ mod common;
 
 use common::damage::{sb, Image, Role};
 use common::pool::exec_pool;
-use common::tool::{file, pdt, run, s};
+use common::tool::{file, ok, pdt, run, s};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// A pool with two devices and a held metadata snapshot.
 fn pool(dir: &Path) -> std::path::PathBuf {
@@ -20,16 +20,6 @@ fn pool(dir: &Path) -> std::path::PathBuf {
     }
     script += "commit\ncreate_snap 2 1\nprovision 2 1\nreserve_metadata_snap\ncommit\nprovision 1 1000\ncommit\n";
     exec_pool(dir, "pool.md", 8 << 20, &script)
-}
-
-fn ok(cmd: &mut Command) -> Vec<u8> {
-    let o = run(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
 }
 
 fn err(o: &Output) -> String {

@@ -106,8 +106,20 @@ impl MetadataSpaceMap {
                 ));
             }
         }
-        Ok(MetadataSpaceMap {
-            nr_blocks: root.nr_blocks,
+        Ok(Self::committed(root, index, None))
+    }
+
+    /// A map whose blocks could not be read (`why`), for readers that need
+    /// no counts (a dump, a metadata snapshot's trees): it refuses every
+    /// count, and so every allocation.
+    pub fn unreadable(root: &SmRoot, why: String) -> Self {
+        Self::committed(root, Vec::new(), Some(why))
+    }
+
+    /// The map `root` names, with its index, unchanged since the commit.
+    fn committed(root: &SmRoot, index: Vec<IndexEntry>, unreadable: Option<String>) -> Self {
+        MetadataSpaceMap {
+            nr_blocks: root.nr_blocks.min(MAX_METADATA_BLOCKS),
             committed: Committed {
                 root: *root,
                 index: index.clone(),
@@ -120,29 +132,7 @@ impl MetadataSpaceMap {
             unwritten: FxHashSet::default(),
             nr_allocated: root.nr_allocated,
             cursor: 0,
-            unreadable: None,
-        })
-    }
-
-    /// A map whose blocks could not be read (`why`), for readers that need
-    /// no counts (a dump, a metadata snapshot's trees): it refuses every
-    /// count, and so every allocation.
-    pub fn unreadable(root: &SmRoot, why: String) -> Self {
-        MetadataSpaceMap {
-            nr_blocks: root.nr_blocks.min(MAX_METADATA_BLOCKS),
-            committed: Committed {
-                root: *root,
-                index: Vec::new(),
-            },
-            index: Vec::new(),
-            ref_count_root: root.ref_count_root,
-            index_loc: root.bitmap_root,
-            index_dirty: false,
-            counts: FxHashMap::default(),
-            unwritten: FxHashSet::default(),
-            nr_allocated: root.nr_allocated,
-            cursor: 0,
-            unreadable: Some(why),
+            unreadable,
         }
     }
 
