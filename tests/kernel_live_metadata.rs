@@ -63,6 +63,16 @@ fn writers_refuse_a_live_pool_and_readers_warn() {
         !snap.contains("warning") && snap.ends_with("rc=0\n"),
         "{snap}"
     );
+    // Debian's readers refuse the device without -m (ours read and warn).
+    let readers = text("debian-readers.txt");
+    for t in ["thin_check", "thin_dump", "thin_ls"] {
+        let line = readers
+            .lines()
+            .find(|l| l.starts_with(&format!("== {t}: ")))
+            .unwrap_or_default();
+        assert!(line.contains("rc=1") && line.contains("live metadata"), "{line}");
+    }
+    assert!(readers.contains("== thin_dump -m: rc=0"), "{readers}");
     for name in ["ls-live.txt", "check-live.txt"] {
         assert!(text(name).contains("in use by the kernel"), "{name}");
     }

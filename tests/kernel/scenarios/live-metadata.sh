@@ -45,6 +45,12 @@ echo "rc=$?" >> "$OUT/dump-snap.txt"
 run "$P" thin_ls "$META" > /dev/null 2> "$OUT/ls-live.txt"
 run "$P" thin_check "$META" > /dev/null 2> "$OUT/check-live.txt"
 
+step "Debian's readers on the live metadata: refused without -m"
+for t in "thin_check" "thin_dump" "thin_ls" "thin_dump -m" "thin_check -m"; do
+    $t "$META" > /dev/null 2> /tmp/err.txt
+    echo "== $t: rc=$? $(head -2 /tmp/err.txt | tr '\n' ' ')" >> "$OUT/debian-readers.txt"
+done
+
 step "remove the pool (it commits)"
 must dmsetup message pool 0 release_metadata_snap
 down pool
