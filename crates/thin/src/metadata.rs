@@ -138,11 +138,7 @@ impl ThinMetadata {
         let sb = read_superblock(&bm, writable)?;
         // A reader needs no metadata space map: a damaged one must not hide
         // the trees (of a metadata snapshot above all).
-        let tm = if writable {
-            TransactionManager::open(bm, &sb.metadata_sm_root)?
-        } else {
-            TransactionManager::open_for_reading(bm, &sb.metadata_sm_root)?
-        };
+        let tm = TransactionManager::open_tolerant(bm, &sb.metadata_sm_root)?;
         let data_sm = DiskSpaceMap::open(&sb.data_sm_root);
         Ok(ThinMetadata {
             tm,

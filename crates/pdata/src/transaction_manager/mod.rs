@@ -41,10 +41,11 @@ impl TransactionManager {
         Ok(Self::with_sm(bm, sm))
     }
 
-    /// Opens read-only metadata for reading its trees: a metadata space map
-    /// that cannot be read (a damaged index) does not stop them being read;
-    /// its counts are then refused. A writable block manager needs the map.
-    pub fn open_for_reading(bm: BlockManager, root: &SmRoot) -> Result<Self> {
+    /// As [`TransactionManager::open`], but read-only metadata opens even
+    /// when its metadata space map cannot be read (a damaged index), for
+    /// reading its trees; the map's counts are then refused. A writable
+    /// block manager needs the map.
+    pub fn open_tolerant(bm: BlockManager, root: &SmRoot) -> Result<Self> {
         if bm.is_writable() {
             return Self::open(bm, root);
         }
