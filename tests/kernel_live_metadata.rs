@@ -70,7 +70,10 @@ fn writers_refuse_a_live_pool_and_readers_warn() {
             .lines()
             .find(|l| l.starts_with(&format!("== {t}: ")))
             .unwrap_or_default();
-        assert!(line.contains("rc=1") && line.contains("live metadata"), "{line}");
+        assert!(
+            line.contains("rc=1") && line.contains("live metadata"),
+            "{line}"
+        );
     }
     assert!(readers.contains("== thin_dump -m: rc=0"), "{readers}");
     for name in ["ls-live.txt", "check-live.txt"] {

@@ -140,13 +140,11 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
     assert_eq!(std::fs::read(&good).unwrap(), before);
 }
 
+/// [`bounded`], which must succeed; its stdout.
 fn pdt_ok(cmd: &mut Command) -> Vec<u8> {
     let o = bounded(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{cmd:?}: {err}");
     o.stdout
 }
 
