@@ -5,11 +5,13 @@
 //! exit status.
 
 mod device;
+pub mod exec;
 mod getopt;
 mod in_out;
 mod opts;
 mod progress;
 mod status;
+pub mod units;
 
 pub use device::{open_device, open_shared};
 pub use getopt::{GetOpt, HasArg, Opt};
