@@ -23,7 +23,9 @@ use std::sync::Arc;
 const CACHE_BLOCKS: usize = 64;
 /// Metadata device size (4 MiB).
 pub const DEVICE_BLOCKS: u64 = 1024;
-/// Cache blocks at format time: six mapping-array blocks, three of hints.
+/// Cache blocks the first resize gives (a new cache has none, as the
+/// kernel formats it, until the target sizes it): six mapping-array
+/// blocks, three of hints.
 pub const NR_CACHE_BLOCKS: u32 = 3000;
 /// The script never grows the cache beyond this.
 const MAX_CACHE_BLOCKS: u32 = 6000;
@@ -224,14 +226,15 @@ impl Client for Cache {
     const DEVICE_BLOCKS: u64 = DEVICE_BLOCKS;
 
     fn gen_start(&self) -> GenModel {
-        GenModel {
-            nr_cache_blocks: NR_CACHE_BLOCKS,
-            ..GenModel::default()
-        }
+        GenModel::default()
     }
 
     fn gen_step(&self, rng: &mut Rng, g: &GenModel, _grown: &mut u32) -> Option<Step<Op>> {
         let nr = g.nr_cache_blocks;
+        if nr == 0 {
+            // The kernel sizes a new cache when it first activates it.
+            return Some(Step::Op(Op::Resize(NR_CACHE_BLOCKS)));
+        }
         let mapped = |rng: &mut Rng| pick(rng, g.by_cblock.keys().copied());
         // Insert, Remove, SetDirty, Hint, DiscardSize, Discard, Resize,
         // Stats, CommitClean, Abort, Reopen.
@@ -318,7 +321,7 @@ impl Client for Cache {
     fn formatted(&self) -> CacheModel {
         CacheModel {
             version: self.version,
-            nr_cache_blocks: NR_CACHE_BLOCKS,
+            nr_cache_blocks: 0,
             mappings: BTreeMap::new(),
             hints: None,
             discard_geometry: (0, 0),
@@ -333,13 +336,14 @@ impl Client for Cache {
             dev.clone(),
             self.version,
             BLOCK_SECTORS,
-            NR_CACHE_BLOCKS,
+            0,
             &Policy::smq(),
             false,
         )
         .map_err(e2s)?;
-        // Format commits without CLEAN_SHUTDOWN, so reopening writes
-        // nothing; the handle gets the small cache.
+        // Format commits twice (an empty cache, then the policy), both
+        // times without CLEAN_SHUTDOWN, so reopening writes nothing; the
+        // handle gets the small cache.
         drop(md);
         self.open_handle(dev)
     }
@@ -474,6 +478,11 @@ impl Client for Cache {
     }
 
     fn extra(&self, md: &mut CacheMetadata, model: &mut CacheModel) -> Result<(), String> {
+        if model.nr_cache_blocks == 0 {
+            md.resize(1).map_err(e2s)?;
+            model.nr_cache_blocks = 1;
+            hint_table(model);
+        }
         let c = (0..model.nr_cache_blocks)
             .find(|c| !model.mappings.contains_key(c))
             .unwrap_or(0);
