@@ -158,9 +158,12 @@ fn errors_are_reported_per_line() {
     // --stop-on-error stops at the first failure.
     let o = run_with_input(
         pdt("cache_exec").args(["--stop-on-error", s(&meta)]),
-        Some("lookup 0\nbogus\nlookup 0\n"),
+        Some("needs_check\nbogus\nneeds_check\n"),
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "unmapped\nerror: unknown operation 'bogus'\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "true\nerror: unknown operation 'bogus'\n"
+    );
     // Bad command lines and devices.
     assert_eq!(run(pdt("cache_exec").arg("--frob")).status.code(), Some(2));
     assert_eq!(run(&mut pdt("cache_exec")).status.code(), Some(2));
@@ -186,5 +189,7 @@ fn force_formats_over_metadata_and_policies_without_hints() {
     debian_check(&meta);
     let dump = run(debian_cmd("cache_dump").arg(&meta));
     let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(dump.contains("policy=\"cleaner\" hint_width=\"0\""), "{dump}");
+    // (Debian's 0.9.0 prints hint_width="4" whatever the superblock says.)
+    assert!(dump.contains("policy=\"cleaner\""), "{dump}");
+    assert!(!dump.contains("<hint "), "{dump}");
 }
