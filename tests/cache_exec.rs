@@ -86,13 +86,19 @@ fn operations_and_their_output() {
         );
         if version == "1" {
             // Debian's 0.9.0 reads the v1 dirty flags (not v2's bitset).
-            assert_eq!(m.iter().map(|x| x.2).collect::<Vec<_>>(), [false, true, false]);
+            assert_eq!(
+                m.iter().map(|x| x.2).collect::<Vec<_>>(),
+                [false, true, false]
+            );
         }
         // A clean shutdown is trusted: the dirty bits as they were.
         let out = cache_exec(&meta, &["lookup 0", "lookup 1", "remove 0", "commit"]);
         assert_eq!(out, ["100 clean", "101 dirty", "ok", "ok"]);
         // After an unclean one every mapped block counts dirty.
-        let out = cache_exec(&meta, &["lookup 0", "lookup 999", "clean 999", "lookup 999"]);
+        let out = cache_exec(
+            &meta,
+            &["lookup 0", "lookup 999", "clean 999", "lookup 999"],
+        );
         assert_eq!(out, ["unmapped", "7 dirty", "ok", "7 clean"]);
         debian_check(&meta);
     }
@@ -178,7 +184,12 @@ fn errors_are_reported_per_line() {
 fn force_formats_over_metadata_and_policies_without_hints() {
     let dir = tempfile::tempdir().unwrap();
     let meta = file(dir.path(), "meta", META);
-    exec_ok("cache_exec", &meta, &script(&["format 1 128 10", "insert 0 1", "commit"]), "v1");
+    exec_ok(
+        "cache_exec",
+        &meta,
+        &script(&["format 1 128 10", "insert 0 1", "commit"]),
+        "v1",
+    );
     let o = run_with_input(
         pdt("cache_exec").args(["--force", s(&meta)]),
         Some("format 2 128 10 cleaner 0\nlookup 0\nhint 0 1\ncommit_clean\n"),

@@ -119,8 +119,12 @@ fn bad_options_and_help_as_debian() {
     }
     let (theirs, ours) = both(&words("--help"));
     assert_eq!(ours.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&ours.stdout)
-        .starts_with(String::from_utf8_lossy(&theirs.stdout).lines().next().unwrap()));
+    assert!(String::from_utf8_lossy(&ours.stdout).starts_with(
+        String::from_utf8_lossy(&theirs.stdout)
+            .lines()
+            .next()
+            .unwrap()
+    ));
 }
 
 #[test]
@@ -132,11 +136,19 @@ fn units_as_the_1x_tool() {
     };
     assert_eq!(ours("--nr-blocks 1000 -u k"), "4123.34 kibibytes\n");
     assert_eq!(ours("--nr-blocks 1000 -n"), "8246.69\n");
-    assert_eq!(ours("--nr-blocks 1000 -u M --numeric-only=long"), "4.22megabytes\n");
+    assert_eq!(
+        ours("--nr-blocks 1000 -u M --numeric-only=long"),
+        "4.22megabytes\n"
+    );
     assert_eq!(ours("--nr-blocks 1000 -u b -nshort"), "4222304b\n");
     assert_eq!(ours("--nr-blocks 0 -n"), "8192\n");
     assert_eq!(ours("--block-size 64k --device-size 1g"), "9088 sectors\n");
-    for bad in ["-u x", "-nfoo", "--block-size 0 --device-size 10", "--block-size 1q --device-size 1"] {
+    for bad in [
+        "-u x",
+        "-nfoo",
+        "--block-size 0 --device-size 10",
+        "--block-size 1q --device-size 1",
+    ] {
         let o = run(pdt("cache_metadata_size").args(words(&format!("--nr-blocks 1 {bad}"))));
         assert_eq!(o.status.code(), Some(1), "{bad}");
         assert!(!o.stderr.is_empty());

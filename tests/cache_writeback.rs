@@ -140,7 +140,9 @@ fn after_an_unclean_shutdown_every_mapped_block_is_copied() {
     assert_eq!(out, "7/7 blocks successfully copied\n");
     let want: BTreeMap<u64, Option<u64>> = MAPS.iter().map(|&(c, o, _)| (o, Some(c))).collect();
     assert_eq!(origin_contents(&st.origin, 0), want);
-    assert!(lookups(&st.meta, &[0, 2]).iter().all(|l| l.ends_with("clean")));
+    assert!(lookups(&st.meta, &[0, 2])
+        .iter()
+        .all(|l| l.ends_with("clean")));
     debian_check(&st.meta);
 }
 
@@ -149,14 +151,21 @@ fn a_block_that_cannot_be_read_stays_dirty() {
     for version in [1, 2] {
         let st = setup(version, MAPS, true, 0);
         // The fast file ends inside cache block 5: blocks 5 and 9 cannot be read.
-        let f = std::fs::OpenOptions::new().write(true).open(&st.fast).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&st.fast)
+            .unwrap();
         f.set_len(5 * BLOCK as u64 + 100).unwrap();
         let (rc, out, err) = writeback(&st, &["--list-failed-blocks"]);
         assert_eq!(rc, Some(1), "{err}");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
-        assert!(lines[0].starts_with("cache block 5 (origin block 12): reading the fast device failed"));
-        assert!(lines[1].starts_with("cache block 9 (origin block 4): reading the fast device failed"));
+        assert!(
+            lines[0].starts_with("cache block 5 (origin block 12): reading the fast device failed")
+        );
+        assert!(
+            lines[1].starts_with("cache block 9 (origin block 4): reading the fast device failed")
+        );
         assert_eq!(lines[2], "3/5 blocks successfully copied");
         assert!(err.contains("2 blocks were not copied"), "{err}");
         let want = BTreeMap::from([(10, Some(0)), (11, Some(1)), (255, Some(3))]);
@@ -184,7 +193,12 @@ fn offsets_and_a_short_origin() {
         ],
     );
     assert_eq!(rc, Some(1));
-    assert!(out.starts_with("cache block 3 (origin block 255): it lies past the end of the origin device\n"), "{out}");
+    assert!(
+        out.starts_with(
+            "cache block 3 (origin block 255): it lies past the end of the origin device\n"
+        ),
+        "{out}"
+    );
     let want = BTreeMap::from([(10, Some(0)), (11, Some(1)), (12, Some(5)), (4, Some(9))]);
     let got = origin_contents(&st.origin, 16);
     assert_eq!(got, want);
@@ -198,7 +212,10 @@ fn no_metadata_update_copies_only() {
     let (rc, out, _) = writeback(&st, &["--no-metadata-update", "", "-q"]);
     assert_eq!((rc, out.as_str()), (Some(0), ""));
     assert_eq!(origin_contents(&st.origin, 0).len(), 5);
-    assert!(std::fs::read(&st.meta).unwrap() == before, "metadata changed");
+    assert!(
+        std::fs::read(&st.meta).unwrap() == before,
+        "metadata changed"
+    );
 }
 
 #[test]
@@ -208,7 +225,10 @@ fn many_blocks_in_small_batches() {
     let st = setup(2, &maps, true, 0);
     let (rc, out, _) = writeback(&st, &["--buffer-size-meg", "1"]);
     assert_eq!(rc, Some(0));
-    assert_eq!(out, format!("{NR_CACHE}/{NR_CACHE} blocks successfully copied\n"));
+    assert_eq!(
+        out,
+        format!("{NR_CACHE}/{NR_CACHE} blocks successfully copied\n")
+    );
     let want: BTreeMap<u64, Option<u64>> = maps.iter().map(|&(c, o, _)| (o, Some(c))).collect();
     assert_eq!(origin_contents(&st.origin, 0), want);
 }
@@ -222,7 +242,10 @@ fn bad_command_lines_and_devices() {
     let o = run(pdt("cache_writeback").arg("--frob"));
     assert_eq!(o.status.code(), Some(1));
     let dir = st.meta.parent().unwrap();
-    for (m, f) in [(dir.join("nope"), st.fast.clone()), (st.meta.clone(), dir.to_path_buf())] {
+    for (m, f) in [
+        (dir.join("nope"), st.fast.clone()),
+        (st.meta.clone(), dir.to_path_buf()),
+    ] {
         let o = run(pdt("cache_writeback")
             .args(["--metadata-device", s(&m)])
             .args(["--origin-device", s(&st.origin)])

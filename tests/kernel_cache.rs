@@ -204,10 +204,7 @@ fn cache_stats(fields: &[String]) -> ([u32; 4], u64) {
             .and_then(|f| f.parse().ok())
             .unwrap_or_else(|| panic!("cache status {fields:?}"))
     };
-    (
-        [n(4) as u32, n(5) as u32, n(6) as u32, n(7) as u32],
-        n(10),
-    )
+    ([n(4) as u32, n(5) as u32, n(6) as u32, n(7) as u32], n(10))
 }
 
 /// dm-cache serves the cache pdt wrote; pdt reads what it committed.
@@ -246,27 +243,51 @@ fn kernel_serves_cache_made_by_pdt(version: u32) {
 
     // The kernel read pdt's mappings and dirty data, then what was written.
     for (o, want) in &before {
-        b.expect_file(&format!("r-{o}.bin"), want, &format!("v{version}: origin block {o}"));
+        b.expect_file(
+            &format!("r-{o}.bin"),
+            want,
+            &format!("v{version}: origin block {o}"),
+        );
     }
     for o in &written {
         b.expect_file(&format!("a-{o}.bin"), &im.logical[o], "a write reads back");
     }
     let (_, dirty_before) = cache_stats(&b.status("status-before.txt")["cache"]);
-    assert_eq!(dirty_before, 3, "the kernel loads pdt's 3 dirty blocks\n{}", b.tail());
+    assert_eq!(
+        dirty_before,
+        3,
+        "the kernel loads pdt's 3 dirty blocks\n{}",
+        b.tail()
+    );
     let st = b.status("status-after.txt");
 
     debian_cache_check(&im.meta, &b);
     let r = read_cache(&im.meta);
-    assert!(r.clean && !r.needs_check, "v{version}: the kernel shut down clean");
+    assert!(
+        r.clean && !r.needs_check,
+        "v{version}: the kernel shut down clean"
+    );
     let dirty = expect_consistent(&im, &r, &format!("v{version} after the kernel"), &b);
     // The kernel wrote its dirty blocks and nothing wrote them back; the
     // written blocks it kept cached are dirty.
     for c in DIRTY {
-        assert_eq!(r.mappings.get(&c), Some(&(maps()[c as usize].1, true)), "cache block {c}");
+        assert_eq!(
+            r.mappings.get(&c),
+            Some(&(maps()[c as usize].1, true)),
+            "cache block {c}"
+        );
     }
     let (stats, dirty_after) = cache_stats(&st["cache"]);
-    assert_eq!(dirty.len() as u64, dirty_after, "pdt's dirty blocks are the kernel's\n{}", b.tail());
-    assert!(r.hints.is_some_and(|h| h.len() == NR_CACHE as usize), "smq saved its hints");
+    assert_eq!(
+        dirty.len() as u64,
+        dirty_after,
+        "pdt's dirty blocks are the kernel's\n{}",
+        b.tail()
+    );
+    assert!(
+        r.hints.is_some_and(|h| h.len() == NR_CACHE as usize),
+        "smq saved its hints"
+    );
     assert_eq!(r.stats, stats, "the statistics the kernel saved");
 
     // pdt cache_writeback copies the dirty blocks home, clean after.
@@ -275,12 +296,18 @@ fn kernel_serves_cache_made_by_pdt(version: u32) {
         .args(["--origin-device", s(&im.origin)])
         .args(["--fast-device", s(&im.fast)]));
     let n = dirty.len();
-    assert_eq!(String::from_utf8_lossy(&out), format!("{n}/{n} blocks successfully copied\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{n}/{n} blocks successfully copied\n")
+    );
     let r = read_cache(&im.meta);
     assert!(r.clean && r.mappings.values().all(|m| !m.1));
     expect_consistent(&im, &r, "after pdt cache_writeback", &b);
     for (o, want) in &im.logical {
-        assert!(read_data_block(&im.origin, *o) == *want, "origin block {o} after writeback");
+        assert!(
+            read_data_block(&im.origin, *o) == *want,
+            "origin block {o} after writeback"
+        );
     }
     debian_cache_check(&im.meta, &b);
 }
@@ -347,7 +374,12 @@ fn failed_kernel_cache_commit_leaves_the_previous_transaction() {
     debian_cache_check(&im.meta, &b);
     let r = read_cache(&im.meta);
     assert!(!r.needs_check);
-    assert_eq!(r.stats, s1, "on disk: transaction 1's statistics\n{}", b.tail());
+    assert_eq!(
+        r.stats,
+        s1,
+        "on disk: transaction 1's statistics\n{}",
+        b.tail()
+    );
     // Whatever the policy moved before the failure, the committed state
     // describes the device (after an unclean one every block counts dirty).
     let dirty = expect_consistent(&im, &r, "after the failed commit", &b);

@@ -99,12 +99,28 @@ impl PartialEq for CacheModel {
 pub enum Op {
     /// Maps cache blocks `cblock..cblock + n` to origin blocks `oblock..`,
     /// clean, replacing what they mapped.
-    Insert { cblock: u32, n: u32, oblock: u64 },
+    Insert {
+        cblock: u32,
+        n: u32,
+        oblock: u64,
+    },
     Remove(u32),
-    SetDirty { cblocks: Vec<u32>, dirty: bool },
-    Hint { cblock: u32, value: u32 },
-    DiscardSize { block_sectors: u64, nr_blocks: u64 },
-    Discard { block: u64, discarded: bool },
+    SetDirty {
+        cblocks: Vec<u32>,
+        dirty: bool,
+    },
+    Hint {
+        cblock: u32,
+        value: u32,
+    },
+    DiscardSize {
+        block_sectors: u64,
+        nr_blocks: u64,
+    },
+    Discard {
+        block: u64,
+        discarded: bool,
+    },
     /// Removes every mapping of a block at or above the new size, then
     /// resizes the cache.
     Resize(u32),

@@ -149,10 +149,7 @@ impl ExecSession for Session {
                 let value = line.num32(2, "hint value")?;
                 self.md()?.set_hint(num(1)?, value).map(|_| ok)?
             }
-            "discard_size" => self
-                .md()?
-                .discard_size(num(1)?, num(2)?)
-                .map(|_| ok)?,
+            "discard_size" => self.md()?.discard_size(num(1)?, num(2)?).map(|_| ok)?,
             "discard" => self.md()?.set_discard(num(1)?, true).map(|_| ok)?,
             "undiscard" => self.md()?.set_discard(num(1)?, false).map(|_| ok)?,
             "resize" => {

@@ -144,7 +144,8 @@ impl Request {
             "nr-blocks" => self.nr_blocks = Some(lexical(v)?),
             "max-hint-width" => self.hint_width = Some(lexical(v)?),
             "unit" => {
-                self.unit = Some(unit_index(v).ok_or_else(|| format!("{PROG}: invalid unit '{v}'"))?)
+                self.unit =
+                    Some(unit_index(v).ok_or_else(|| format!("{PROG}: invalid unit '{v}'"))?)
             }
             _ => {
                 self.numeric = Some(parse_numeric(value).ok_or_else(|| {

@@ -13,7 +13,9 @@
 //! metadata for writing cleared that flag, and without it the next
 //! activation would count every block dirty again.
 
-use crate::tools::cli::{exit_status, number, open_shared, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, number, open_shared, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use cache::CacheMetadata;
 use pdata::io::write_all_vectored_at;
@@ -49,7 +51,11 @@ const OPTS: &[Opt] = &[
     Opt::long("metadata-device", HasArg::Required, "metadata-device"),
     Opt::long("origin-device", HasArg::Required, "origin-device"),
     Opt::long("fast-device", HasArg::Required, "fast-device"),
-    Opt::long("origin-device-offset", HasArg::Required, "origin-device-offset"),
+    Opt::long(
+        "origin-device-offset",
+        HasArg::Required,
+        "origin-device-offset",
+    ),
     Opt::long("fast-device-offset", HasArg::Required, "fast-device-offset"),
     Opt::long("buffer-size-meg", HasArg::Required, "buffer-size-meg"),
     Opt::long("list-failed-blocks", HasArg::No, "list-failed-blocks"),

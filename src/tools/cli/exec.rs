@@ -6,7 +6,7 @@
 //! dropped at the end. A client supplies only its operations.
 
 use super::getopt::{GetOpt, HasArg, Opt};
-use super::opts::HELP;
+use super::opts::{HELP, VERSION};
 use super::status::exit_status;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -99,6 +99,7 @@ pub struct ExecArgs {
 
 const OPTS: &[Opt] = &[
     HELP,
+    VERSION,
     Opt::both('f', "force", HasArg::No, "force"),
     Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
 ];

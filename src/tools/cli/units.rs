@@ -32,7 +32,26 @@ pub const SECTOR_BYTES: u64 = 512;
 /// Bytes per unit; the large ones overflow 64 bits and wrap, as they do in
 /// the established tools (so `-u y` divides by zero there too).
 pub fn factor(unit: usize) -> u64 {
-    let mut f = [1u64, SECTOR_BYTES, 1024, 1000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut f = [
+        1u64,
+        SECTOR_BYTES,
+        1024,
+        1000,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
     for u in (4..f.len()).step_by(2) {
         f[u] = f[u - 2].wrapping_mul(1024);
         f[u + 1] = f[u - 1].wrapping_mul(1000);

@@ -8,8 +8,7 @@
 //! then a double), so even absurd inputs give the same answers.
 
 use crate::tools::cli::units::{
-    factor, parse_numeric, show, unit_index, Numeric, SECTORS, SECTOR_BYTES, UNIT_CHARS,
-    UNIT_NAMES,
+    factor, parse_numeric, show, unit_index, Numeric, SECTORS, SECTOR_BYTES, UNIT_CHARS, UNIT_NAMES,
 };
 use crate::tools::cli::{GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
@@ -269,5 +268,4 @@ mod tests {
         );
         assert!(out(&["-b", "127", "-s", "1000", "-m", "1"]).is_err());
     }
-
 }
