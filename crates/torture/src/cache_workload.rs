@@ -160,15 +160,6 @@ pub struct Cache {
 /// The workload: the cache client and its script.
 pub type CacheWorkload = Scripted<Cache>;
 
-fn pick<T: Copy>(rng: &mut Rng, items: impl Iterator<Item = T>) -> Option<T> {
-    let v: Vec<T> = items.collect();
-    if v.is_empty() {
-        None
-    } else {
-        Some(v[rng.below(v.len() as u64) as usize])
-    }
-}
-
 fn stats_of(n: u32) -> Stats {
     Stats {
         read_hits: n,
@@ -251,7 +242,7 @@ impl Client for Cache {
             // The kernel sizes a new cache when it first activates it.
             return Some(Step::Op(Op::Resize(NR_CACHE_BLOCKS)));
         }
-        let mapped = |rng: &mut Rng| pick(rng, g.by_cblock.keys().copied());
+        let mapped = |rng: &mut Rng| rng.pick(g.by_cblock.keys().copied());
         // Insert, Remove, SetDirty, Hint, DiscardSize, Discard, Resize,
         // Stats, CommitClean, Abort, Reopen.
         const W: [u32; 11] = [30, 8, 20, 10, 2, 8, 4, 3, 4, 2, 2];

@@ -3,8 +3,7 @@
 //! `ok`, a value, or `error: MESSAGE`. Input that ends without a commit is
 //! aborted.
 
-use crate::tools::cli::exec::{exec_main, ExecSession, Line, Operation};
-use crate::tools::cli::open_shared;
+use crate::tools::cli::exec::{exec_main, ExecClient, Line, Operation, Session};
 use anyhow::{bail, Result};
 use cache::format::superblock::{Policy, POLICY_VERSION_WORDS};
 use cache::CacheMetadata;
@@ -39,13 +38,7 @@ every mapped block dirty and drops the hints. needs_check alone prints
 ";
 
 pub fn run(args: &[String]) -> ExitCode {
-    exec_main("cache_exec", USAGE, args, |a| {
-        Ok(Session {
-            dev: open_shared(&a.meta, true)?,
-            md: None,
-            force: a.force,
-        })
-    })
+    exec_main::<CacheMetadata>("cache_exec", USAGE, args)
 }
 
 /// Each operation and the number of arguments it takes.
@@ -67,13 +60,6 @@ const OPERATIONS: &[Operation] = &[
     Operation::new("abort", 0),
 ];
 
-/// The session: metadata opened lazily (the first line may be `format`).
-struct Session {
-    dev: Arc<dyn BlockDevice>,
-    md: Option<CacheMetadata>,
-    force: bool,
-}
-
 /// The policy `format` names: the kernel's version of the policies it
 /// knows (smq, its alias mq, cleaner), 1.0.0 for any other.
 fn policy(name: &str, hint_size: u32) -> Policy {
@@ -88,86 +74,76 @@ fn policy(name: &str, hint_size: u32) -> Policy {
     }
 }
 
-impl Session {
-    fn md(&mut self) -> Result<&mut CacheMetadata> {
-        if self.md.is_none() {
-            self.md = Some(CacheMetadata::open(self.dev.clone(), true)?);
-        }
-        Ok(self.md.as_mut().expect("opened above"))
-    }
-
-    fn format(&mut self, line: &Line<'_>) -> Result<()> {
-        let version = line.num32(1, "metadata version")?;
-        let block_sectors = line.num32(2, "cache block size")?;
-        let nr_blocks = line.num32(3, "number of cache blocks")?;
-        let policy = match line.nr_args() {
-            3 => Policy::smq(),
-            5 => policy(line.word(4)?, line.num32(5, "hint size")?),
-            _ => bail!("'format' takes the policy's name and hint size together"),
-        };
-        // Drop the old handle first: its cache must not outlive the format.
-        self.md = None;
-        let md = CacheMetadata::format(
-            self.dev.clone(),
+/// `format VERSION BLOCK_SECTORS NR_CACHE_BLOCKS [POLICY HINT_SIZE]`.
+fn format(s: &mut Session<CacheMetadata>, line: &Line<'_>) -> Result<()> {
+    let version = line.num32(1, "metadata version")?;
+    let block_sectors = line.num32(2, "cache block size")?;
+    let nr_blocks = line.num32(3, "number of cache blocks")?;
+    let policy = match line.nr_args() {
+        3 => Policy::smq(),
+        5 => policy(line.word(4)?, line.num32(5, "hint size")?),
+        _ => bail!("'format' takes the policy's name and hint size together"),
+    };
+    s.format(|dev, force| {
+        Ok(CacheMetadata::format(
+            dev,
             version,
             block_sectors,
             nr_blocks,
             &policy,
-            self.force,
-        )?;
-        self.md = Some(md);
-        Ok(())
-    }
+            force,
+        )?)
+    })
 }
 
-impl ExecSession for Session {
-    fn operations(&self) -> &'static [Operation] {
-        OPERATIONS
+impl ExecClient for CacheMetadata {
+    const OPERATIONS: &'static [Operation] = OPERATIONS;
+
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Ok(CacheMetadata::open(dev, true)?)
     }
 
-    fn finish(&mut self) {
-        if let Some(md) = self.md.as_mut() {
-            let _ = md.abort();
-        }
+    fn abort(&mut self) -> Result<()> {
+        Ok(CacheMetadata::abort(self)?)
     }
 
-    fn apply(&mut self, line: &Line<'_>) -> Result<String> {
+    fn apply(s: &mut Session<Self>, line: &Line<'_>) -> Result<String> {
         let num = |i: usize| line.num(i);
         let ok = "ok".to_string();
         Ok(match line.op() {
-            "format" => self.format(line).map(|_| ok)?,
-            "insert" => self.md()?.insert(num(1)?, num(2)?).map(|_| ok)?,
-            "remove" => self.md()?.remove(num(1)?).map(|_| ok)?,
-            "lookup" => match self.md()?.lookup(num(1)?)? {
+            "format" => format(s, line).map(|_| ok)?,
+            "insert" => s.md()?.insert(num(1)?, num(2)?).map(|_| ok)?,
+            "remove" => s.md()?.remove(num(1)?).map(|_| ok)?,
+            "lookup" => match s.md()?.lookup(num(1)?)? {
                 Some(m) if m.dirty => format!("{} dirty", m.oblock),
                 Some(m) => format!("{} clean", m.oblock),
                 None => "unmapped".to_string(),
             },
-            "dirty" => self.md()?.set_dirty(num(1)?, true).map(|_| ok)?,
-            "clean" => self.md()?.set_dirty(num(1)?, false).map(|_| ok)?,
+            "dirty" => s.md()?.set_dirty(num(1)?, true).map(|_| ok)?,
+            "clean" => s.md()?.set_dirty(num(1)?, false).map(|_| ok)?,
             "hint" => {
                 let value = line.num32(2, "hint value")?;
-                self.md()?.set_hint(num(1)?, value).map(|_| ok)?
+                s.md()?.set_hint(num(1)?, value).map(|_| ok)?
             }
-            "discard_size" => self.md()?.discard_size(num(1)?, num(2)?).map(|_| ok)?,
-            "discard" => self.md()?.set_discard(num(1)?, true).map(|_| ok)?,
-            "undiscard" => self.md()?.set_discard(num(1)?, false).map(|_| ok)?,
+            "discard_size" => s.md()?.discard_size(num(1)?, num(2)?).map(|_| ok)?,
+            "discard" => s.md()?.set_discard(num(1)?, true).map(|_| ok)?,
+            "undiscard" => s.md()?.set_discard(num(1)?, false).map(|_| ok)?,
             "resize" => {
                 let n = line.num32(1, "number of cache blocks")?;
-                self.md()?.resize(n).map(|_| ok)?
+                s.md()?.resize(n).map(|_| ok)?
             }
             "needs_check" => match line.words.get(1) {
-                None => self.md()?.needs_check().to_string(),
-                Some(&"set") => self.md()?.set_needs_check().map(|_| ok)?,
+                None => s.md()?.needs_check().to_string(),
+                Some(&"set") => s.md()?.set_needs_check().map(|_| ok)?,
                 Some(&"clear") => {
-                    self.md()?.clear_needs_check();
+                    s.md()?.clear_needs_check();
                     ok
                 }
                 Some(w) => bail!("needs_check takes 'set' or 'clear', not '{w}'"),
             },
-            "commit" => self.md()?.commit(false).map(|_| ok)?,
-            "commit_clean" => self.md()?.commit(true).map(|_| ok)?,
-            _ => self.md()?.abort().map(|_| ok)?,
+            "commit" => s.md()?.commit(false).map(|_| ok)?,
+            "commit_clean" => s.md()?.commit(true).map(|_| ok)?,
+            _ => s.md()?.abort().map(|_| ok)?,
         })
     }
 }

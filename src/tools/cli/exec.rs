@@ -5,13 +5,16 @@
 //! value, or `error: MESSAGE`), and whatever follows the last commit
 //! dropped at the end. A client supplies only its operations.
 
+use super::device::open_shared;
 use super::getopt::{GetOpt, HasArg, Opt};
 use super::opts::{HELP, VERSION};
 use super::status::exit_status;
 use anyhow::{anyhow, bail, Context, Result};
+use pdata::io::BlockDevice;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// An operation's name and how many arguments it takes (at least, at most).
 pub struct Operation {
@@ -76,17 +79,49 @@ impl Line<'_> {
     }
 }
 
-/// A client's session over its metadata.
-pub trait ExecSession {
+/// What a client supplies: its live metadata, with its operations.
+pub trait ExecClient: Sized {
     /// The operations, with their arities.
-    fn operations(&self) -> &'static [Operation];
+    const OPERATIONS: &'static [Operation];
+
+    /// Opens existing metadata for writing.
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self>;
+
+    /// Drops the transaction.
+    fn abort(&mut self) -> Result<()>;
 
     /// Runs one operation (its name and arity already checked): the line
     /// to print.
-    fn apply(&mut self, line: &Line<'_>) -> Result<String>;
+    fn apply(s: &mut Session<Self>, line: &Line<'_>) -> Result<String>;
+}
 
-    /// The input ended: drops whatever follows the last commit.
-    fn finish(&mut self);
+/// The metadata a script works on, opened at the first operation that
+/// needs it (the first line may be a `format`).
+pub struct Session<M> {
+    dev: Arc<dyn BlockDevice>,
+    md: Option<M>,
+    force: bool,
+}
+
+impl<M: ExecClient> Session<M> {
+    /// The open metadata (opened now if need be).
+    pub fn md(&mut self) -> Result<&mut M> {
+        if self.md.is_none() {
+            self.md = Some(M::open(self.dev.clone())?);
+        }
+        Ok(self.md.as_mut().expect("opened above"))
+    }
+
+    /// Formats with `f(device, --force)`; any open handle is dropped first
+    /// (its cache must not outlive the format).
+    pub fn format(
+        &mut self,
+        f: impl FnOnce(Arc<dyn BlockDevice>, bool) -> Result<M>,
+    ) -> Result<()> {
+        self.md = None;
+        self.md = Some(f(self.dev.clone(), self.force)?);
+        Ok(())
+    }
 }
 
 /// The parsed command line.
@@ -133,25 +168,26 @@ pub fn parse_exec_args(
     }
 }
 
-/// The whole tool: parses the command line, makes the session with
-/// `session`, runs the script. Exit 1 if any operation failed.
-pub fn exec_main<S: ExecSession>(
+/// The whole tool: parses the command line, opens META, runs the script.
+/// Exit 1 if any operation failed.
+pub fn exec_main<M: ExecClient>(
     prog: &'static str,
     usage: &'static str,
     args: &[String],
-    session: impl FnOnce(&ExecArgs) -> Result<S>,
 ) -> ExitCode {
     match parse_exec_args(prog, usage, args) {
-        Ok(a) => exit_status(
-            &format!("{prog}: "),
-            session(&a).and_then(|mut s| run_script(&a, &mut s)),
-        ),
+        Ok(a) => exit_status(&format!("{prog}: "), run_script::<M>(&a)),
         Err(status) => status,
     }
 }
 
 /// Applies every line of the script; true when every operation succeeded.
-pub fn run_script(args: &ExecArgs, session: &mut impl ExecSession) -> Result<bool> {
+pub fn run_script<M: ExecClient>(args: &ExecArgs) -> Result<bool> {
+    let mut session = Session::<M> {
+        dev: open_shared(&args.meta, true)?,
+        md: None,
+        force: args.force,
+    };
     let input: Box<dyn BufRead> = match &args.script {
         Some(p) => Box::new(BufReader::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
@@ -169,7 +205,7 @@ pub fn run_script(args: &ExecArgs, session: &mut impl ExecSession) -> Result<boo
                 continue;
             }
             let words: Vec<&str> = line.split_whitespace().collect();
-            match apply(session, &Line { words: &words }) {
+            match apply(&mut session, &Line { words: &words }) {
                 Ok(s) => writeln!(out, "{s}")?,
                 Err(e) => {
                     all_ok = false;
@@ -184,13 +220,15 @@ pub fn run_script(args: &ExecArgs, session: &mut impl ExecSession) -> Result<boo
         Ok(())
     })();
     // Whatever follows the last commit is dropped: nothing of it is on disk.
-    session.finish();
+    if let Some(md) = session.md.as_mut() {
+        let _ = md.abort();
+    }
     r.map(|_| all_ok)
 }
 
-fn apply(session: &mut impl ExecSession, line: &Line<'_>) -> Result<String> {
+fn apply<M: ExecClient>(session: &mut Session<M>, line: &Line<'_>) -> Result<String> {
     let op = line.op();
-    let Some(o) = session.operations().iter().find(|o| o.name == op) else {
+    let Some(o) = M::OPERATIONS.iter().find(|o| o.name == op) else {
         bail!("unknown operation '{op}'");
     };
     let n = line.nr_args();
@@ -204,5 +242,5 @@ fn apply(session: &mut impl ExecSession, line: &Line<'_>) -> Result<String> {
             o.max_args
         );
     }
-    session.apply(line)
+    M::apply(session, line)
 }

@@ -2,8 +2,7 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::exec::{exec_main, ExecSession, Line, Operation};
-use crate::tools::cli::open_shared;
+use crate::tools::cli::exec::{exec_main, ExecClient, Line, Operation, Session};
 use anyhow::Result;
 use pdata::io::BlockDevice;
 use std::process::ExitCode;
@@ -35,78 +34,53 @@ commit are released rather than leaked.
 ";
 
 pub fn run(args: &[String]) -> ExitCode {
-    exec_main("thin_exec", USAGE, args, |a| {
-        Ok(Session {
-            dev: open_shared(&a.meta, true)?,
-            md: None,
-            force: a.force,
-        })
-    })
+    exec_main::<ThinMetadata>("thin_exec", USAGE, args)
 }
 
-/// The session: metadata opened lazily (the first line may be `format`).
-struct Session {
-    dev: Arc<dyn BlockDevice>,
-    md: Option<ThinMetadata>,
-    force: bool,
-}
+impl ExecClient for ThinMetadata {
+    const OPERATIONS: &'static [Operation] = OPERATIONS;
 
-impl Session {
-    fn md(&mut self) -> Result<&mut ThinMetadata> {
-        if self.md.is_none() {
-            self.md = Some(ThinMetadata::open(self.dev.clone(), true)?);
-        }
-        Ok(self.md.as_mut().expect("opened above"))
-    }
-}
-
-impl ExecSession for Session {
-    fn operations(&self) -> &'static [Operation] {
-        OPERATIONS
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Ok(ThinMetadata::open(dev, true)?)
     }
 
-    fn finish(&mut self) {
-        if let Some(md) = self.md.as_mut() {
-            let _ = md.abort();
-        }
+    fn abort(&mut self) -> Result<()> {
+        Ok(ThinMetadata::abort(self)?)
     }
 
-    fn apply(&mut self, line: &Line<'_>) -> Result<String> {
+    fn apply(s: &mut Session<Self>, line: &Line<'_>) -> Result<String> {
         let num = |i: usize| line.num(i);
         let op = line.op();
         let ok = "ok".to_string();
         Ok(match op {
             "format" => {
                 let size = line.num32(1, "data block size")?;
-                let md = ThinMetadata::format(self.dev.clone(), size, num(2)?, self.force)?;
-                self.md = Some(md);
+                let nr = num(2)?;
+                s.format(|dev, force| Ok(ThinMetadata::format(dev, size, nr, force)?))?;
                 ok
             }
-            "create_thin" => self.md()?.create_thin(num(1)?).map(|_| ok)?,
-            "create_snap" => self.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
-            "delete" => self.md()?.delete(num(1)?).map(|_| ok)?,
-            "set_transaction_id" => self
-                .md()?
-                .set_transaction_id(num(1)?, num(2)?)
-                .map(|_| ok)?,
-            "provision" => self.md()?.provision(num(1)?, num(2)?)?.to_string(),
-            "alloc" => self.md()?.alloc()?.to_string(),
-            "insert" => self.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
-            "lookup" => match self.md()?.lookup(num(1)?, num(2)?)? {
+            "create_thin" => s.md()?.create_thin(num(1)?).map(|_| ok)?,
+            "create_snap" => s.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
+            "delete" => s.md()?.delete(num(1)?).map(|_| ok)?,
+            "set_transaction_id" => s.md()?.set_transaction_id(num(1)?, num(2)?).map(|_| ok)?,
+            "provision" => s.md()?.provision(num(1)?, num(2)?)?.to_string(),
+            "alloc" => s.md()?.alloc()?.to_string(),
+            "insert" => s.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
+            "lookup" => match s.md()?.lookup(num(1)?, num(2)?)? {
                 Some((b, t)) => format!("{b} {t}"),
                 None => "unmapped".to_string(),
             },
-            "remove" => self.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
-            "remove_range" => self
+            "remove" => s.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
+            "remove_range" => s
                 .md()?
                 .remove_range(num(1)?, num(2)?, num(3)?)
                 .map(|_| ok)?,
-            "reserve_metadata_snap" => self.md()?.reserve_metadata_snap().map(|_| ok)?,
-            "release_metadata_snap" => self.md()?.release_metadata_snap().map(|_| ok)?,
-            "resize_data" => self.md()?.resize_data(num(1)?).map(|_| ok)?,
-            "resize_metadata" => self.md()?.resize_metadata(num(1)?).map(|_| ok)?,
-            "commit" => self.md()?.commit().map(|_| ok)?,
-            _ => self.md()?.abort().map(|_| ok)?,
+            "reserve_metadata_snap" => s.md()?.reserve_metadata_snap().map(|_| ok)?,
+            "release_metadata_snap" => s.md()?.release_metadata_snap().map(|_| ok)?,
+            "resize_data" => s.md()?.resize_data(num(1)?).map(|_| ok)?,
+            "resize_metadata" => s.md()?.resize_metadata(num(1)?).map(|_| ok)?,
+            "commit" => s.md()?.commit().map(|_| ok)?,
+            _ => s.md()?.abort().map(|_| ok)?,
         })
     }
 }

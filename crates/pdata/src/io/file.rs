@@ -114,22 +114,8 @@ impl BlockDevice for FileDevice {
 
     fn write_blocks(&self, first: u64, bufs: &[&Block]) -> io::Result<()> {
         self.check_range(first, bufs.len())?;
-        let mut loc = first;
-        for chunk in bufs.chunks(MAX_IOVECS) {
-            let mut iov: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: BLOCK_SIZE,
-                })
-                .collect();
-            transfer(&mut iov, loc * BLOCK_SIZE as u64, |iov, cnt, off| unsafe {
-                // SAFETY: pwritev only reads through the iovecs, which point into live blocks.
-                libc::pwritev(self.file.as_raw_fd(), iov, cnt, off)
-            })?;
-            loc += chunk.len() as u64;
-        }
-        Ok(())
+        let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+        write_all_vectored_at(&self.file, &slices, first * BLOCK_SIZE as u64)
     }
 
     fn flush(&self) -> io::Result<()> {
