@@ -18,7 +18,7 @@ use crate::tools::cli::{
 };
 use anyhow::{bail, Context, Result};
 use cache::CacheMetadata;
-use pdata::io::write_all_vectored_at;
+use pdata::io::{refuse_fifo, write_all_vectored_at};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -162,6 +162,7 @@ fn size_of(f: &mut File) -> std::io::Result<u64> {
 }
 
 fn open_data(path: &PathBuf, writable: bool) -> Result<File> {
+    refuse_fifo(path).with_context(|| format!("cannot open {}", path.display()))?;
     let f = OpenOptions::new()
         .read(true)
         .write(writable)

@@ -20,6 +20,7 @@ pub struct FileDevice {
 impl FileDevice {
     /// Opens `path` (regular file or block device); its size is read once.
     pub fn open(path: &Path, writable: bool) -> io::Result<Self> {
+        refuse_fifo(path)?;
         let mut file = OpenOptions::new().read(true).write(writable).open(path)?;
         // Seeking to the end gives the size of block devices as well as files.
         let bytes = file.seek(SeekFrom::End(0))?;
@@ -148,6 +149,20 @@ impl BlockDevice for FileDevice {
             );
         }
     }
+}
+
+/// A FIFO or socket is no device: opening a FIFO to read would wait for a
+/// writer forever.
+pub fn refuse_fifo(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path)?.file_type();
+    if t.is_fifo() || t.is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a FIFO or socket, not a file or block device",
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `bufs` one after the other to `file` from byte `offset` on, with
