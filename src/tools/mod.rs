@@ -1,7 +1,8 @@
-//! The tools `pdt` dispatches to: one folder per client (`thin`; `cache`
-//! and `era` to come) over the shared command-line layer (`cli`) and XML
+//! The tools `pdt` dispatches to: one folder per client (`thin`, `cache`;
+//! `era` to come) over the shared command-line layer (`cli`) and XML
 //! layer (`xml`); `demo` and `torture` work on the engine itself.
 
+pub mod cache;
 mod cli;
 mod demo;
 pub mod thin;
@@ -81,6 +82,21 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_metadata_size",
         about: "estimate the metadata device size a pool needs",
         run: thin::thin_metadata_size::run,
+    },
+    Tool {
+        name: "cache_exec",
+        about: "apply dm-cache metadata operations, one per line",
+        run: cache::cache_exec::run,
+    },
+    Tool {
+        name: "cache_metadata_size",
+        about: "estimate the metadata device size a cache needs",
+        run: cache::cache_metadata_size::run,
+    },
+    Tool {
+        name: "cache_writeback",
+        about: "copy a cache's dirty blocks to the origin device, offline",
+        run: cache::cache_writeback::run,
     },
 ];
 

@@ -101,7 +101,12 @@ pub struct Exec {
 
 /// `pdt thin_exec` of `script` on `meta`: one output line per op.
 pub fn thin_exec(meta: &Path, script: &str) -> Exec {
-    let out = run_with_input(pdt("thin_exec").arg(meta), Some(script));
+    exec("thin_exec", meta, script)
+}
+
+/// `pdt TOOL META` (thin_exec, cache_exec) fed `script`.
+pub fn exec(tool: &str, meta: &Path, script: &str) -> Exec {
+    let out = run_with_input(pdt(tool).arg(meta), Some(script));
     Exec {
         success: out.status.success(),
         lines: String::from_utf8_lossy(&out.stdout)
@@ -114,11 +119,17 @@ pub fn thin_exec(meta: &Path, script: &str) -> Exec {
 
 /// Runs `script` and wants every op to succeed; returns one line per op.
 pub fn thin_exec_ok(meta: &Path, script: &Script, what: &str) -> Vec<String> {
-    let r = thin_exec(meta, &script.text);
+    exec_ok("thin_exec", meta, script, what)
+}
+
+/// `pdt TOOL` (thin_exec, cache_exec) runs `script`, every op succeeding;
+/// one line per op.
+pub fn exec_ok(tool: &str, meta: &Path, script: &Script, what: &str) -> Vec<String> {
+    let r = exec(tool, meta, &script.text);
     let errors: Vec<&String> = r.lines.iter().filter(|l| l.starts_with("error")).collect();
     assert!(
         r.success && errors.is_empty() && r.lines.len() == script.ops,
-        "pdt thin_exec ({what}) failed: exit success={}, {} output lines for {} ops, errors {errors:?}\n\
+        "pdt {tool} ({what}) failed: exit success={}, {} output lines for {} ops, errors {errors:?}\n\
          script:\n{}\nstdout:\n{}\nstderr:\n{}",
         r.success,
         r.lines.len(),

@@ -2,6 +2,7 @@
 //! of the persistent-data engine, in the kernel's on-disk format (metadata
 //! versions 1 and 2).
 
+pub mod audit;
 pub mod error;
 pub mod format;
 pub mod metadata;

@@ -39,6 +39,16 @@ impl Rng {
         ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
+    /// One of `items`, chosen uniformly (None if there are none).
+    pub fn pick<T: Copy>(&mut self, items: impl Iterator<Item = T>) -> Option<T> {
+        let v: Vec<T> = items.collect();
+        if v.is_empty() {
+            None
+        } else {
+            Some(v[self.below(v.len() as u64) as usize])
+        }
+    }
+
     /// An index chosen with the given weights (not all zero).
     pub fn weighted(&mut self, weights: &[u32]) -> usize {
         let total: u64 = weights.iter().map(|&w| w as u64).sum();

@@ -112,6 +112,17 @@ pub trait Client: Send + Sync + 'static {
     /// Opens a formatted `dev` for writing.
     fn open(&self, dev: Arc<dyn BlockDevice>) -> Result<Self::Handle, String>;
 
+    /// What a handle sees once it went back to `committed` (abort,
+    /// reopening): by default the model itself. (A cache after an unclean
+    /// shutdown sees every mapped block dirty and no hints.)
+    fn recovered(&self, committed: &Self::Model) -> Self::Model {
+        committed.clone()
+    }
+
+    /// What the disk holds once `open` opened it for writing: by default
+    /// what it held. (Opening a cache clears its clean-shutdown flag.)
+    fn opened(&self, _committed: &mut Self::Model) {}
+
     /// Switches the seed bug (the pre-fix commit) on.
     fn enable_mutation(&self, h: &mut Self::Handle);
 
@@ -202,7 +213,7 @@ impl<C: Client> Scripted<C> {
             dev,
             mutation,
             handle,
-            model: committed.clone(),
+            model: self.client.recovered(&committed),
             committed,
         }
     }
@@ -255,7 +266,9 @@ impl<C: Client> Workload for Scripted<C> {
             return Err("opening an unformatted device".into());
         };
         let h = self.client.open(dev.clone())?;
-        Ok(self.session(dev, h, mutation, m))
+        let mut s = self.session(dev, h, mutation, m);
+        self.client.opened(&mut s.committed);
+        Ok(s)
     }
 
     fn read_disk(&self, dev: Arc<dyn BlockDevice>) -> Result<Self::State, String> {
@@ -316,7 +329,7 @@ impl<C: Client> Session for ScriptedSession<C> {
             Step::Commit => self.commit(),
             Step::Abort => {
                 self.client.abort(&mut self.handle)?;
-                self.model = self.committed.clone();
+                self.model = self.client.recovered(&self.committed);
                 Ok(())
             }
             Step::Reopen => {
@@ -325,7 +338,8 @@ impl<C: Client> Session for ScriptedSession<C> {
                     self.client.enable_mutation(&mut h);
                 }
                 self.handle = h;
-                self.model = self.committed.clone();
+                self.model = self.client.recovered(&self.committed);
+                self.client.opened(&mut self.committed);
                 Ok(())
             }
         }

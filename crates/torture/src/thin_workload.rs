@@ -86,15 +86,6 @@ pub struct GenModel {
     nr_meta: u64,
 }
 
-fn pick<T: Copy>(rng: &mut Rng, items: impl Iterator<Item = T>) -> Option<T> {
-    let v: Vec<T> = items.collect();
-    if v.is_empty() {
-        None
-    } else {
-        Some(v[rng.below(v.len() as u64) as usize])
-    }
-}
-
 /// The workload: the thin client and its script.
 pub type ThinWorkload = Scripted<Thin>;
 
@@ -186,11 +177,11 @@ impl Client for Thin {
     }
 
     fn gen_step(&self, rng: &mut Rng, g: &GenModel, grown: &mut u32) -> Option<Step<Op>> {
-        let existing = |rng: &mut Rng| pick(rng, g.devs.keys().copied());
-        let free = |rng: &mut Rng| pick(rng, (0..DEV_IDS).filter(|d| !g.devs.contains_key(d)));
+        let existing = |rng: &mut Rng| rng.pick(g.devs.keys().copied());
+        let free = |rng: &mut Rng| rng.pick((0..DEV_IDS).filter(|d| !g.devs.contains_key(d)));
         let mapped = |rng: &mut Rng| {
             let with_mappings = g.devs.iter().filter(|(_, m)| !m.is_empty());
-            pick(rng, with_mappings.map(|(d, _)| *d))
+            rng.pick(with_mappings.map(|(d, _)| *d))
         };
         // CreateThin, CreateSnap, Delete, Provision, Share, Remove, RemoveRange,
         // metadata snapshot, ResizeData, ResizeMetadata, Abort, Reopen.
@@ -218,7 +209,7 @@ impl Client for Thin {
             }
             4 => {
                 let from = mapped(rng)?;
-                let from_vblock = pick(rng, g.devs[&from].iter().copied())?;
+                let from_vblock = rng.pick(g.devs[&from].iter().copied())?;
                 let dev = existing(rng)?;
                 Some(Op::Share {
                     dev,
@@ -229,7 +220,7 @@ impl Client for Thin {
             }
             5 => {
                 let dev = mapped(rng)?;
-                let vblock = pick(rng, g.devs[&dev].iter().copied())?;
+                let vblock = rng.pick(g.devs[&dev].iter().copied())?;
                 Some(Op::Remove { dev, vblock })
             }
             6 => {

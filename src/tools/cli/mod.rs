@@ -5,11 +5,13 @@
 //! exit status.
 
 mod device;
+pub mod exec;
 mod getopt;
 mod in_out;
 mod opts;
 mod progress;
 mod status;
+pub mod units;
 
 pub use device::{
     distinct, open_device, open_exclusive, open_reader, open_shared, open_text_input, warn_live,

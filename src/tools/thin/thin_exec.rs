@@ -2,11 +2,9 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::{describe, exit_status, open_shared, GetOpt, HasArg, Opt, HELP, VERSION};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::tools::cli::exec::{exec_main, ExecClient, Line, Operation, Session};
+use anyhow::Result;
 use pdata::io::BlockDevice;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::ThinMetadata;
@@ -35,177 +33,75 @@ device and its snapshots. Blocks from alloc that are still unmapped at
 commit are released rather than leaked.
 ";
 
-struct Options {
-    force: bool,
-    stop_on_error: bool,
-    meta: PathBuf,
-    script: Option<PathBuf>,
-}
-
-const OPTS: &[Opt] = &[
-    HELP,
-    VERSION,
-    Opt::both('f', "force", HasArg::No, "force"),
-    Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
-];
-
-fn parse(args: &[String]) -> Result<Options, ExitCode> {
-    let mut force = false;
-    let mut stop_on_error = false;
-    let mut g = GetOpt::new("thin_exec", OPTS, args)
-        .with_usage(USAGE)
-        .with_usage_status(2);
-    while let Some((id, _)) = g.next_opt()? {
-        match id {
-            "force" => force = true,
-            _ => stop_on_error = true,
-        }
-    }
-    match g.operands.as_slice() {
-        [meta, script @ ..] if script.len() <= 1 => Ok(Options {
-            force,
-            stop_on_error,
-            meta: PathBuf::from(meta),
-            script: script.first().map(PathBuf::from),
-        }),
-        _ => Err(g.usage_error("thin_exec: expected META [SCRIPT]")),
-    }
-}
-
 pub fn run(args: &[String]) -> ExitCode {
-    match parse(args) {
-        Ok(o) => exit_status("thin_exec: ", execute(&o)),
-        Err(status) => status,
-    }
+    exec_main::<ThinMetadata>("thin_exec", USAGE, args)
 }
 
-/// The session: metadata opened lazily (the first line may be `format`).
-struct Session {
-    dev: Arc<dyn BlockDevice>,
-    md: Option<ThinMetadata>,
-    force: bool,
-}
+impl ExecClient for ThinMetadata {
+    const OPERATIONS: &'static [Operation] = OPERATIONS;
 
-impl Session {
-    fn md(&mut self) -> Result<&mut ThinMetadata> {
-        if self.md.is_none() {
-            self.md = Some(ThinMetadata::open(self.dev.clone(), true)?);
-        }
-        Ok(self.md.as_mut().expect("opened above"))
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Ok(ThinMetadata::open(dev, true)?)
     }
 
-    fn apply(&mut self, words: &[&str]) -> Result<String> {
-        let num = |i: usize| -> Result<u64> {
-            let w = words
-                .get(i)
-                .ok_or_else(|| anyhow!("'{}' needs more arguments", words[0]))?;
-            w.parse::<u64>()
-                .map_err(|_| anyhow!("'{w}' is not a number"))
-        };
-        let op = words[0];
-        let Some(&(_, arity)) = OPERATIONS.iter().find(|(name, _)| *name == op) else {
-            bail!("unknown operation '{op}'");
-        };
-        if words.len() != arity + 1 {
-            bail!("'{op}' takes {arity} argument(s), not {}", words.len() - 1);
-        }
+    fn abort(&mut self) -> Result<()> {
+        Ok(ThinMetadata::abort(self)?)
+    }
+
+    fn apply(s: &mut Session<Self>, line: &Line<'_>) -> Result<String> {
+        let num = |i: usize| line.num(i);
+        let op = line.op();
         let ok = "ok".to_string();
         Ok(match op {
             "format" => {
-                let size =
-                    u32::try_from(num(1)?).map_err(|_| anyhow!("data block size too large"))?;
-                let md = ThinMetadata::format(self.dev.clone(), size, num(2)?, self.force)?;
-                self.md = Some(md);
+                let size = line.num32(1, "data block size")?;
+                let nr = num(2)?;
+                s.format(|dev, force| Ok(ThinMetadata::format(dev, size, nr, force)?))?;
                 ok
             }
-            "create_thin" => self.md()?.create_thin(num(1)?).map(|_| ok)?,
-            "create_snap" => self.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
-            "delete" => self.md()?.delete(num(1)?).map(|_| ok)?,
-            "set_transaction_id" => self
-                .md()?
-                .set_transaction_id(num(1)?, num(2)?)
-                .map(|_| ok)?,
-            "provision" => self.md()?.provision(num(1)?, num(2)?)?.to_string(),
-            "alloc" => self.md()?.alloc()?.to_string(),
-            "insert" => self.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
-            "lookup" => match self.md()?.lookup(num(1)?, num(2)?)? {
+            "create_thin" => s.md()?.create_thin(num(1)?).map(|_| ok)?,
+            "create_snap" => s.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
+            "delete" => s.md()?.delete(num(1)?).map(|_| ok)?,
+            "set_transaction_id" => s.md()?.set_transaction_id(num(1)?, num(2)?).map(|_| ok)?,
+            "provision" => s.md()?.provision(num(1)?, num(2)?)?.to_string(),
+            "alloc" => s.md()?.alloc()?.to_string(),
+            "insert" => s.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
+            "lookup" => match s.md()?.lookup(num(1)?, num(2)?)? {
                 Some((b, t)) => format!("{b} {t}"),
                 None => "unmapped".to_string(),
             },
-            "remove" => self.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
-            "remove_range" => self
+            "remove" => s.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
+            "remove_range" => s
                 .md()?
                 .remove_range(num(1)?, num(2)?, num(3)?)
                 .map(|_| ok)?,
-            "reserve_metadata_snap" => self.md()?.reserve_metadata_snap().map(|_| ok)?,
-            "release_metadata_snap" => self.md()?.release_metadata_snap().map(|_| ok)?,
-            "resize_data" => self.md()?.resize_data(num(1)?).map(|_| ok)?,
-            "resize_metadata" => self.md()?.resize_metadata(num(1)?).map(|_| ok)?,
-            "commit" => self.md()?.commit().map(|_| ok)?,
-            _ => self.md()?.abort().map(|_| ok)?,
+            "reserve_metadata_snap" => s.md()?.reserve_metadata_snap().map(|_| ok)?,
+            "release_metadata_snap" => s.md()?.release_metadata_snap().map(|_| ok)?,
+            "resize_data" => s.md()?.resize_data(num(1)?).map(|_| ok)?,
+            "resize_metadata" => s.md()?.resize_metadata(num(1)?).map(|_| ok)?,
+            "commit" => s.md()?.commit().map(|_| ok)?,
+            _ => s.md()?.abort().map(|_| ok)?,
         })
     }
 }
 
 /// Each operation and the number of arguments it takes.
-const OPERATIONS: &[(&str, usize)] = &[
-    ("format", 2),
-    ("create_thin", 1),
-    ("create_snap", 2),
-    ("delete", 1),
-    ("set_transaction_id", 2),
-    ("provision", 2),
-    ("alloc", 0),
-    ("insert", 3),
-    ("lookup", 2),
-    ("remove", 2),
-    ("remove_range", 3),
-    ("reserve_metadata_snap", 0),
-    ("release_metadata_snap", 0),
-    ("resize_data", 1),
-    ("resize_metadata", 1),
-    ("commit", 0),
-    ("abort", 0),
+const OPERATIONS: &[Operation] = &[
+    Operation::new("format", 2),
+    Operation::new("create_thin", 1),
+    Operation::new("create_snap", 2),
+    Operation::new("delete", 1),
+    Operation::new("set_transaction_id", 2),
+    Operation::new("provision", 2),
+    Operation::new("alloc", 0),
+    Operation::new("insert", 3),
+    Operation::new("lookup", 2),
+    Operation::new("remove", 2),
+    Operation::new("remove_range", 3),
+    Operation::new("reserve_metadata_snap", 0),
+    Operation::new("release_metadata_snap", 0),
+    Operation::new("resize_data", 1),
+    Operation::new("resize_metadata", 1),
+    Operation::new("commit", 0),
+    Operation::new("abort", 0),
 ];
-
-fn execute(opts: &Options) -> Result<bool> {
-    let dev = open_shared(&opts.meta, true)?;
-    let input: Box<dyn BufRead> = match &opts.script {
-        Some(p) => Box::new(BufReader::new(
-            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
-        )),
-        None => Box::new(BufReader::new(std::io::stdin())),
-    };
-    let mut session = Session {
-        dev,
-        md: None,
-        force: opts.force,
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut all_ok = true;
-    for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match session.apply(&words) {
-            Ok(s) => writeln!(out, "{s}")?,
-            Err(e) => {
-                all_ok = false;
-                writeln!(out, "error: {}", describe(&e))?;
-                if opts.stop_on_error {
-                    break;
-                }
-            }
-        }
-    }
-    out.flush()?;
-    // Whatever follows the last commit is dropped: nothing of it is on disk.
-    if let Some(md) = session.md.as_mut() {
-        let _ = md.abort();
-    }
-    Ok(all_ok)
-}

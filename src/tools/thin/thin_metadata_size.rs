@@ -7,85 +7,18 @@
 //! as the established tool does it (64-bit unsigned integers that wrap,
 //! then a double), so even absurd inputs give the same answers.
 
+use crate::tools::cli::units::{
+    factor, parse_numeric, show, unit_index, Numeric, SECTORS, SECTOR_BYTES, UNIT_CHARS, UNIT_NAMES,
+};
 use crate::tools::cli::{print_version, GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
 use thin::format::superblock::{data_block_size_error, valid_data_block_size};
 
 const PROG: &str = "thin_metadata_size";
 
-/// Unit letters and names, in the order of their factors.
-const UNIT_CHARS: &[u8] = b"bskKmMgGtTpPeEzZyY";
-const UNIT_NAMES: [&str; 18] = [
-    "bytes",
-    "sectors",
-    "kibibytes",
-    "kilobytes",
-    "mebibytes",
-    "megabytes",
-    "gibibytes",
-    "gigabytes",
-    "tebibytes",
-    "terabytes",
-    "pebibytes",
-    "petabytes",
-    "ebibytes",
-    "exabytes",
-    "zebibytes",
-    "zetabytes",
-    "yobibytes",
-    "yottabytes",
-];
-const SECTORS: usize = 1;
-const SECTOR_BYTES: u64 = 512;
 /// Mappings per B-tree leaf: (4096 - 64-byte header) / 16 bytes an entry.
 const MAPPINGS_PER_BLOCK: u64 = 252;
 const METADATA_BLOCK_BYTES: u64 = 4096;
-
-/// Bytes per unit; the large ones overflow 64 bits and wrap, as they do in
-/// the established tool (so `-u y` divides by zero there too).
-fn factor(unit: usize) -> u64 {
-    let mut f = [
-        1u64,
-        SECTOR_BYTES,
-        1024,
-        1000,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ];
-    for u in (4..f.len()).step_by(2) {
-        f[u] = f[u - 2].wrapping_mul(1024);
-        f[u + 1] = f[u - 1].wrapping_mul(1000);
-    }
-    f[unit]
-}
-
-/// A unit by letter, or by any prefix of its name.
-fn unit_index(s: &str) -> Option<usize> {
-    if s.len() == 1 {
-        return UNIT_CHARS.iter().position(|&c| c == s.as_bytes()[0]);
-    }
-    UNIT_NAMES.iter().position(|n| n.starts_with(s))
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Numeric {
-    Full,
-    Number,
-    Short,
-    Long,
-}
 
 struct State {
     unit: usize,
@@ -262,13 +195,7 @@ impl State {
         if self.numeric != Numeric::Full {
             return Err(abort("-n already given!"));
         }
-        self.numeric = match arg {
-            None => Numeric::Number,
-            Some("") => return Err(abort("-n invalid option argument")),
-            Some(a) if "long".starts_with(a) => Numeric::Long,
-            Some(a) if "short".starts_with(a) => Numeric::Short,
-            Some(_) => return Err(abort("-n invalid option argument")),
-        };
+        self.numeric = parse_numeric(arg).ok_or_else(|| abort("-n invalid option argument"))?;
         Ok(())
     }
 
@@ -303,13 +230,7 @@ impl State {
         if self.numeric == Numeric::Full {
             s += &format!("{PROG} - ");
         }
-        s += &format_number(r);
-        match self.numeric {
-            Numeric::Full => s += &format!(" {}", UNIT_NAMES[self.unit]),
-            Numeric::Short => s.push(UNIT_CHARS[self.unit] as char),
-            Numeric::Long => s += UNIT_NAMES[self.unit],
-            Numeric::Number => {}
-        }
+        s += &show(r, self.unit, self.numeric);
         if self.numeric == Numeric::Full {
             s += &format!(
                 " estimated metadata area size for \"--block-size={} --pool-size={} --max-thins={}\"",
@@ -318,42 +239,6 @@ impl State {
         }
         s.push('\n');
         s
-    }
-}
-
-/// A whole number as an integer (x86-64's conversion: 2^64 and beyond,
-/// infinity included, come out as 0); otherwise two decimals, or C's
-/// `%.2e` when the fraction is tiny.
-fn format_number(r: f64) -> String {
-    let whole = r.floor();
-    if r == whole {
-        let two_63 = 9_223_372_036_854_775_808.0;
-        let n = if r < two_63 {
-            r as u64
-        } else if r < 2.0 * two_63 {
-            (r - two_63) as u64 | (1 << 63)
-        } else {
-            0
-        };
-        return n.to_string();
-    }
-    if r - whole < 1e-2 {
-        c_exp(r)
-    } else {
-        format!("{r:.2}")
-    }
-}
-
-/// C's `%.2e`: the exponent signed and at least two digits.
-fn c_exp(r: f64) -> String {
-    let s = format!("{r:.2e}");
-    match s.split_once('e') {
-        Some((mantissa, exp)) => {
-            let e: i32 = exp.parse().unwrap_or(0);
-            let sign = if e < 0 { '-' } else { '+' };
-            format!("{mantissa}e{sign}{:02}", e.unsigned_abs())
-        }
-        None => s,
     }
 }
 
@@ -388,12 +273,5 @@ mod tests {
             "thin_metadata_size - 1.49e-13 yottabytes estimated metadata area size for \"--block-size=64kibibytes --pool-size=1000000sectors --max-thins=10\"\n"
         );
         assert!(out(&["-b", "127", "-s", "1000", "-m", "1"]).is_err());
-    }
-
-    #[test]
-    fn c_formats() {
-        assert_eq!(c_exp(4.001), "4.00e+00");
-        assert_eq!(c_exp(1.234e-19), "1.23e-19");
-        assert_eq!(format_number(f64::INFINITY), "0");
     }
 }

@@ -129,7 +129,7 @@ impl BlockDevice for FileDevice {
                     iov_len: BLOCK_SIZE,
                 })
                 .collect();
-            transfer(&mut iov, loc, |iov, cnt, off| unsafe {
+            transfer(&mut iov, loc * BLOCK_SIZE as u64, |iov, cnt, off| unsafe {
                 // SAFETY: every iovec points into a live, exclusively borrowed block.
                 libc::preadv(self.file.as_raw_fd(), iov, cnt, off)
             })?;
@@ -140,22 +140,8 @@ impl BlockDevice for FileDevice {
 
     fn write_blocks(&self, first: u64, bufs: &[&Block]) -> io::Result<()> {
         self.check_range(first, bufs.len())?;
-        let mut loc = first;
-        for chunk in bufs.chunks(MAX_IOVECS) {
-            let mut iov: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: BLOCK_SIZE,
-                })
-                .collect();
-            transfer(&mut iov, loc, |iov, cnt, off| unsafe {
-                // SAFETY: pwritev only reads through the iovecs, which point into live blocks.
-                libc::pwritev(self.file.as_raw_fd(), iov, cnt, off)
-            })?;
-            loc += chunk.len() as u64;
-        }
-        Ok(())
+        let slices: Vec<&[u8]> = bufs.iter().map(|b| &b[..]).collect();
+        write_all_vectored_at(&self.file, &slices, first * BLOCK_SIZE as u64)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -190,14 +176,48 @@ impl BlockDevice for FileDevice {
     }
 }
 
-/// Runs a preadv/pwritev-style call until every byte is transferred,
-/// resuming after short transfers and EINTR.
+/// A FIFO or socket is no device: opening a FIFO to read would wait for a
+/// writer forever.
+pub fn refuse_fifo(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path)?.file_type();
+    if t.is_fifo() || t.is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a FIFO or socket, not a file or block device",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bufs` one after the other to `file` from byte `offset` on, with
+/// as few pwritev calls as IOV_MAX allows (for tools that copy data).
+pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    let mut offset = offset;
+    for chunk in bufs.chunks(MAX_IOVECS) {
+        let mut iov: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        transfer(&mut iov, offset, |iov, cnt, off| unsafe {
+            // SAFETY: pwritev only reads through the iovecs, which point into live buffers.
+            libc::pwritev(file.as_raw_fd(), iov, cnt, off)
+        })?;
+        offset += chunk.iter().map(|b| b.len() as u64).sum::<u64>();
+    }
+    Ok(())
+}
+
+/// Runs a preadv/pwritev-style call until every byte is transferred from
+/// byte `offset` on, resuming after short transfers and EINTR.
 fn transfer(
     iov: &mut [libc::iovec],
-    first_block: u64,
+    mut offset: u64,
     mut call: impl FnMut(*const libc::iovec, libc::c_int, libc::off_t) -> isize,
 ) -> io::Result<()> {
-    let mut offset = first_block * BLOCK_SIZE as u64;
     let mut start = 0;
     while start < iov.len() {
         let n = call(

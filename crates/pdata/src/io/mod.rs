@@ -13,7 +13,7 @@ mod recording;
 
 pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
 pub use batch_read::{read_sorted, will_need_sorted};
-pub use file::FileDevice;
+pub use file::{refuse_fifo, write_all_vectored_at, FileDevice};
 pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
 };
