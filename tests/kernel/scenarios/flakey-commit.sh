@@ -24,8 +24,10 @@ must dmsetup suspend mflakey
 must dmsetup resume mflakey
 
 step "write more blocks, then force a commit"
-# status without --noflush would commit too
-io_list writes-2.txt
+# status without --noflush would commit too. The pool's periodic commit may
+# fail first (on a loaded host it does): these writes are lost either way,
+# and may then be refused.
+( io_list writes-2.txt ) || echo "writes after the failure refused: the pool already failed a commit"
 save_status status-2.txt pool thin0
 # the pool ignores the commit's result in its message handler
 run dmsetup message pool 0 "set_transaction_id 1 2"
