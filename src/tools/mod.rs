@@ -2,6 +2,7 @@
 //! and `era` to come) over the shared command-line layer (`cli`) and XML
 //! layer (`xml`); `demo` and `torture` work on the engine itself.
 
+pub mod cache;
 mod cli;
 mod demo;
 pub mod thin;
@@ -74,6 +75,26 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_trim",
         about: "discard the data blocks a pool does not use",
         run: thin::thin_trim::run,
+    },
+    Tool {
+        name: "cache_check",
+        about: "validate dm-cache metadata",
+        run: cache::cache_check::run,
+    },
+    Tool {
+        name: "cache_dump",
+        about: "dump dm-cache metadata as XML",
+        run: cache::cache_dump::run,
+    },
+    Tool {
+        name: "cache_restore",
+        about: "build dm-cache metadata from cache_dump XML",
+        run: cache::cache_restore::run,
+    },
+    Tool {
+        name: "cache_repair",
+        about: "recover damaged dm-cache metadata into another device or file",
+        run: cache::cache_repair::run,
     },
     Tool {
         name: "thin_metadata_size",

@@ -2,9 +2,14 @@
 //! of the persistent-data engine, in the kernel's on-disk format (metadata
 //! versions 1 and 2).
 
+pub mod check;
+pub mod dump;
 pub mod error;
 pub mod format;
+pub mod ir;
 pub mod metadata;
+mod read;
+pub mod restore;
 
 pub use error::{CacheError, Result};
 pub use format::mapping::Mapping;
