@@ -10,7 +10,9 @@
 
 use crate::check::{read_superblock, superblock_problems};
 use crate::format::mapping::{unpack, FLAG_DIRTY, FLAG_VALID, MAX_OBLOCK};
-use crate::format::superblock::{Superblock, HINT_SIZE};
+use crate::format::superblock::{
+    Superblock, CACHE_MAGIC, HINT_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, SUPERBLOCK_LOCATION,
+};
 use crate::ir::{CacheInfo, MappingEvent, Visitor};
 use crate::read::{read_array, Lost};
 use crate::{CacheError, Result};
@@ -28,7 +30,20 @@ pub struct DumpReport {
 /// worked around (and told in the report) instead of failing the dump.
 pub fn dump(dev: &dyn BlockDevice, repair: bool, out: &mut dyn Visitor) -> Result<DumpReport> {
     let mut report = DumpReport::default();
-    let sb = read_superblock(dev).map_err(|e| CacheError::Invalid(format!("superblock: {e}")))?;
+    let mut sb_damaged = false;
+    let sb = match read_superblock(dev) {
+        Ok(sb) => sb,
+        Err(e) if repair => {
+            let sb = damaged_superblock(dev)
+                .ok_or_else(|| CacheError::Invalid(format!("superblock: {e}; nothing to recover it from")))?;
+            report.warnings.push(format!(
+                "superblock: {e}; its fields are used as they read, every mapping dirty"
+            ));
+            sb_damaged = true;
+            sb
+        }
+        Err(e) => return Err(CacheError::Invalid(format!("superblock: {e}"))),
+    };
     let problems = superblock_problems(&sb);
     if let Some(p) = problems.first() {
         if !repair || sb.mapping_root == 0 || sb.incompat_flags != 0 {
@@ -40,16 +55,30 @@ pub fn dump(dev: &dyn BlockDevice, repair: bool, out: &mut dyn Visitor) -> Resul
         dev,
         sb: &sb,
         repair,
+        all_dirty: repair && (sb_damaged || !sb.clean_shutdown()),
         report: &mut report,
     };
     d.run(out)?;
     Ok(report)
 }
 
+/// A superblock that fails validation but still holds its magic and a
+/// known version where they belong (a bad checksum, a torn write): its
+/// fields are the best guess there is.
+fn damaged_superblock(dev: &dyn BlockDevice) -> Option<Superblock> {
+    let mut b = [0u8; pdata::BLOCK_SIZE];
+    dev.read_block(SUPERBLOCK_LOCATION, &mut b).ok()?;
+    let sb = Superblock::unpack(&b);
+    (le64(&b, MAGIC) == CACHE_MAGIC && (MIN_VERSION..=MAX_VERSION).contains(&sb.version))
+        .then_some(sb)
+}
+
 struct Dumper<'a> {
     dev: &'a dyn BlockDevice,
     sb: &'a Superblock,
     repair: bool,
+    /// The dirty bits cannot be trusted: every mapping comes back dirty.
+    all_dirty: bool,
     report: &'a mut DumpReport,
 }
 
@@ -84,8 +113,8 @@ impl Dumper<'_> {
         })?;
 
         // Version 2's dirty bits first: the mappings carry them.
-        let all_dirty = self.repair && !sb.clean_shutdown();
-        if all_dirty {
+        let all_dirty = self.all_dirty;
+        if all_dirty && !sb.clean_shutdown() {
             self.report.warnings.push(
                 "the cache was not shut down cleanly: every mapping is taken as dirty".into(),
             );
@@ -154,6 +183,13 @@ impl Dumper<'_> {
             self.report.warnings.push(format!(
                 "{junk} mapping entries hold unknown flags or junk: unmapped ones dropped, mapped ones kept dirty"
             ));
+        }
+        let read_some = lost.iter().map(|l| l.end - l.begin).sum::<u64>() < n;
+        if !lost.is_empty() && !read_some {
+            return Err(CacheError::Invalid(format!(
+                "nothing of the mapping array can be read ({}): refusing to write an empty cache",
+                lost[0].why
+            )));
         }
         self.lost("mapping array", lost, "those cache blocks come back unmapped")?;
 

@@ -189,6 +189,8 @@ pub fn check_with(
         |w, first, vals| v.mappings(w, first, vals),
     );
     v.finish_mappings(&mut w);
+    // Damaged mappings would make every dirty bit look misplaced.
+    v.rules &= w.problems.nr_fatal_in(Section::Mappings) == 0;
     if hints {
         arrays::check(&mut w, hint, spec(Array::Hint, 4, n), Section::Hints, |_, _, _| {});
     }

@@ -16,7 +16,9 @@ const MAX_ODD_TOLD: u64 = 10;
 pub struct Values {
     v2: bool,
     nr_cache_blocks: u64,
-    rules: bool,
+    /// Apply the rules (not with --skip-mappings, nor to dirty bits when
+    /// the mappings are damaged).
+    pub rules: bool,
     /// Origin blocks are below this when the origin's size is known (a
     /// clean shutdown and a discard bitset, which covers the origin).
     origin_limit: Option<u64>,
