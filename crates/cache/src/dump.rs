@@ -19,6 +19,7 @@ use crate::{CacheError, Result};
 use pdata::bitset::{nr_words, BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::le64;
 use pdata::io::BlockDevice;
+use rustc_hash::FxHashSet;
 
 /// What recovery had to give up or change.
 #[derive(Debug, Default)]
@@ -151,6 +152,9 @@ impl Dumper<'_> {
         let mut mapped = vec![0u64; nr_words(n) as usize];
         let mut failed = None;
         let mut junk = 0u64;
+        // Recovery drops an origin block's later cache blocks.
+        let mut seen = FxHashSet::default();
+        let mut twice = 0u64;
         let lost = read_array(self.dev, sb.mapping_root, 8, n, |first, vals| {
             if failed.is_some() {
                 return;
@@ -163,6 +167,10 @@ impl Dumper<'_> {
                     continue;
                 }
                 junk += u64::from(flags & !(FLAG_VALID | FLAG_DIRTY) != 0);
+                if self.repair && !seen.insert(oblock) {
+                    twice += 1;
+                    continue;
+                }
                 mapped[(c / BITS_PER_WORD) as usize] |= 1 << (c % BITS_PER_WORD);
                 let m = MappingEvent {
                     cblock: c as u32,
@@ -178,6 +186,11 @@ impl Dumper<'_> {
         });
         if let Some(e) = failed {
             return Err(e);
+        }
+        if twice > 0 {
+            self.report.warnings.push(format!(
+                "{twice} cache blocks hold an origin block an earlier one holds: dropped"
+            ));
         }
         if junk > 0 && self.repair {
             self.report.warnings.push(format!(

@@ -8,6 +8,7 @@ pub mod error;
 pub mod format;
 pub mod ir;
 pub mod metadata;
+mod oblocks;
 mod read;
 pub mod restore;
 

@@ -16,6 +16,7 @@ use crate::format::superblock::{
     MIN_DATA_BLOCK_SIZE, MIN_VERSION, SUPERBLOCK_VALIDATOR, UUID_SIZE,
 };
 use crate::ir::{CacheInfo, MappingEvent, Visitor};
+use crate::oblocks::Oblocks;
 use crate::{CacheError, Result};
 use pdata::array::ArrayBuilder;
 use pdata::bitset::{BitsetBuilder, BITS_PER_WORD};
@@ -75,6 +76,7 @@ struct Building {
     dirty: Vec<u64>,
     /// Bits per cache block: mapped (for hints on unmapped blocks).
     mapped: Vec<u64>,
+    oblocks: Oblocks,
 }
 
 pub struct Restorer {
@@ -212,6 +214,7 @@ impl Visitor for Restorer {
             hint_root: 0,
             dirty: vec![0; if version >= 2 { words } else { 0 }],
             mapped: vec![0; words],
+            oblocks: Oblocks::default(),
         });
         Ok(())
     }
@@ -240,6 +243,7 @@ impl Visitor for Restorer {
             a.push_u64(b.build.writer(), value)?;
         }
         set_bit(&mut b.mapped, c);
+        b.oblocks.push(m.oblock);
         if v2 && m.dirty {
             set_bit(&mut b.dirty, c);
         }
@@ -294,6 +298,11 @@ impl Visitor for Restorer {
     fn superblock_end(&mut self) -> Result<()> {
         let mut b = self.b.take().ok_or_else(|| invalid("no superblock"))?;
         b.finish_hints()?;
+        if let Some(o) = std::mem::take(&mut b.oblocks).duplicates().first() {
+            return Err(invalid(format!(
+                "origin block {o} is mapped by more than one cache block"
+            )));
+        }
         let n = u64::from(b.info.nr_cache_blocks);
         let dirty_root = if b.version >= 2 {
             let mut bits = BitsetBuilder::new();

@@ -7,6 +7,7 @@ use super::trees::Walker;
 use super::CheckOptions;
 use crate::format::mapping::{unpack, FLAG_DIRTY, FLAG_VALID};
 use crate::format::superblock::Superblock;
+use crate::oblocks::Oblocks;
 use pdata::block_manager::le64;
 use pdata::bitset::BITS_PER_WORD;
 
@@ -24,7 +25,7 @@ pub struct Values {
     origin_limit: Option<u64>,
     /// One bit per cache block: mapped.
     mapped: Vec<u64>,
-    oblocks: Vec<u64>,
+    oblocks: Oblocks,
     nr_dirty: u64,
     /// Dirty bits on unmapped blocks (version 2), and a few of them.
     dirty_unmapped: u64,
@@ -47,7 +48,7 @@ impl Values {
             rules: !opts.skip_mappings,
             origin_limit,
             mapped: vec![0; n.div_ceil(BITS_PER_WORD) as usize],
-            oblocks: Vec::new(),
+            oblocks: Oblocks::default(),
             nr_dirty: 0,
             dirty_unmapped: 0,
             told: Vec::new(),
@@ -101,15 +102,11 @@ impl Values {
 
     /// Origin blocks cached twice.
     pub fn finish_mappings(&mut self, w: &mut Walker<'_>) {
-        let mut o = std::mem::take(&mut self.oblocks);
-        o.sort_unstable();
-        for pair in o.windows(2) {
-            if pair[0] == pair[1] {
-                w.problems.fatal(
-                    Section::Mappings,
-                    format!("origin block {} is held by more than one cache block", pair[0]),
-                );
-            }
+        for o in std::mem::take(&mut self.oblocks).duplicates() {
+            w.problems.fatal(
+                Section::Mappings,
+                format!("origin block {o} is held by more than one cache block"),
+            );
         }
     }
 
