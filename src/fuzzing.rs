@@ -9,8 +9,8 @@
 //! record's block is sealed with the checksum of its kind before use, so that
 //! mutations reach the code behind the checksums.
 
-use crate::tools::thin::xml as thin_xml;
 use crate::tools::cache::xml as cache_xml;
+use crate::tools::thin::xml as thin_xml;
 use cache::ir::{CacheInfo, MappingEvent};
 use pdata::checksum::{
     seal, SALT_ARRAY, SALT_BITMAP, SALT_BTREE_NODE, SALT_CACHE_SUPERBLOCK, SALT_INDEX,

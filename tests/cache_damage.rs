@@ -57,7 +57,11 @@ fn mappings(xml: &str) -> BTreeMap<u64, (u64, bool)> {
 }
 
 /// Repairs `img` and holds it to the rules; the number of mappings kept.
-fn repair_keeps_the_rules(img: &Path, original: &BTreeMap<u64, (u64, bool)>, what: &str) -> Option<usize> {
+fn repair_keeps_the_rules(
+    img: &Path,
+    original: &BTreeMap<u64, (u64, bool)>,
+    what: &str,
+) -> Option<usize> {
     let out = img.with_extension("repaired");
     new_file(&out, 2048 * 4096);
     let o = run(pdt("cache_repair").args(["-i", s(img), "-o", s(&out)]));
@@ -67,15 +71,25 @@ fn repair_keeps_the_rules(img: &Path, original: &BTreeMap<u64, (u64, bool)>, wha
         return None;
     }
     let c = check(&out, &[]);
-    assert!(c.status.success(), "{what}: repaired metadata: {}", stderr(&c));
+    assert!(
+        c.status.success(),
+        "{what}: repaired metadata: {}",
+        stderr(&c)
+    );
     let got = mappings(&dump(&out, true));
-    assert!(!got.is_empty() || original.is_empty(), "{what}: an empty cache");
+    assert!(
+        !got.is_empty() || original.is_empty(),
+        "{what}: an empty cache"
+    );
     for (c, (o, dirty)) in &got {
         let Some((o0, d0)) = original.get(c) else {
             panic!("{what}: cache block {c} invented");
         };
         assert_eq!(o, o0, "{what}: cache block {c} moved");
-        assert!(*dirty || !d0, "{what}: dirty cache block {c} came back clean");
+        assert!(
+            *dirty || !d0,
+            "{what}: dirty cache block {c} came back clean"
+        );
     }
     Some(got.len())
 }
@@ -120,7 +134,10 @@ fn every_block_in_use_damaged() {
             }
             let kept = repair_keeps_the_rules(&damaged, &original, &what);
             if b == 0 {
-                assert!(kept.is_some(), "a superblock with a bad checksum is recovered");
+                assert!(
+                    kept.is_some(),
+                    "a superblock with a bad checksum is recovered"
+                );
             }
         }
     }
@@ -164,10 +181,14 @@ fn set(bytes: &mut [u8], r: std::ops::Range<usize>, v: u64) {
 fn mapping_rules() {
     for version in [1, 2] {
         let mapped = |bytes: &[u8], blocks: &[u64]| {
-            (0..500).find(|&c| le64(bytes, value(blocks, c).start) & 1 == 1).unwrap()
+            (0..500)
+                .find(|&c| le64(bytes, value(blocks, c).start) & 1 == 1)
+                .unwrap()
         };
         let unmapped = |bytes: &[u8], blocks: &[u64]| {
-            (0..500).find(|&c| le64(bytes, value(blocks, c).start) == 0).unwrap()
+            (0..500)
+                .find(|&c| le64(bytes, value(blocks, c).start) == 0)
+                .unwrap()
         };
         resealed(
             version,
@@ -200,7 +221,9 @@ fn mapping_rules() {
             |b, bl, _| {
                 let first = mapped(b, bl);
                 let v = le64(b, value(bl, first).start);
-                let other = (first + 1..500).find(|&c| le64(b, value(bl, c).start) & 1 == 1).unwrap();
+                let other = (first + 1..500)
+                    .find(|&c| le64(b, value(bl, c).start) & 1 == 1)
+                    .unwrap();
                 set(b, value(bl, other), v);
             },
             "is held by more than one cache block",

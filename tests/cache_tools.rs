@@ -93,7 +93,8 @@ fn restore_defaults_to_version_2_and_can_omit_the_clean_flag() {
     ok(pdt("cache_restore").args(["-i", s(&input), "-o", s(&out), "--omit-clean-shutdown"]));
     assert_eq!(le32(&superblock(&out), FLAGS), 0);
     assert!(check(&out, &[]).status.success());
-    let o = run(pdt("cache_restore").args(["-i", s(&input), "-o", s(&out), "--metadata-version", "3"]));
+    let o =
+        run(pdt("cache_restore").args(["-i", s(&input), "-o", s(&out), "--metadata-version", "3"]));
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -203,4 +204,27 @@ fn bad_input_fails_promptly_and_clearly() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("hint width 0"));
     assert!(check(&out, &[]).status.success());
+}
+
+#[test]
+fn repair_after_an_unclean_shutdown_marks_every_mapping_dirty() {
+    let dir = tempfile::tempdir().unwrap();
+    let xml = gen_xml(2000, 13);
+    let input = dir.path().join("in.xml");
+    std::fs::write(&input, &xml).unwrap();
+    let img = dir.path().join("img");
+    new_file(&img, 1024 * 4096);
+    let o =
+        run(pdt("cache_restore").args(["-i", s(&input), "-o", s(&img), "--omit-clean-shutdown"]));
+    assert!(o.status.success());
+    // The dump shows what is on disk...
+    assert_eq!(dump(&img, true), xml);
+    // ...repair what the kernel would take: every mapping dirty.
+    let out = dir.path().join("out");
+    new_file(&out, 1024 * 4096);
+    let o = run(pdt("cache_repair").args(["-i", s(&img), "-o", s(&out)]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not shut down cleanly"));
+    let all_dirty = xml.replace("dirty=\"false\"", "dirty=\"true\"");
+    assert_eq!(dump(&out, true), all_dirty);
 }

@@ -54,12 +54,20 @@ fn cache_xml_corpus() {
 /// Cache XML small enough for the fuzzer: (name, text).
 fn seed_cache_xml() -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    for (name, nr, hint_width) in [("empty", 0u32, 4u32), ("small", 40, 4), ("wide", 1500, 4), ("no-hints", 100, 0)] {
+    for (name, nr, hint_width) in [
+        ("empty", 0u32, 4u32),
+        ("small", 40, 4),
+        ("wide", 1500, 4),
+        ("no-hints", 100, 0),
+    ] {
         let mut x = format!("<superblock uuid=\"\" block_size=\"128\" nr_cache_blocks=\"{nr}\" policy=\"smq\" hint_width=\"{hint_width}\">\n  <mappings>\n");
         let mapped: Vec<u32> = (0..nr).filter(|c| c % 7 != 3).collect();
         for &c in &mapped {
             let dirty = if c % 3 == 0 { "true" } else { "false" };
-            x += &format!("    <mapping cache_block=\"{c}\" origin_block=\"{}\" dirty=\"{dirty}\"/>\n", c * 5 + 1);
+            x += &format!(
+                "    <mapping cache_block=\"{c}\" origin_block=\"{}\" dirty=\"{dirty}\"/>\n",
+                c * 5 + 1
+            );
         }
         x += "  </mappings>\n  <hints>\n";
         if hint_width > 0 {

@@ -13,7 +13,9 @@ pub fn base64_4(v: u32) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let b = v.to_le_bytes();
     let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
-    let mut out: String = (0..4).map(|i| A[(n >> (18 - 6 * i) & 63) as usize] as char).collect();
+    let mut out: String = (0..4)
+        .map(|i| A[(n >> (18 - 6 * i) & 63) as usize] as char)
+        .collect();
     let m = u32::from(b[3]) << 16;
     out.push(A[(m >> 18 & 63) as usize] as char);
     out.push(A[(m >> 12 & 63) as usize] as char);
@@ -69,7 +71,11 @@ pub fn restore(dir: &Path, xml: &str, name: &str, version: u32, ours: bool) -> P
     } else {
         run(debian_cmd("cache_restore").args(args))
     };
-    assert!(o.status.success(), "restore: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
@@ -89,7 +95,11 @@ pub fn dump(img: &Path, ours: bool) -> String {
     } else {
         run(debian_cmd("cache_dump").arg(img))
     };
-    assert!(o.status.success(), "dump: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "dump: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).expect("utf-8")
 }
 

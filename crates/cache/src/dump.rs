@@ -35,8 +35,9 @@ pub fn dump(dev: &dyn BlockDevice, repair: bool, out: &mut dyn Visitor) -> Resul
     let sb = match read_superblock(dev) {
         Ok(sb) => sb,
         Err(e) if repair => {
-            let sb = damaged_superblock(dev)
-                .ok_or_else(|| CacheError::Invalid(format!("superblock: {e}; nothing to recover it from")))?;
+            let sb = damaged_superblock(dev).ok_or_else(|| {
+                CacheError::Invalid(format!("superblock: {e}; nothing to recover it from"))
+            })?;
             report.warnings.push(format!(
                 "superblock: {e}; its fields are used as they read, every mapping dirty"
             ));
@@ -87,7 +88,10 @@ impl Dumper<'_> {
     /// Fails on `lost` unless repairing, else tells what was lost.
     fn lost(&mut self, what: &str, lost: Vec<Lost>, consequence: &str) -> Result<()> {
         for l in lost {
-            let text = format!("{what} entries {}..{} lost ({}): {consequence}", l.begin, l.end, l.why);
+            let text = format!(
+                "{what} entries {}..{} lost ({}): {consequence}",
+                l.begin, l.end, l.why
+            );
             if !self.repair {
                 return Err(CacheError::Invalid(text));
             }
@@ -123,13 +127,19 @@ impl Dumper<'_> {
         let mut dirty = Vec::new();
         if sb.separate_dirty_bits() && !all_dirty {
             dirty = vec![u64::MAX; nr_words(n) as usize];
-            let lost = read_array(self.dev, sb.dirty_root, WORD_SIZE, nr_words(n), |first, vals| {
-                for (i, v) in vals.chunks_exact(WORD_SIZE).enumerate() {
-                    if let Some(w) = dirty.get_mut(first as usize + i) {
-                        *w = le64(v, 0);
+            let lost = read_array(
+                self.dev,
+                sb.dirty_root,
+                WORD_SIZE,
+                nr_words(n),
+                |first, vals| {
+                    for (i, v) in vals.chunks_exact(WORD_SIZE).enumerate() {
+                        if let Some(w) = dirty.get_mut(first as usize + i) {
+                            *w = le64(v, 0);
+                        }
                     }
-                }
-            });
+                },
+            );
             let lost = lost
                 .into_iter()
                 .map(|l| Lost {
@@ -204,19 +214,32 @@ impl Dumper<'_> {
                 lost[0].why
             )));
         }
-        self.lost("mapping array", lost, "those cache blocks come back unmapped")?;
+        self.lost(
+            "mapping array",
+            lost,
+            "those cache blocks come back unmapped",
+        )?;
 
         if sb.hint_root != 0 && hint_width > 0 {
             let mut failed = None;
-            let lost = read_array(self.dev, sb.hint_root, hint_width as usize, n, |first, vals| {
-                for (i, v) in vals.chunks_exact(hint_width as usize).enumerate() {
-                    let c = first + i as u64;
-                    let m = mapped.get((c / BITS_PER_WORD) as usize).copied().unwrap_or(0);
-                    if failed.is_none() && m >> (c % BITS_PER_WORD) & 1 == 1 {
-                        failed = out.hint(c as u32, v).err();
+            let lost = read_array(
+                self.dev,
+                sb.hint_root,
+                hint_width as usize,
+                n,
+                |first, vals| {
+                    for (i, v) in vals.chunks_exact(hint_width as usize).enumerate() {
+                        let c = first + i as u64;
+                        let m = mapped
+                            .get((c / BITS_PER_WORD) as usize)
+                            .copied()
+                            .unwrap_or(0);
+                        if failed.is_none() && m >> (c % BITS_PER_WORD) & 1 == 1 {
+                            failed = out.hint(c as u32, v).err();
+                        }
                     }
-                }
-            });
+                },
+            );
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -227,34 +250,44 @@ impl Dumper<'_> {
             let nr = sb.discard_nr_blocks;
             let mut run: Option<(u64, u64)> = None;
             let mut failed = None;
-            let lost = read_array(self.dev, sb.discard_root, WORD_SIZE, nr_words(nr), |first, vals| {
-                for (i, v) in vals.chunks_exact(WORD_SIZE).enumerate() {
-                    let base = (first + i as u64) * BITS_PER_WORD;
-                    let w = le64(v, 0);
-                    for j in 0..BITS_PER_WORD.min(nr.saturating_sub(base)) {
-                        let b = base + j;
-                        if w >> j & 1 == 1 {
-                            match &mut run {
-                                Some((_, end)) if *end == b => *end = b + 1,
-                                _ => {
-                                    if let Some((s, e)) = run.replace((b, b + 1)) {
-                                        if failed.is_none() {
-                                            failed = out.discard(s, e).err();
+            let lost = read_array(
+                self.dev,
+                sb.discard_root,
+                WORD_SIZE,
+                nr_words(nr),
+                |first, vals| {
+                    for (i, v) in vals.chunks_exact(WORD_SIZE).enumerate() {
+                        let base = (first + i as u64) * BITS_PER_WORD;
+                        let w = le64(v, 0);
+                        for j in 0..BITS_PER_WORD.min(nr.saturating_sub(base)) {
+                            let b = base + j;
+                            if w >> j & 1 == 1 {
+                                match &mut run {
+                                    Some((_, end)) if *end == b => *end = b + 1,
+                                    _ => {
+                                        if let Some((s, e)) = run.replace((b, b + 1)) {
+                                            if failed.is_none() {
+                                                failed = out.discard(s, e).err();
+                                            }
                                         }
                                     }
                                 }
                             }
                         }
                     }
-                }
-            });
+                },
+            );
             if let (Some((s, e)), None) = (run, &failed) {
                 failed = out.discard(s, e).err();
             }
             if let Some(e) = failed {
                 return Err(e);
             }
-            self.lost("discard bitset", lost, "those blocks are not taken as discarded")?;
+            self.lost(
+                "discard bitset",
+                lost,
+                "those blocks are not taken as discarded",
+            )?;
         }
         out.superblock_end()
     }

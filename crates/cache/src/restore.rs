@@ -108,7 +108,10 @@ impl Restorer {
 impl Building {
     /// Pads the mapping array with unmapped entries up to `to`.
     fn pad_mappings(&mut self, to: u64) -> Result<()> {
-        let a = self.mappings.as_mut().ok_or_else(|| invalid("mappings after the hints"))?;
+        let a = self
+            .mappings
+            .as_mut()
+            .ok_or_else(|| invalid("mappings after the hints"))?;
         while a.len() < to {
             a.push_u64(self.build.writer(), 0)?;
         }
@@ -119,7 +122,10 @@ impl Building {
         if let Some(a) = self.mappings.take() {
             self.mappings = Some(a);
             self.pad_mappings(u64::from(self.info.nr_cache_blocks))?;
-            let a = self.mappings.take().ok_or_else(|| invalid("no mapping array"))?;
+            let a = self
+                .mappings
+                .take()
+                .ok_or_else(|| invalid("no mapping array"))?;
             self.mapping_root = a.finish(self.build.writer())?;
             if self.info.hint_width > 0 {
                 self.hints = Some(ArrayBuilder::new(self.info.hint_width as usize)?);
@@ -175,12 +181,20 @@ impl Visitor for Restorer {
         if self.b.is_some() {
             return Err(invalid("a second superblock"));
         }
-        let version = self.opts.version.or(info.version).unwrap_or(DEFAULT_VERSION);
+        let version = self
+            .opts
+            .version
+            .or(info.version)
+            .unwrap_or(DEFAULT_VERSION);
         if !(MIN_VERSION..=MAX_VERSION).contains(&version) {
-            return Err(invalid(format!("metadata version {version}: only 1 and 2 exist")));
+            return Err(invalid(format!(
+                "metadata version {version}: only 1 and 2 exist"
+            )));
         }
         let bs = info.block_size;
-        if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&bs) || bs % MIN_DATA_BLOCK_SIZE != 0 {
+        if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&bs)
+            || bs % MIN_DATA_BLOCK_SIZE != 0
+        {
             return Err(invalid(format!(
                 "block size {bs} sectors: the kernel takes a multiple of {MIN_DATA_BLOCK_SIZE} in {MIN_DATA_BLOCK_SIZE}..={MAX_DATA_BLOCK_SIZE}"
             )));
@@ -224,7 +238,10 @@ impl Visitor for Restorer {
         let b = self.building()?;
         b.cblock_ok(m.cblock, "mapping")?;
         if !matches!(b.stage, Stage::Mappings) {
-            return Err(invalid(format!("mapping of cache block {} after the hints", m.cblock)));
+            return Err(invalid(format!(
+                "mapping of cache block {} after the hints",
+                m.cblock
+            )));
         }
         let c = u64::from(m.cblock);
         let len = b.mappings.as_ref().map_or(0, |a| a.len());
@@ -234,7 +251,10 @@ impl Visitor for Restorer {
             )));
         }
         if m.oblock > MAX_OBLOCK {
-            return Err(invalid(format!("origin block {} does not fit in 48 bits", m.oblock)));
+            return Err(invalid(format!(
+                "origin block {} does not fit in 48 bits",
+                m.oblock
+            )));
         }
         b.pad_mappings(c)?;
         let v2 = b.version >= 2;
@@ -255,7 +275,9 @@ impl Visitor for Restorer {
         b.cblock_ok(cblock, "hint")?;
         b.finish_mappings()?;
         if !matches!(b.stage, Stage::Hints) {
-            return Err(invalid(format!("hint of cache block {cblock} after the discards")));
+            return Err(invalid(format!(
+                "hint of cache block {cblock} after the discards"
+            )));
         }
         let width = b.info.hint_width as usize;
         if width == 0 {
@@ -269,7 +291,9 @@ impl Visitor for Restorer {
         }
         let c = u64::from(cblock);
         if !bit(&b.mapped, c) {
-            return Err(invalid(format!("hint of cache block {cblock}, which is not mapped")));
+            return Err(invalid(format!(
+                "hint of cache block {cblock}, which is not mapped"
+            )));
         }
         let len = b.hints.as_ref().map_or(0, |a| a.len());
         if c < len {
@@ -321,7 +345,11 @@ impl Visitor for Restorer {
             hint_size: info.hint_width,
         };
         let mut sb = Superblock {
-            flags: if self.opts.omit_clean_shutdown { 0 } else { FLAG_CLEAN_SHUTDOWN },
+            flags: if self.opts.omit_clean_shutdown {
+                0
+            } else {
+                FLAG_CLEAN_SHUTDOWN
+            },
             uuid: [0; UUID_SIZE],
             version: b.version,
             policy_name: policy.name_bytes().map_err(invalid)?,

@@ -7,7 +7,9 @@
 //! `--clear-needs-check-flag` set leaks free).
 
 use super::drop_empty;
-use crate::tools::cli::{exit_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+};
 use anyhow::Result;
 use cache::check::{check_with, clear_needs_check, CheckOptions, CheckReport, Section};
 use std::path::PathBuf;
@@ -32,8 +34,16 @@ const OPTS: &[Opt] = &[
     HELP,
     VERSION,
     Opt::long("auto-repair", HasArg::No, "auto-repair"),
-    Opt::long("clear-needs-check-flag", HasArg::No, "clear-needs-check-flag"),
-    Opt::long("ignore-non-fatal-errors", HasArg::No, "ignore-non-fatal-errors"),
+    Opt::long(
+        "clear-needs-check-flag",
+        HasArg::No,
+        "clear-needs-check-flag",
+    ),
+    Opt::long(
+        "ignore-non-fatal-errors",
+        HasArg::No,
+        "ignore-non-fatal-errors",
+    ),
     Opt::long("super-block-only", HasArg::No, "super-block-only"),
     Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
     Opt::long("skip-hints", HasArg::No, "skip-hints"),

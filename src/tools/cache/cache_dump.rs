@@ -4,7 +4,9 @@
 
 use super::drop_empty;
 use super::xml::XmlWriter;
-use crate::tools::cli::{exit_status, open_device, GetOpt, HasArg, Opt, ASYNC_IO, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_device, GetOpt, HasArg, Opt, ASYNC_IO, HELP, QUIET, VERSION,
+};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::PathBuf;

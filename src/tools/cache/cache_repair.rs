@@ -2,7 +2,10 @@
 //! dm-cache metadata and writes it, consistent and of the same version, to
 //! another device or file (see `cache::dump` for what recovery keeps).
 
-use crate::tools::cli::{exit_status, open_device, open_shared, parse_in_out, Opt, ASYNC_IO, HELP, INPUT, OUTPUT, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_device, open_shared, parse_in_out, Opt, ASYNC_IO, HELP, INPUT, OUTPUT, QUIET,
+    VERSION,
+};
 use anyhow::{bail, Result};
 use cache::restore::{RestoreOptions, Restorer};
 use std::path::Path;
@@ -44,7 +47,9 @@ fn repair(o: &crate::tools::cli::InOut) -> Result<()> {
     let mut restorer = Restorer::new(Arc::clone(&output), RestoreOptions::default());
     let report = cache::dump::dump(&input, true, &mut restorer).map_err(|e| {
         if matches!(e, cache::CacheError::Pdata(pdata::Error::NoSpace(_))) {
-            anyhow::anyhow!("the output ({out_blocks} blocks of 4 KiB) is too small for the recovered metadata")
+            anyhow::anyhow!(
+                "the output ({out_blocks} blocks of 4 KiB) is too small for the recovered metadata"
+            )
         } else {
             anyhow::Error::new(e)
         }

@@ -62,7 +62,13 @@ mod tests {
 
     #[test]
     fn round_trips_and_refusals() {
-        for data in [&b""[..], b"\x01\0\0\0", b"ab", b"abc", b"\xff\xfe\xfd\xfc\xfb"] {
+        for data in [
+            &b""[..],
+            b"\x01\0\0\0",
+            b"ab",
+            b"abc",
+            b"\xff\xfe\xfd\xfc\xfb",
+        ] {
             let mut e = Vec::new();
             encode(data, &mut e);
             let mut d = Vec::new();

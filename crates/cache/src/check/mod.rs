@@ -137,7 +137,9 @@ pub fn check_with(
     if meta_len > MAX_METADATA_BLOCKS {
         report.fatal(
             Section::Superblock,
-            format!("the metadata space map covers {meta_len} blocks, more than {MAX_METADATA_BLOCKS}"),
+            format!(
+                "the metadata space map covers {meta_len} blocks, more than {MAX_METADATA_BLOCKS}"
+            ),
         );
         meta_len = MAX_METADATA_BLOCKS;
     }
@@ -155,16 +157,21 @@ pub fn check_with(
     let hints = sb.hint_root != 0;
     if hints && sb.policy_hint_size == 0 {
         report.notes.push(
-            "the superblock's hint size is 0 but a hint array exists: taken as 4-byte hints"
-                .into(),
+            "the superblock's hint size is 0 but a hint array exists: taken as 4-byte hints".into(),
         );
     }
-    let mut roots = vec![trees::Ref::root(sb.mapping_root, Tree::Spine(Array::Mapping))];
+    let mut roots = vec![trees::Ref::root(
+        sb.mapping_root,
+        Tree::Spine(Array::Mapping),
+    )];
     if hints {
         roots.push(trees::Ref::root(sb.hint_root, Tree::Spine(Array::Hint)));
     }
     if sb.discard_root != 0 {
-        roots.push(trees::Ref::root(sb.discard_root, Tree::Spine(Array::Discard)));
+        roots.push(trees::Ref::root(
+            sb.discard_root,
+            Tree::Spine(Array::Discard),
+        ));
     }
     if sb.separate_dirty_bits() {
         roots.push(trees::Ref::root(sb.dirty_root, Tree::Spine(Array::Dirty)));
@@ -192,7 +199,13 @@ pub fn check_with(
     // Damaged mappings would make every dirty bit look misplaced.
     v.rules &= w.problems.nr_fatal_in(Section::Mappings) == 0;
     if hints {
-        arrays::check(&mut w, hint, spec(Array::Hint, 4, n), Section::Hints, |_, _, _| {});
+        arrays::check(
+            &mut w,
+            hint,
+            spec(Array::Hint, 4, n),
+            Section::Hints,
+            |_, _, _| {},
+        );
     }
     if sb.discard_root != 0 {
         arrays::check_bitset(
@@ -246,22 +259,24 @@ pub fn check_with(
             Section::SpaceMap,
         );
         if opts.repair_leaks && w.problems.nr_fatal == 0 && !t.leaky.is_empty() {
-            let fixed = fix::free_metadata_leaks(dev, &t.leaky, &w.meta, &mut index, msm.bitmap_root)
-                .and_then(|n| fix::flush(dev).map(|()| n))
-                .and_then(|n| {
-                    fix::lower_nr_allocated(
-                        dev,
-                        SUPERBLOCK_LOCATION,
-                        SALT_CACHE_SUPERBLOCK,
-                        &[(METADATA_SPACE_MAP_ROOT, n)],
-                    )
-                    .map(|()| n)
-                });
+            let fixed =
+                fix::free_metadata_leaks(dev, &t.leaky, &w.meta, &mut index, msm.bitmap_root)
+                    .and_then(|n| fix::flush(dev).map(|()| n))
+                    .and_then(|n| {
+                        fix::lower_nr_allocated(
+                            dev,
+                            SUPERBLOCK_LOCATION,
+                            SALT_CACHE_SUPERBLOCK,
+                            &[(METADATA_SPACE_MAP_ROOT, n)],
+                        )
+                        .map(|()| n)
+                    });
             match fixed {
                 Ok(n) => report.repaired_leaks = n,
-                Err(e) => w
-                    .problems
-                    .fatal(Section::SpaceMap, format!("repairing the leaks failed: {e}")),
+                Err(e) => w.problems.fatal(
+                    Section::SpaceMap,
+                    format!("repairing the leaks failed: {e}"),
+                ),
             }
         }
     }

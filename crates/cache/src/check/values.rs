@@ -8,8 +8,8 @@ use super::CheckOptions;
 use crate::format::mapping::{unpack, FLAG_DIRTY, FLAG_VALID};
 use crate::format::superblock::Superblock;
 use crate::oblocks::Oblocks;
-use pdata::block_manager::le64;
 use pdata::bitset::BITS_PER_WORD;
+use pdata::block_manager::le64;
 
 /// Oddities told one by one, the rest counted.
 const MAX_ODD_TOLD: u64 = 10;
@@ -37,7 +37,9 @@ pub struct Values {
 impl Values {
     pub fn new(sb: &Superblock, opts: &CheckOptions) -> Self {
         let n = u64::from(sb.cache_blocks);
-        let origin_limit = (sb.clean_shutdown() && sb.discard_nr_blocks > 0 && sb.data_block_size > 0)
+        let origin_limit = (sb.clean_shutdown()
+            && sb.discard_nr_blocks > 0
+            && sb.data_block_size > 0)
             .then(|| {
                 sb.discard_block_size.saturating_mul(sb.discard_nr_blocks)
                     / u64::from(sb.data_block_size)
@@ -138,7 +140,11 @@ impl Values {
         r.nr_dirty = self.nr_dirty;
         if self.dirty_unmapped > 0 {
             let told: Vec<String> = self.told.iter().map(u64::to_string).collect();
-            let more = if self.dirty_unmapped > self.told.len() as u64 { ", ..." } else { "" };
+            let more = if self.dirty_unmapped > self.told.len() as u64 {
+                ", ..."
+            } else {
+                ""
+            };
             let n = self.dirty_unmapped;
             r.odd(|| {
                 format!(

@@ -77,7 +77,14 @@ fn fast_mapping(s: &[u8]) -> Option<(MappingEvent, usize)> {
         return None;
     };
     let end = empty_tag_end(s, at + n)?;
-    Some((MappingEvent { cblock, oblock, dirty }, end))
+    Some((
+        MappingEvent {
+            cblock,
+            oblock,
+            dirty,
+        },
+        end,
+    ))
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -134,7 +141,10 @@ pub fn read_events<R: Read>(
                 let c = t.num32("cache_block", t.num("cache_block")?)?;
                 let text = t.required("data")?;
                 if base64::decode(text, &mut data).is_none() || data.len() > 8 {
-                    bail!("line {line}: data=\"{}\" in <hint> is not base64 of at most 8 bytes", String::from_utf8_lossy(text));
+                    bail!(
+                        "line {line}: data=\"{}\" in <hint> is not base64 of at most 8 bytes",
+                        String::from_utf8_lossy(text)
+                    );
                 }
                 let mut bytes = [0u8; 8];
                 bytes[..data.len()].copy_from_slice(&data);
@@ -224,9 +234,21 @@ mod tests {
         assert!(round(&bad).unwrap_err().to_string().contains("line 4"));
         let bad = XML.replace("AgAAAA==", "A*AAAA==");
         assert!(round(&bad).unwrap_err().to_string().contains("line 8"));
-        assert!(round(&XML[..200]).unwrap_err().to_string().contains("truncated"));
-        assert!(round("").unwrap_err().to_string().contains("no <superblock>"));
-        let bad = XML.replace("<hints>", "<mapping cache_block=\"1\" origin_block=\"1\" dirty=\"false\"/>");
-        assert!(round(&bad).unwrap_err().to_string().contains("unexpected <mapping>"));
+        assert!(round(&XML[..200])
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
+        assert!(round("")
+            .unwrap_err()
+            .to_string()
+            .contains("no <superblock>"));
+        let bad = XML.replace(
+            "<hints>",
+            "<mapping cache_block=\"1\" origin_block=\"1\" dirty=\"false\"/>",
+        );
+        assert!(round(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("unexpected <mapping>"));
     }
 }
