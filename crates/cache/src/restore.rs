@@ -228,7 +228,7 @@ impl Visitor for Restorer {
             hint_root: 0,
             dirty: vec![0; if version >= 2 { words } else { 0 }],
             mapped: vec![0; words],
-            oblocks: Oblocks::default(),
+            oblocks: Oblocks::new(words as u64 * BITS_PER_WORD),
         });
         Ok(())
     }
@@ -322,7 +322,7 @@ impl Visitor for Restorer {
     fn superblock_end(&mut self) -> Result<()> {
         let mut b = self.b.take().ok_or_else(|| invalid("no superblock"))?;
         b.finish_hints()?;
-        if let Some(o) = std::mem::take(&mut b.oblocks).duplicates().first() {
+        if let Some(o) = b.oblocks.take().duplicates().first() {
             return Err(invalid(format!(
                 "origin block {o} is mapped by more than one cache block"
             )));

@@ -50,7 +50,7 @@ impl Values {
             rules: !opts.skip_mappings,
             origin_limit,
             mapped: vec![0; n.div_ceil(BITS_PER_WORD) as usize],
-            oblocks: Oblocks::default(),
+            oblocks: Oblocks::new(n),
             nr_dirty: 0,
             dirty_unmapped: 0,
             told: Vec::new(),
@@ -104,7 +104,7 @@ impl Values {
 
     /// Origin blocks cached twice.
     pub fn finish_mappings(&mut self, w: &mut Walker<'_>) {
-        for o in std::mem::take(&mut self.oblocks).duplicates() {
+        for o in self.oblocks.take().duplicates() {
             w.problems.fatal(
                 Section::Mappings,
                 format!("origin block {o} is held by more than one cache block"),
