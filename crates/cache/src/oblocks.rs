@@ -78,7 +78,7 @@ impl Oblocks {
                         return;
                     }
                 }
-                self.to_list();
+                self.spill_to_list();
                 self.push(oblock);
             }
             Store::Small(v) => match u32::try_from(oblock) {
@@ -94,7 +94,7 @@ impl Oblocks {
     }
 
     /// The bitset's blocks, as a list.
-    fn to_list(&mut self) {
+    fn spill_to_list(&mut self) {
         let Store::Bits { words, .. } = &self.store else {
             return;
         };

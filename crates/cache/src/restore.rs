@@ -10,10 +10,11 @@
 //! a hint width of 0 (no hint array is written), discards (the XML does
 //! not give their block size; the kernel starts without).
 
+use crate::check::block_size_problem;
 use crate::format::mapping::{valid, MAX_OBLOCK};
 use crate::format::superblock::{
-    Policy, Stats, Superblock, FLAG_CLEAN_SHUTDOWN, HINT_SIZE, MAX_DATA_BLOCK_SIZE, MAX_VERSION,
-    MIN_DATA_BLOCK_SIZE, MIN_VERSION, SUPERBLOCK_VALIDATOR, UUID_SIZE,
+    Policy, Stats, Superblock, FLAG_CLEAN_SHUTDOWN, HINT_SIZE, MAX_VERSION, MIN_VERSION,
+    SUPERBLOCK_VALIDATOR, UUID_SIZE,
 };
 use crate::ir::{CacheInfo, MappingEvent, Visitor};
 use crate::oblocks::Oblocks;
@@ -27,22 +28,13 @@ use std::sync::Arc;
 /// The version written when neither the options nor the input say.
 pub const DEFAULT_VERSION: u32 = 2;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// The metadata version to write (else the input's, else 2).
     pub version: Option<u32>,
     /// Leave CLEAN_SHUTDOWN clear (the kernel then takes every mapping
     /// as dirty and ignores the hints).
     pub omit_clean_shutdown: bool,
-}
-
-impl Default for RestoreOptions {
-    fn default() -> Self {
-        RestoreOptions {
-            version: None,
-            omit_clean_shutdown: false,
-        }
-    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> CacheError {
@@ -191,13 +183,8 @@ impl Visitor for Restorer {
                 "metadata version {version}: only 1 and 2 exist"
             )));
         }
-        let bs = info.block_size;
-        if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&bs)
-            || bs % MIN_DATA_BLOCK_SIZE != 0
-        {
-            return Err(invalid(format!(
-                "block size {bs} sectors: the kernel takes a multiple of {MIN_DATA_BLOCK_SIZE} in {MIN_DATA_BLOCK_SIZE}..={MAX_DATA_BLOCK_SIZE}"
-            )));
+        if let Some(p) = block_size_problem(info.block_size) {
+            return Err(invalid(p));
         }
         let mut info = info.clone();
         match info.hint_width {

@@ -125,18 +125,17 @@ fn execute(o: &Options) -> Result<bool> {
 /// problems indented under it.
 fn print_report(o: &Options, r: &CheckReport) {
     let mut steps = vec![(Section::Superblock, "examining superblock")];
-    if r.superblock_ok && r.is_sound() || r.nr_fatal_in(Section::Superblock) == 0 {
-        if !o.check.super_block_only {
-            steps.extend([
-                (Section::Mappings, "examining mapping array"),
-                (Section::Hints, "examining hint array"),
-                (Section::Discards, "examining discard bitset"),
-            ]);
-            if r.version >= 2 {
-                steps.push((Section::Dirty, "examining dirty bitset"));
-            }
-            steps.push((Section::SpaceMap, "checking space map counts"));
+    // The rest is examined once the superblock is sound.
+    if r.superblock_ok && r.nr_fatal_in(Section::Superblock) == 0 && !o.check.super_block_only {
+        steps.extend([
+            (Section::Mappings, "examining mapping array"),
+            (Section::Hints, "examining hint array"),
+            (Section::Discards, "examining discard bitset"),
+        ]);
+        if r.version >= 2 {
+            steps.push((Section::Dirty, "examining dirty bitset"));
         }
+        steps.push((Section::SpaceMap, "checking space map counts"));
     }
     let mut err = String::new();
     for (section, heading) in steps {

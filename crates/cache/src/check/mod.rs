@@ -53,6 +53,17 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<Superblock, String> {
     Ok(Superblock::unpack(&b))
 }
 
+/// What is wrong with a cache block size of `bs` sectors, for the kernel.
+pub fn block_size_problem(bs: u32) -> Option<String> {
+    let ok = (MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&bs)
+        && bs.is_multiple_of(MIN_DATA_BLOCK_SIZE);
+    (!ok).then(|| {
+        format!(
+            "cache block size {bs} sectors: the kernel takes a multiple of {MIN_DATA_BLOCK_SIZE} in {MIN_DATA_BLOCK_SIZE}..={MAX_DATA_BLOCK_SIZE}"
+        )
+    })
+}
+
 /// What is wrong with a superblock that validated; fatal all.
 pub fn superblock_problems(sb: &Superblock) -> Vec<String> {
     let mut p = Vec::new();
@@ -73,12 +84,7 @@ pub fn superblock_problems(sb: &Superblock) -> Vec<String> {
             sb.policy_hint_size
         ));
     }
-    let bs = sb.data_block_size;
-    if !(MIN_DATA_BLOCK_SIZE..=MAX_DATA_BLOCK_SIZE).contains(&bs) || bs % MIN_DATA_BLOCK_SIZE != 0 {
-        p.push(format!(
-            "cache block size {bs} sectors: not a multiple of {MIN_DATA_BLOCK_SIZE} in {MIN_DATA_BLOCK_SIZE}..={MAX_DATA_BLOCK_SIZE}"
-        ));
-    }
+    p.extend(block_size_problem(sb.data_block_size));
     if sb.mapping_root == 0 {
         p.push("no mapping array (mapping root 0)".into());
     }
