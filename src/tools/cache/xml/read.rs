@@ -234,7 +234,7 @@ mod tests {
         assert!(round(&bad).unwrap_err().to_string().contains("line 4"));
         let bad = XML.replace("AgAAAA==", "A*AAAA==");
         assert!(round(&bad).unwrap_err().to_string().contains("line 8"));
-        assert!(round(&XML[..200])
+        assert!(round(&XML[..XML[..200].rfind('\n').unwrap() + 1])
             .unwrap_err()
             .to_string()
             .contains("truncated"));
