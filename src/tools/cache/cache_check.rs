@@ -8,8 +8,10 @@
 
 use super::drop_empty;
 use crate::tools::cli::{
-    exit_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    exit_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
+    CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
+
 use anyhow::Result;
 use cache::check::{check_with, clear_needs_check, CheckOptions, CheckReport, Section};
 use std::path::PathBuf;
@@ -33,19 +35,11 @@ const OPTS: &[Opt] = &[
     QUIET,
     HELP,
     VERSION,
-    Opt::long("auto-repair", HasArg::No, "auto-repair"),
-    Opt::long(
-        "clear-needs-check-flag",
-        HasArg::No,
-        "clear-needs-check-flag",
-    ),
-    Opt::long(
-        "ignore-non-fatal-errors",
-        HasArg::No,
-        "ignore-non-fatal-errors",
-    ),
-    Opt::long("super-block-only", HasArg::No, "super-block-only"),
-    Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
+    AUTO_REPAIR,
+    CLEAR_NEEDS_CHECK,
+    IGNORE_NON_FATAL,
+    SUPER_BLOCK_ONLY,
+    SKIP_MAPPINGS,
     Opt::long("skip-hints", HasArg::No, "skip-hints"),
     Opt::long("skip-discards", HasArg::No, "skip-discards"),
     ASYNC_IO,

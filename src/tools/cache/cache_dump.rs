@@ -5,10 +5,9 @@
 use super::drop_empty;
 use super::xml::XmlWriter;
 use crate::tools::cli::{
-    exit_status, open_device, GetOpt, HasArg, Opt, ASYNC_IO, HELP, QUIET, VERSION,
+    exit_status, open_device, open_output, GetOpt, HasArg, Opt, ASYNC_IO, HELP, QUIET, VERSION,
 };
-use anyhow::{Context, Result};
-use std::io::Write;
+use anyhow::Result;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -67,12 +66,7 @@ pub fn run(args: &[String]) -> ExitCode {
 
 fn dump(o: &Options) -> Result<()> {
     let dev = open_device(&o.input, false)?;
-    let out: Box<dyn Write> = match &o.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let out = open_output(o.output.as_deref())?;
     let report = cache::dump::dump(&dev, o.repair, &mut XmlWriter::new(out))?;
     if !o.quiet {
         for w in &report.warnings {

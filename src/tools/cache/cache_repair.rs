@@ -3,12 +3,11 @@
 //! another device or file (see `cache::dump` for what recovery keeps).
 
 use crate::tools::cli::{
-    exit_status, open_device, open_shared, parse_in_out, Opt, ASYNC_IO, HELP, INPUT, OUTPUT, QUIET,
-    VERSION,
+    exit_status, open_device, open_shared, parse_in_out, same_file, Opt, ASYNC_IO, HELP, INPUT,
+    OUTPUT, QUIET, VERSION,
 };
 use anyhow::{bail, Result};
 use cache::restore::{RestoreOptions, Restorer};
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -27,13 +26,6 @@ pub fn run(args: &[String]) -> ExitCode {
     match parse_in_out("cache_repair", USAGE, OPTS, args, |_, _| Ok(())) {
         Ok(io) => exit_status("cache_repair: ", repair(&io).map(|()| true)),
         Err(status) => status,
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,4 +15,23 @@ pub fn open_device(path: &Path, writable: bool) -> Result<FileDevice> {
 /// As [`open_device`], shared between threads.
 pub fn open_shared(path: &Path, writable: bool) -> Result<Arc<dyn BlockDevice>> {
     Ok(Arc::new(open_device(path, writable)?))
+}
+
+/// Where a tool writes its text: the file `-o` names (created), or stdout.
+pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    })
+}
+
+/// Whether `a` and `b` name the same file (repairs refuse to write over
+/// their input).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

@@ -11,9 +11,12 @@ mod opts;
 mod progress;
 mod status;
 
-pub use device::{open_device, open_shared};
+pub use device::{open_device, open_output, open_shared, same_file};
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
-pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};
+pub use opts::{
+    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
+    SUPER_BLOCK_ONLY, VERSION,
+};
 pub use progress::{CountingReader, Progress};
 pub use status::{exit_status, number};

@@ -6,7 +6,8 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    exit_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
+    CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -34,24 +35,16 @@ const OPTS: &[Opt] = &[
     Opt::both('m', "metadata-snap", HasArg::No, "metadata-snap"),
     // 1.x's spelling.
     Opt::long("metadata-snapshot", HasArg::No, "metadata-snap"),
-    Opt::long("auto-repair", HasArg::No, "auto-repair"),
+    AUTO_REPAIR,
     Opt::long(
         "override-mapping-root",
         HasArg::Required,
         "override-mapping-root",
     ),
-    Opt::long(
-        "clear-needs-check-flag",
-        HasArg::No,
-        "clear-needs-check-flag",
-    ),
-    Opt::long(
-        "ignore-non-fatal-errors",
-        HasArg::No,
-        "ignore-non-fatal-errors",
-    ),
-    Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
-    Opt::long("super-block-only", HasArg::No, "super-block-only"),
+    CLEAR_NEEDS_CHECK,
+    IGNORE_NON_FATAL,
+    SKIP_MAPPINGS,
+    SUPER_BLOCK_ONLY,
     ASYNC_IO,
 ];
 

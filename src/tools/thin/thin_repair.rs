@@ -3,10 +3,9 @@
 
 use super::counted::Counted;
 use super::in_out::{self, Args};
-use crate::tools::cli::{exit_status, open_device, open_shared, Progress};
+use crate::tools::cli::{exit_status, open_device, open_shared, same_file, Progress};
 use anyhow::{bail, Result};
 use pdata::io::BlockDevice;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::repair::recover_with_progress;
@@ -28,13 +27,6 @@ pub fn run(args: &[String]) -> ExitCode {
     match in_out::parse("thin_repair", USAGE, args) {
         Ok(o) => exit_status("thin_repair: ", repair(&o).map(|()| true)),
         Err(status) => status,
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
     }
 }
 

@@ -27,7 +27,6 @@ use pdata::check::RefCounts;
 use pdata::checksum::SALT_CACHE_SUPERBLOCK;
 use pdata::io::BlockDevice;
 use pdata::progress::{NoProgress, ProgressHook};
-use pdata::space_map::format::MAX_METADATA_BLOCKS;
 use trees::{Cache, Other, Tree, Walker};
 
 /// What to check.
@@ -129,25 +128,9 @@ pub fn check_with(
         return report;
     }
     let msm = sb.metadata_sm_root;
-    let mut meta_len = msm.nr_blocks;
-    if meta_len > dev.nr_blocks() {
-        report.fatal(
-            Section::Superblock,
-            format!(
-                "the metadata space map covers {meta_len} blocks, the device has only {}",
-                dev.nr_blocks()
-            ),
-        );
-        meta_len = dev.nr_blocks();
-    }
-    if meta_len > MAX_METADATA_BLOCKS {
-        report.fatal(
-            Section::Superblock,
-            format!(
-                "the metadata space map covers {meta_len} blocks, more than {MAX_METADATA_BLOCKS}"
-            ),
-        );
-        meta_len = MAX_METADATA_BLOCKS;
+    let (meta_len, problems) = sm::metadata_len(msm.nr_blocks, dev.nr_blocks());
+    for p in problems {
+        report.fatal(Section::Superblock, p);
     }
     let (Ok(meta), Ok(client)) = (RefCounts::new(meta_len), Cache::new()) else {
         report.fatal(Section::Superblock, "not enough memory for the counts");

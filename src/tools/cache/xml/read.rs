@@ -162,22 +162,15 @@ pub fn read_events<R: Read>(
             (b"mapping", Kind::Close, Place::Mappings)
             | (b"hint", Kind::Close, Place::Hints)
             | (b"discard", Kind::Close, Place::Discards) => place,
-            (name, kind, _) => {
-                let name = String::from_utf8_lossy(name);
-                let tag = if kind == Kind::Close {
-                    format!("</{name}>")
-                } else {
-                    format!("<{name}>")
-                };
-                let place = match place {
+            _ => {
+                return Err(t.unexpected(match place {
                     Place::Start => "before <superblock>",
                     Place::Superblock => "inside <superblock>",
                     Place::Mappings => "inside <mappings>",
                     Place::Hints => "inside <hints>",
                     Place::Discards => "inside <discards>",
                     Place::End => "after </superblock>",
-                };
-                bail!("line {line}: unexpected {tag} {place}");
+                }))
             }
         };
     }
