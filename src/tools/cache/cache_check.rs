@@ -8,7 +8,7 @@
 
 use super::drop_empty;
 use crate::tools::cli::{
-    exit_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
+    check_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
     CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
 
@@ -83,11 +83,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(status) => return status,
     };
-    let outcome = match execute(&o) {
-        Err(_) if o.quiet => Ok(false),
-        r => r,
-    };
-    exit_status("", outcome)
+    check_status(o.quiet, execute(&o))
 }
 
 fn execute(o: &Options) -> Result<bool> {

@@ -19,4 +19,4 @@ pub use opts::{
     SUPER_BLOCK_ONLY, VERSION,
 };
 pub use progress::{CountingReader, Progress};
-pub use status::{exit_status, number};
+pub use status::{check_status, exit_status, number};

@@ -6,7 +6,7 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
+    check_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
     CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
 use anyhow::Result;
@@ -96,12 +96,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(status) => return status,
     };
-    let outcome = match execute(&o) {
-        // -q: only the exit status speaks.
-        Err(_) if o.quiet => Ok(false),
-        r => r,
-    };
-    exit_status("", outcome)
+    check_status(o.quiet, execute(&o))
 }
 
 fn execute(o: &Options) -> Result<bool> {
