@@ -62,19 +62,24 @@ impl Oblocks {
                 max_pages,
             } => {
                 let w = (oblock / 64) as usize;
-                if w < words.len() {
+                if let Some(word) = words.get_mut(w) {
+                    let bit = 1u64 << (oblock % 64);
+                    if *word != 0 {
+                        // Its page is counted already.
+                        if *word & bit != 0 {
+                            self.dups.push(oblock);
+                        }
+                        *word |= bit;
+                        return;
+                    }
                     let page = w / PAGE_WORDS;
                     let pbit = 1u64 << (page % 64);
-                    if pages[page / 64] & pbit == 0 {
+                    if pages[page / 64] & pbit == 0 && *nr_pages < *max_pages {
                         pages[page / 64] |= pbit;
                         *nr_pages += 1;
                     }
-                    if *nr_pages <= *max_pages {
-                        let bit = 1u64 << (oblock % 64);
-                        if words[w] & bit != 0 {
-                            self.dups.push(oblock);
-                        }
-                        words[w] |= bit;
+                    if pages[page / 64] & pbit != 0 {
+                        *word = bit;
                         return;
                     }
                 }

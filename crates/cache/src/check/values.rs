@@ -62,7 +62,12 @@ impl Values {
     pub fn mappings(&mut self, w: &mut Walker<'_>, first: u64, values: &[u8]) {
         for (i, v) in values.chunks_exact(8).enumerate() {
             let c = first + i as u64;
-            let (oblock, flags) = unpack(le64(v, 0));
+            let value = le64(v, 0);
+            if value == 0 {
+                // Unmapped, as it should be.
+                continue;
+            }
+            let (oblock, flags) = unpack(value);
             if flags & FLAG_VALID != 0 && c < self.nr_cache_blocks {
                 self.mapped[(c / BITS_PER_WORD) as usize] |= 1 << (c % BITS_PER_WORD);
             }
