@@ -172,7 +172,10 @@ fn bad_input_fails_promptly_and_clearly() {
     let zero = d.join("zero");
     new_file(&zero, 64 * 4096);
     let missing = d.join("missing");
-    for p in [d, &empty, &zero, &missing] {
+    let fifo = d.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for p in [d, &empty, &zero, &missing, &fifo] {
         for tool in ["cache_check", "cache_dump"] {
             let o = run(pdt(tool).arg(p));
             assert_eq!(o.status.code(), Some(1), "{tool} {}", p.display());

@@ -4,11 +4,23 @@
 use anyhow::{Context, Result};
 use pdata::io::{BlockDevice, FileDevice};
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Opens `path` (for writing when `writable`).
+/// Opens `path` (for writing when `writable`): a regular file or a block
+/// device. A FIFO, socket or character device is refused before opening
+/// (opening a FIFO would wait for a writer).
 pub fn open_device(path: &Path, writable: bool) -> Result<FileDevice> {
+    if let Ok(m) = std::fs::metadata(path) {
+        let t = m.file_type();
+        if t.is_fifo() || t.is_socket() || t.is_char_device() {
+            anyhow::bail!(
+                "cannot open {}: not a regular file or block device",
+                path.display()
+            );
+        }
+    }
     FileDevice::open(path, writable).with_context(|| format!("cannot open {}", path.display()))
 }
 
