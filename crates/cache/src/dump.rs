@@ -2,7 +2,8 @@
 //! structure must read) and recovery (`repair`: whatever reads is kept,
 //! never a clean claim that cannot be backed).
 //!
-//! Recovery's rules: a lost mapping array block loses its mappings (the
+//! Recovery's rules: spine leaves cut off by a lost node are found by
+//! scanning (`crate::scan`); a lost mapping array block loses its mappings (the
 //! cache blocks come back unmapped, so their cached data is not trusted);
 //! a lost part of the version 2 dirty bitset, or an unclean shutdown,
 //! brings every mapping it covers back dirty; lost hints come back as
@@ -14,8 +15,10 @@ use crate::format::superblock::{
     Superblock, CACHE_MAGIC, HINT_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, SUPERBLOCK_LOCATION,
 };
 use crate::ir::{CacheInfo, MappingEvent, Visitor};
-use crate::read::{read_array, Lost};
+use crate::read::{read_array, read_entries, spine, Lost};
+use crate::scan::orphan_entries;
 use crate::{CacheError, Result};
+use pdata::array::max_entries;
 use pdata::bitset::{nr_words, BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::le64;
 use pdata::io::BlockDevice;
@@ -100,6 +103,44 @@ impl Dumper<'_> {
         Ok(())
     }
 
+    /// The mapping array's spine entries and the problems met; when
+    /// recovering from lost spine nodes, completed from the orphaned
+    /// leaves a scan finds (see `crate::scan`), as long as the spines of
+    /// the other arrays of 8-byte values read (so their leaves are known
+    /// and cannot pass for the mapping array's).
+    fn mapping_spine(&mut self) -> (Vec<(u64, u64)>, Vec<String>) {
+        let sb = self.sb;
+        let (mut problems, mut leaves) = (Vec::new(), Vec::new());
+        let mut entries = spine(self.dev, sb.mapping_root, &mut problems, &mut leaves);
+        if !self.repair || problems.is_empty() {
+            return (entries, problems);
+        }
+        let mut others = Vec::new();
+        for root in [sb.hint_root, sb.discard_root, sb.dirty_root] {
+            if root != 0 {
+                spine(self.dev, root, &mut others, &mut leaves);
+            }
+        }
+        if !others.is_empty() {
+            return (entries, problems);
+        }
+        let known: FxHashSet<u64> = leaves.into_iter().collect();
+        let have: FxHashSet<u64> = entries.iter().map(|e| e.0).collect();
+        let want = u64::from(sb.cache_blocks).div_ceil(max_entries(8) as u64);
+        let found: Vec<(u64, u64)> = orphan_entries(self.dev, &sb.metadata_sm_root, &known)
+            .into_iter()
+            .filter(|(k, _)| *k < want && !have.contains(k))
+            .collect();
+        if !found.is_empty() {
+            self.report.warnings.push(format!(
+                "{} mapping array blocks found by scanning for the spine's lost leaves",
+                found.len()
+            ));
+        }
+        entries.extend(found);
+        (entries, problems)
+    }
+
     fn run(&mut self, out: &mut dyn Visitor) -> Result<()> {
         let sb = self.sb;
         let n = u64::from(sb.cache_blocks);
@@ -165,7 +206,9 @@ impl Dumper<'_> {
         // Recovery drops an origin block's later cache blocks.
         let mut seen = FxHashSet::default();
         let mut twice = 0u64;
-        let lost = read_array(self.dev, sb.mapping_root, 8, n, |first, vals| {
+        let entries = self.mapping_spine();
+        let (entries, problems) = entries;
+        let lost = read_entries(self.dev, entries, problems, 8, n, |first, vals| {
             if failed.is_some() {
                 return;
             }

@@ -11,6 +11,7 @@ pub mod metadata;
 mod oblocks;
 mod read;
 pub mod restore;
+mod scan;
 
 pub use error::{CacheError, Result};
 pub use format::mapping::Mapping;

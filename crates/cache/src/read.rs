@@ -25,7 +25,12 @@ pub struct Lost {
 
 /// The leaves of the spine at `root`: (array block index, location), and
 /// the problems of the nodes that could not be used.
-fn spine(dev: &dyn BlockDevice, root: u64, problems: &mut Vec<String>) -> Vec<(u64, u64)> {
+pub fn spine(
+    dev: &dyn BlockDevice,
+    root: u64,
+    problems: &mut Vec<String>,
+    leaves: &mut Vec<u64>,
+) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut seen = FxHashSet::default();
     let mut stack = vec![(root, 0usize)];
@@ -47,6 +52,9 @@ fn spine(dev: &dyn BlockDevice, root: u64, problems: &mut Vec<String>) -> Vec<(u
             }
         };
         let n = pdata::btree::node::Node(&b);
+        if shape.leaf {
+            leaves.push(loc);
+        }
         for i in (0..shape.nr).rev() {
             if shape.leaf {
                 out.push((n.key(i), n.value_u64(i)));
@@ -66,12 +74,25 @@ pub fn read_array(
     root: u64,
     value_size: usize,
     nr_entries: u64,
+    f: impl FnMut(u64, &[u8]),
+) -> Vec<Lost> {
+    let mut problems = Vec::new();
+    let entries = spine(dev, root, &mut problems, &mut Vec::new());
+    read_entries(dev, entries, problems, value_size, nr_entries, f)
+}
+
+/// As [`read_array`], from the spine's leaf entries (array block index,
+/// location) and the problems met gathering them.
+pub fn read_entries(
+    dev: &dyn BlockDevice,
+    mut entries: Vec<(u64, u64)>,
+    problems: Vec<String>,
+    value_size: usize,
+    nr_entries: u64,
     mut f: impl FnMut(u64, &[u8]),
 ) -> Vec<Lost> {
     let per = max_entries(value_size) as u64;
     let want = nr_entries.div_ceil(per);
-    let mut problems = Vec::new();
-    let mut entries = spine(dev, root, &mut problems);
     entries.sort_unstable();
     entries.dedup_by_key(|e| e.0);
     entries.retain(|e| e.0 < want);
