@@ -9,8 +9,13 @@
 //! record's block is sealed with the checksum of its kind before use, so that
 //! mutations reach the code behind the checksums.
 
+use crate::tools::cache::xml as cache_xml;
 use crate::tools::thin::xml as thin_xml;
-use pdata::checksum::{seal, SALT_BITMAP, SALT_BTREE_NODE, SALT_INDEX, SALT_THIN_SUPERBLOCK};
+use cache::ir::{CacheInfo, MappingEvent};
+use pdata::checksum::{
+    seal, SALT_ARRAY, SALT_BITMAP, SALT_BTREE_NODE, SALT_CACHE_SUPERBLOCK, SALT_INDEX,
+    SALT_THIN_SUPERBLOCK,
+};
 use pdata::io::{BlockDevice, MemoryDevice};
 use pdata::BLOCK_SIZE;
 use std::sync::Arc;
@@ -30,7 +35,18 @@ pub enum Kind {
     Node = 2,
     Bitmap = 3,
     Index = 4,
+    CacheSuperblock = 5,
+    Array = 6,
 }
+
+const KINDS: [Kind; 6] = [
+    Kind::Superblock,
+    Kind::Node,
+    Kind::Bitmap,
+    Kind::Index,
+    Kind::CacheSuperblock,
+    Kind::Array,
+];
 
 impl Kind {
     fn salt(self) -> Option<u32> {
@@ -40,22 +56,21 @@ impl Kind {
             Kind::Node => Some(SALT_BTREE_NODE),
             Kind::Bitmap => Some(SALT_BITMAP),
             Kind::Index => Some(SALT_INDEX),
+            Kind::CacheSuperblock => Some(SALT_CACHE_SUPERBLOCK),
+            Kind::Array => Some(SALT_ARRAY),
         }
     }
 
     fn from_byte(b: u8) -> Kind {
-        match b % 5 {
-            1 => Kind::Superblock,
-            2 => Kind::Node,
-            3 => Kind::Bitmap,
-            4 => Kind::Index,
-            _ => Kind::Raw,
+        match b % 7 {
+            0 => Kind::Raw,
+            k => KINDS[k as usize - 1],
         }
     }
 
     /// The kind whose salt seals `block`, if any.
     pub fn of(block: &[u8]) -> Kind {
-        for k in [Kind::Superblock, Kind::Node, Kind::Bitmap, Kind::Index] {
+        for k in KINDS {
             if k.salt().is_some_and(|s| pdata::checksum::verify(block, s)) {
                 return k;
             }
@@ -145,4 +160,53 @@ pub fn thin_xml(data: &[u8]) {
     let _ = thin_xml::parse(data, &mut Sink);
     let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
     let _ = thin_xml::parse(data, &mut thin::restore::Restorer::new(dev));
+}
+
+/// Accepts every cache event and drops it.
+struct CacheSink;
+
+impl cache::ir::Visitor for CacheSink {
+    fn superblock_begin(&mut self, _: &CacheInfo) -> cache::Result<()> {
+        Ok(())
+    }
+    fn mapping(&mut self, _: &MappingEvent) -> cache::Result<()> {
+        Ok(())
+    }
+    fn hint(&mut self, _: u32, _: &[u8]) -> cache::Result<()> {
+        Ok(())
+    }
+    fn discard(&mut self, _: u64, _: u64) -> cache::Result<()> {
+        Ok(())
+    }
+    fn superblock_end(&mut self) -> cache::Result<()> {
+        Ok(())
+    }
+}
+
+/// What cache_restore and cache_repair write must check clean.
+fn assert_cache_clean(dev: &dyn BlockDevice, what: &str) {
+    let report = cache::check::check(dev);
+    assert!(report.is_clean(), "{what} wrote bad metadata: {report:?}");
+}
+
+/// Checks, dumps and repairs the cache metadata in `data` (sparse records).
+pub fn cache_metadata(data: &[u8]) {
+    let dev = device_from_records(data);
+    let _ = cache::check::check(&dev);
+    let _ = cache::dump::dump(&dev, false, &mut CacheSink);
+    let out = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+    let mut restorer = cache::restore::Restorer::new(out.clone(), Default::default());
+    if cache::dump::dump(&dev, true, &mut restorer).is_ok() {
+        assert_cache_clean(out.as_ref(), "cache_repair");
+    }
+}
+
+/// Parses `data` as cache XML and restores it onto a small device.
+pub fn cache_xml(data: &[u8]) {
+    let _ = cache_xml::parse(data, &mut CacheSink);
+    let dev = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+    let mut restorer = cache::restore::Restorer::new(dev.clone(), Default::default());
+    if cache_xml::parse(data, &mut restorer).is_ok() {
+        assert_cache_clean(dev.as_ref(), "cache_restore");
+    }
 }

@@ -39,6 +39,71 @@ fn thin_xml_corpus() {
     eprintln!("thin_xml: {n} inputs");
 }
 
+#[test]
+fn cache_metadata_corpus() {
+    let n = replay("cache_metadata", fuzzing::cache_metadata);
+    eprintln!("cache_metadata: {n} inputs");
+}
+
+#[test]
+fn cache_xml_corpus() {
+    let n = replay("cache_xml", fuzzing::cache_xml);
+    eprintln!("cache_xml: {n} inputs");
+}
+
+/// Cache XML small enough for the fuzzer: (name, text).
+fn seed_cache_xml() -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (name, nr, hint_width) in [
+        ("empty", 0u32, 4u32),
+        ("small", 40, 4),
+        ("wide", 1500, 4),
+        ("no-hints", 100, 0),
+    ] {
+        let mut x = format!("<superblock uuid=\"\" block_size=\"128\" nr_cache_blocks=\"{nr}\" policy=\"smq\" hint_width=\"{hint_width}\">\n  <mappings>\n");
+        let mapped: Vec<u32> = (0..nr).filter(|c| c % 7 != 3).collect();
+        for &c in &mapped {
+            let dirty = if c % 3 == 0 { "true" } else { "false" };
+            x += &format!(
+                "    <mapping cache_block=\"{c}\" origin_block=\"{}\" dirty=\"{dirty}\"/>\n",
+                c * 5 + 1
+            );
+        }
+        x += "  </mappings>\n  <hints>\n";
+        if hint_width > 0 {
+            for &c in &mapped {
+                x += &format!("    <hint cache_block=\"{c}\" data=\"AQAAAA==\"/>\n");
+            }
+        }
+        x += "  </hints>\n</superblock>\n";
+        out.push((name, x));
+    }
+    out
+}
+
+#[test]
+#[ignore = "writes the seed corpus"]
+fn seed_cache() {
+    for (name, xml) in seed_cache_xml() {
+        let dir = corpus("cache_xml");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("{name}.xml")), &xml).expect("write");
+        for version in [1, 2] {
+            let dev = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+            let opts = cache::restore::RestoreOptions {
+                version: Some(version),
+                ..Default::default()
+            };
+            let mut r = cache::restore::Restorer::new(dev.clone(), opts);
+            pdt::tools::cache::xml::parse(xml.as_bytes(), &mut r).expect("restore");
+            let dir = corpus("cache_metadata");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            let image = fuzzing::records_from_image(&dev.image());
+            std::fs::write(dir.join(format!("{name}.v{version}")), image).expect("write");
+        }
+    }
+}
+
 /// Pools small enough for the fuzzer: (name, image).
 fn seed_pools() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = Vec::new();
@@ -90,5 +155,53 @@ fn seed() {
         let dir = corpus("thin_xml");
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(format!("{name}.xml")), xml).expect("write");
+    }
+}
+
+/// A poor man's fuzzer for machines without cargo-fuzz: random byte
+/// mutations of the cache corpus through the entry points (`PDT_MUTATIONS`
+/// rounds, 2000 by default); a panic names the failing input.
+#[test]
+#[ignore = "slow: random mutations of the cache corpus"]
+fn mutate_cache() {
+    let rounds: u64 = std::env::var("PDT_MUTATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for (target, entry) in [
+        ("cache_metadata", fuzzing::cache_metadata as fn(&[u8])),
+        ("cache_xml", fuzzing::cache_xml),
+    ] {
+        let inputs: Vec<Vec<u8>> = std::fs::read_dir(corpus(target))
+            .expect("corpus")
+            .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+            .collect();
+        for _ in 0..rounds {
+            let mut data = inputs[(next() % inputs.len() as u64) as usize].clone();
+            if data.is_empty() {
+                continue;
+            }
+            for _ in 0..1 + next() % 8 {
+                let at = (next() % data.len() as u64) as usize;
+                data[at] = match next() % 3 {
+                    0 => data[at] ^ (1 << (next() % 8)),
+                    1 => next() as u8,
+                    _ => b"0123456789\"<>/ ="[(next() % 16) as usize],
+                };
+            }
+            let result = std::panic::catch_unwind(|| entry(&data));
+            if result.is_err() {
+                let path = std::env::temp_dir().join(format!("{target}-crash"));
+                std::fs::write(&path, &data).expect("write");
+                panic!("{target}: crash, input in {}", path.display());
+            }
+        }
     }
 }

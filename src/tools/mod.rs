@@ -79,6 +79,26 @@ pub const TOOLS: &[Tool] = &[
         run: thin::thin_trim::run,
     },
     Tool {
+        name: "cache_check",
+        about: "validate dm-cache metadata",
+        run: cache::cache_check::run,
+    },
+    Tool {
+        name: "cache_dump",
+        about: "dump dm-cache metadata as XML",
+        run: cache::cache_dump::run,
+    },
+    Tool {
+        name: "cache_restore",
+        about: "build dm-cache metadata from cache_dump XML",
+        run: cache::cache_restore::run,
+    },
+    Tool {
+        name: "cache_repair",
+        about: "recover damaged dm-cache metadata into another device or file",
+        run: cache::cache_repair::run,
+    },
+    Tool {
         name: "thin_metadata_size",
         about: "estimate the metadata device size a pool needs",
         run: thin::thin_metadata_size::run,

@@ -3,6 +3,7 @@
 //! Each test file uses what it needs of this.
 #![allow(dead_code)]
 
+pub mod cache;
 pub mod damage;
 pub mod damage_cases;
 pub mod dump;

@@ -9,6 +9,9 @@ pub enum CacheError {
     Pdata(#[from] pdata::Error),
     #[error("{0}")]
     Invalid(String),
+    /// Writing a tool's output.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     #[error("metadata already present on the device (use --force to overwrite it)")]
     AlreadyFormatted,
     #[error("no cache superblock: the metadata device is unformatted")]

@@ -3,9 +3,16 @@
 //! versions 1 and 2).
 
 pub mod audit;
+pub mod check;
+pub mod dump;
 pub mod error;
 pub mod format;
+pub mod ir;
 pub mod metadata;
+mod oblocks;
+mod read;
+pub mod restore;
+mod scan;
 
 pub use error::{CacheError, Result};
 pub use format::mapping::Mapping;

@@ -6,7 +6,9 @@
 //! metadata is told the answer may be inconsistent.
 
 use anyhow::{bail, Context, Result};
-use pdata::io::{same_file, BlockDevice, FileDevice};
+pub use pdata::io::same_file;
+use pdata::io::{BlockDevice, FileDevice};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -67,4 +69,14 @@ pub fn distinct(input: &Path, output: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where a tool writes its text: the file `-o` names (created), or stdout.
+pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>> {
+    Ok(match path {
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    })
 }

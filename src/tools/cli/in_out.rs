@@ -41,7 +41,8 @@ pub fn parse_in_out(
             _ => other(id, &value).map_err(|e| g.usage_error(e))?,
         }
     }
-    if let Some(extra) = g.operands.first() {
+    // Older LVM passes a stray empty argument: it names nothing.
+    if let Some(extra) = g.operands.iter().find(|a| !a.is_empty()) {
         return Err(g.usage_error(format!(
             "unexpected argument '{extra}': give the input with -i and the output with -o"
         )));

@@ -14,13 +14,17 @@ mod status;
 pub mod units;
 
 pub use device::{
-    distinct, open_device, open_exclusive, open_reader, open_shared, open_text_input, warn_live,
+    distinct, open_device, open_exclusive, open_output, open_reader, open_shared, open_text_input,
+    same_file, warn_live,
 };
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
-pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};
+pub use opts::{
+    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
+    SUPER_BLOCK_ONLY, VERSION,
+};
 pub use progress::{CountingReader, Progress};
-pub use status::{describe, exit_status, number};
+pub use status::{check_status, describe, exit_status, number};
 
 /// What `-V` prints, bare on its own line: the project's version, 2.0.0 and
 /// up, which LVM's checks (`%u.%u.%u`, cache tools at least 0.7.0) accept

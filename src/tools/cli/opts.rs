@@ -12,3 +12,18 @@ pub const VERSION: Opt = Opt::both('V', "version", HasArg::No, "version");
 pub const QUIET: Opt = Opt::both('q', "quiet", HasArg::No, "quiet");
 /// 1.x's I/O engine switch, accepted and ignored: there is one engine here.
 pub const ASYNC_IO: Opt = Opt::long("async-io", HasArg::No, "async-io");
+
+/// The checkers' options (thin_check, cache_check, era_check).
+pub const AUTO_REPAIR: Opt = Opt::long("auto-repair", HasArg::No, "auto-repair");
+pub const CLEAR_NEEDS_CHECK: Opt = Opt::long(
+    "clear-needs-check-flag",
+    HasArg::No,
+    "clear-needs-check-flag",
+);
+pub const IGNORE_NON_FATAL: Opt = Opt::long(
+    "ignore-non-fatal-errors",
+    HasArg::No,
+    "ignore-non-fatal-errors",
+);
+pub const SKIP_MAPPINGS: Opt = Opt::long("skip-mappings", HasArg::No, "skip-mappings");
+pub const SUPER_BLOCK_ONLY: Opt = Opt::long("super-block-only", HasArg::No, "super-block-only");

@@ -26,6 +26,15 @@ pub fn exit_status(prefix: &str, outcome: Result<bool>) -> ExitCode {
     }
 }
 
+/// A checker's exit status: as [`exit_status`], but with `quiet` (`-q`)
+/// only the status speaks, errors included.
+pub fn check_status(quiet: bool, outcome: Result<bool>) -> ExitCode {
+    match outcome {
+        Err(_) if quiet => ExitCode::from(1),
+        r => exit_status("", r),
+    }
+}
+
 /// An error and its causes, outermost first, joined by ": ", each said
 /// once: library errors often print their source in their own message
 /// (`I/O error reading block 0: Is a directory`), so a cause already in

@@ -6,8 +6,9 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, warn_live, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP,
-    QUIET, VERSION,
+    check_status, number, open_device, warn_live, GetOpt, HasArg, Opt, Progress, ASYNC_IO,
+    AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY,
+    VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ const OPTS: &[Opt] = &[
     Opt::both('m', "metadata-snap", HasArg::No, "metadata-snap"),
     // 1.x's spelling.
     Opt::long("metadata-snapshot", HasArg::No, "metadata-snap"),
-    Opt::long("auto-repair", HasArg::No, "auto-repair"),
+    AUTO_REPAIR,
     Opt::long(
         "override-mapping-root",
         HasArg::Required,
@@ -47,18 +48,10 @@ const OPTS: &[Opt] = &[
         HasArg::Required,
         "override-details-root",
     ),
-    Opt::long(
-        "clear-needs-check-flag",
-        HasArg::No,
-        "clear-needs-check-flag",
-    ),
-    Opt::long(
-        "ignore-non-fatal-errors",
-        HasArg::No,
-        "ignore-non-fatal-errors",
-    ),
-    Opt::long("skip-mappings", HasArg::No, "skip-mappings"),
-    Opt::long("super-block-only", HasArg::No, "super-block-only"),
+    CLEAR_NEEDS_CHECK,
+    IGNORE_NON_FATAL,
+    SKIP_MAPPINGS,
+    SUPER_BLOCK_ONLY,
     ASYNC_IO,
 ];
 
@@ -131,12 +124,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(status) => return status,
     };
-    let outcome = match execute(&o) {
-        // -q: only the exit status speaks.
-        Err(_) if o.quiet => Ok(false),
-        r => r,
-    };
-    exit_status("", outcome)
+    check_status(o.quiet, execute(&o))
 }
 
 fn execute(o: &Options) -> Result<bool> {

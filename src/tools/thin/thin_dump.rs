@@ -5,10 +5,10 @@ use super::counted::Counted;
 use super::in_out::{parse_override, DATA_BLOCK_SIZE, NR_DATA_BLOCKS, TRANSACTION_ID};
 use super::xml::{HumanWriter, XmlWriter};
 use crate::tools::cli::{
-    distinct, exit_status, number, open_reader, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP,
-    QUIET, VERSION,
+    distinct, exit_status, number, open_output, open_reader, GetOpt, HasArg, Opt, Progress,
+    ASYNC_IO, HELP, QUIET, VERSION,
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -165,12 +165,7 @@ fn dump(o: &Options) -> Result<()> {
         distinct(&o.input, p)?;
     }
     let dev = open_reader("thin_dump", &o.input, o.metadata_snap)?;
-    let out: Box<dyn Write> = match &o.output {
-        Some(p) => Box::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-        ),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let out = open_output(o.output.as_deref())?;
     // The bar shares the terminal with the text only when writing to a file.
     let quiet = o.quiet || o.output.is_none();
     if let Some(r) = &o.repair {

@@ -27,6 +27,18 @@ impl<'a> Tag<'a> {
         )
     }
 
+    /// "unexpected <tag> PLACE" (or `</tag>`): a tag where the schema has
+    /// no room for it.
+    pub fn unexpected(&self, place: &str) -> Error {
+        let name = self.name_str();
+        let tag = if self.kind() == super::tokenizer::Kind::Close {
+            format!("</{name}>")
+        } else {
+            format!("<{name}>")
+        };
+        anyhow!("line {}: unexpected {tag} {place}", self.line)
+    }
+
     /// The raw value of attribute `key`, which must be there.
     pub fn required(&self, key: &str) -> Result<&'a [u8]> {
         self.attr(key.as_bytes())

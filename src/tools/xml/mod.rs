@@ -5,6 +5,7 @@
 //! sits on top, in the client's folder.
 
 mod attr;
+pub mod base64;
 mod escape;
 pub mod fast;
 mod pipe;

@@ -10,6 +10,7 @@
 pub mod array;
 pub mod node;
 pub mod pipeline;
+pub mod repair;
 pub mod report;
 pub mod space_map;
 pub mod walk;

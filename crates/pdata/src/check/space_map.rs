@@ -16,6 +16,27 @@ use crate::Block;
 
 type SectionOf<C> = <<C as Client>::Kind as TreeKind>::Section;
 
+/// The blocks a check counts references to: the metadata space map's
+/// size, within the device and the largest map the kernel uses; and what
+/// is wrong when it is not within them (fatal, under the superblock).
+pub fn metadata_len(sm_nr_blocks: u64, dev_nr_blocks: u64) -> (u64, Vec<String>) {
+    let (mut len, mut problems) = (sm_nr_blocks, Vec::new());
+    if len > dev_nr_blocks {
+        problems.push(format!(
+            "the metadata space map covers {len} blocks, the device has only {dev_nr_blocks}"
+        ));
+        len = dev_nr_blocks;
+    }
+    if len > crate::space_map::format::MAX_METADATA_BLOCKS {
+        problems.push(format!(
+            "the metadata space map covers {len} blocks, more than {}",
+            crate::space_map::format::MAX_METADATA_BLOCKS
+        ));
+        len = crate::space_map::format::MAX_METADATA_BLOCKS;
+    }
+    (len, problems)
+}
+
 /// Which space map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Map {

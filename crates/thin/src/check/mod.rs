@@ -30,7 +30,7 @@ use crate::progress::{NoProgress, ProgressHook};
 use pdata::check::space_map::{self as sm, BitmapRef, Map};
 use pdata::check::RefCounts;
 use pdata::io::BlockDevice;
-use pdata::space_map::format::{nr_bitmaps, MAX_METADATA_BLOCKS};
+use pdata::space_map::format::nr_bitmaps;
 use std::sync::Arc;
 use trees::{root, Other, Thin, Tree, Walker};
 
@@ -93,25 +93,9 @@ pub fn check_with_progress(
 
     // Every metadata reference must fall in the metadata space map, and
     // that map on the device.
-    let mut meta_len = msm.nr_blocks;
-    if meta_len > dev.nr_blocks() {
-        report.fatal(
-            Section::Superblock,
-            format!(
-                "the metadata space map covers {meta_len} blocks, the device has only {}",
-                dev.nr_blocks()
-            ),
-        );
-        meta_len = dev.nr_blocks();
-    }
-    if meta_len > MAX_METADATA_BLOCKS {
-        report.fatal(
-            Section::Superblock,
-            format!(
-                "the metadata space map covers {meta_len} blocks, more than {MAX_METADATA_BLOCKS}"
-            ),
-        );
-        meta_len = MAX_METADATA_BLOCKS;
+    let (meta_len, problems) = sm::metadata_len(msm.nr_blocks, dev.nr_blocks());
+    for p in problems {
+        report.fatal(Section::Superblock, p);
     }
     // The data space map's bitmaps live on the metadata device.
     let data_len = if nr_bitmaps(dsm.nr_blocks) as u64 > meta_len {

@@ -199,12 +199,7 @@ impl Reader<'_, '_> {
                 (self.sink)(Event::SuperblockEnd, line)?;
                 self.place = Place::End;
             }
-            (name, kind) => {
-                let name = String::from_utf8_lossy(name);
-                let tag = match kind {
-                    Kind::Close => format!("</{name}>"),
-                    _ => format!("<{name}>"),
-                };
+            _ => {
                 let place = match self.place {
                     Place::Start => "before <superblock>",
                     Place::Superblock => "inside <superblock>",
@@ -212,7 +207,7 @@ impl Reader<'_, '_> {
                     Place::Def => "inside <def>",
                     Place::End => "after </superblock>",
                 };
-                bail!("line {line}: unexpected {tag} {place}");
+                return Err(t.unexpected(place));
             }
         }
         Ok(())
