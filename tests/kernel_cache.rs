@@ -1,9 +1,11 @@
 //! Kernel oracle for dm-cache: Debian's real dm-cache, booted under qemu by
 //! `tests/kernel/run-guest.sh`, activates caches on metadata that
-//! `pdt cache_exec` wrote (versions 1 and 2, smq), serves reads from the
+//! `pdt cache_exec` or `pdt cache_restore` wrote (versions 1 and 2, smq),
+//! serves reads from the
 //! cache blocks pdt mapped and takes writes; pdt's library then reads what
 //! the kernel committed (the dirty blocks the workload implies, its hints),
-//! Debian's cache_check passes, and `pdt cache_writeback` copies the dirty
+//! Debian's cache_check and ours pass (and for version 1 our cache_dump is
+//! Debian's), and `pdt cache_writeback` copies the dirty
 //! blocks home. A metadata device that fails during a cache commit
 //! (dm-flakey) leaves the transaction before it.
 //!
@@ -50,9 +52,22 @@ struct CacheImages {
     logical: BTreeMap<u64, Vec<u8>>,
 }
 
+/// How pdt writes the cache's metadata.
+#[derive(Clone, Copy)]
+enum Build {
+    /// `pdt cache_exec`: the live library, one operation at a time.
+    Exec,
+    /// `pdt cache_restore` from XML: the bulk builder.
+    Restore,
+}
+
 /// pdt's cache: a clean mapped block holds a copy of its origin block, a
 /// dirty one newer data; unmapped cache blocks hold junk.
 fn cache_images(version: u32) -> CacheImages {
+    cache_images_by(version, Build::Exec)
+}
+
+fn cache_images_by(version: u32, build: Build) -> CacheImages {
     let tmp = Scratch::new("pdt-kernel-cache.", "images, console logs, guest output");
     let meta = tmp.path().join("meta.img");
     let fast = tmp.path().join("fast.img");
@@ -82,7 +97,12 @@ fn cache_images(version: u32) -> CacheImages {
         logical.insert(o, data);
     }
     sc.op("commit_clean");
-    exec_ok("cache_exec", &meta, &sc, "build the cache");
+    match build {
+        Build::Exec => {
+            exec_ok("cache_exec", &meta, &sc, "build the cache");
+        }
+        Build::Restore => restore_cache(&meta, version, tmp.path()),
+    }
     CacheImages {
         tmp,
         meta,
@@ -185,6 +205,50 @@ fn read_cache(meta: &Path) -> Read {
     }
 }
 
+/// The same cache as the script of `cache_images_by`, written by
+/// `pdt cache_restore` from XML.
+fn restore_cache(meta: &Path, version: u32, dir: &Path) {
+    let mut xml = format!(
+        "<superblock uuid=\"\" block_size=\"{BS}\" nr_cache_blocks=\"{NR_CACHE}\" policy=\"smq\" hint_width=\"4\">\n  <mappings>\n"
+    );
+    for (c, o) in maps() {
+        let dirty = DIRTY.contains(&c);
+        xml += &format!(
+            "    <mapping cache_block=\"{c}\" origin_block=\"{o}\" dirty=\"{dirty}\"/>\n"
+        );
+    }
+    xml += "  </mappings>\n</superblock>\n";
+    let path = dir.join("cache.xml");
+    std::fs::write(&path, xml).expect("writing the cache XML");
+    ok(pdt("cache_restore")
+        .args(["-i", s(&path), "-o", s(meta)])
+        .args(["--metadata-version", &version.to_string()]));
+}
+
+/// Debian's cache_check and ours on what the kernel committed: both pass,
+/// and (version 1, which Debian dumps right) both dumps are the same.
+fn cache_checks(meta: &Path, boot: &Boot, version: u32) {
+    debian_cache_check(meta, boot);
+    let o = run(pdt("cache_check").arg(meta));
+    assert!(
+        o.status.success(),
+        "pdt cache_check on what the kernel wrote: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        boot.tail()
+    );
+    if version == 1 {
+        let ours = ok(pdt("cache_dump").arg(meta));
+        let theirs = ok(debian_cmd("cache_dump").arg(meta));
+        assert!(
+            ours == theirs,
+            "cache_dump of what the kernel wrote: ours differs from Debian's\nours:\n{}\nDebian's:\n{}",
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
+}
+
 fn debian_cache_check(meta: &Path, boot: &Boot) {
     let o = run(debian_cmd("cache_check").arg(meta));
     assert!(
@@ -208,8 +272,8 @@ fn cache_stats(fields: &[String]) -> ([u32; 4], u64) {
 }
 
 /// dm-cache serves the cache pdt wrote; pdt reads what it committed.
-fn kernel_serves_cache_made_by_pdt(version: u32) {
-    let mut im = cache_images(version);
+fn kernel_serves_cache_made_by_pdt(version: u32, build: Build) {
+    let mut im = cache_images_by(version, build);
     let mut g = GuestFiles::new(&im.tmp.path().join("guest"));
     params(&mut g, version);
     // Reads of dirty, clean and uncached blocks.
@@ -261,7 +325,7 @@ fn kernel_serves_cache_made_by_pdt(version: u32) {
     );
     let st = b.status("status-after.txt");
 
-    debian_cache_check(&im.meta, &b);
+    cache_checks(&im.meta, &b, version);
     let r = read_cache(&im.meta);
     assert!(
         r.clean && !r.needs_check,
@@ -309,7 +373,7 @@ fn kernel_serves_cache_made_by_pdt(version: u32) {
             "origin block {o} after writeback"
         );
     }
-    debian_cache_check(&im.meta, &b);
+    cache_checks(&im.meta, &b, version);
 }
 
 /// What the guest's first reads must return: the data before the writes.
@@ -337,12 +401,22 @@ fn cache_images_logical_before(
 
 #[test]
 fn kernel_serves_cache_made_by_pdt_v1() {
-    kernel_serves_cache_made_by_pdt(1);
+    kernel_serves_cache_made_by_pdt(1, Build::Exec);
+}
+
+#[test]
+fn kernel_serves_cache_restored_by_pdt_v1() {
+    kernel_serves_cache_made_by_pdt(1, Build::Restore);
+}
+
+#[test]
+fn kernel_serves_cache_restored_by_pdt_v2() {
+    kernel_serves_cache_made_by_pdt(2, Build::Restore);
 }
 
 #[test]
 fn kernel_serves_cache_made_by_pdt_v2() {
-    kernel_serves_cache_made_by_pdt(2);
+    kernel_serves_cache_made_by_pdt(2, Build::Exec);
 }
 
 /// The metadata device fails while the cache commits on suspend: what is
@@ -371,7 +445,7 @@ fn failed_kernel_cache_commit_leaves_the_previous_transaction() {
     let (s2, _) = cache_stats(&b.status("status-2.txt")["cache"]);
     assert_ne!(s1, s2, "the reads after the failure changed the statistics");
 
-    debian_cache_check(&im.meta, &b);
+    cache_checks(&im.meta, &b, 2);
     let r = read_cache(&im.meta);
     assert!(!r.needs_check);
     assert_eq!(
