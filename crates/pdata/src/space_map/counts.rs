@@ -34,6 +34,8 @@ const _: () = assert!(SPARSE_MAX * 4 <= CHUNK / 2 && CHUNK < 1 << 24);
 
 /// The counts of one chunk.
 enum Chunk {
+    /// A single block counted (as in `Sparse`): no allocation.
+    One(u32),
     /// `(offset << 8) | byte`, sorted by offset, no zero byte.
     Sparse(Vec<u32>),
     /// One byte per block.
@@ -98,48 +100,46 @@ impl RefCounts {
         if slot == 0 {
             return self.inc_new_chunk(c, off, b);
         }
-        match &mut self.chunks[slot as usize - 1] {
+        let (big, nr_overflow) = (&mut self.big, &mut self.nr_overflow);
+        let chunk = &mut self.chunks[slot as usize - 1];
+        let key = (off as u32) << 8;
+        if let Chunk::One(e) = *chunk {
+            if e & !0xFF != key {
+                *chunk = Chunk::Sparse(vec![e]);
+            }
+        }
+        match chunk {
             Chunk::Dense(bytes) => {
-                let x = bytes[off];
-                if x < MAX_SMALL {
-                    bytes[off] = x + 1;
-                    self.nr_overflow += u64::from(x == 2);
-                    return x as u32;
-                }
-                let (y, before) = bump_big(&mut self.big, b, x);
+                let (y, before) = bump(big, nr_overflow, b, bytes[off]);
                 bytes[off] = y;
                 before
             }
-            Chunk::Sparse(list) => {
-                let key = (off as u32) << 8;
-                match list.binary_search_by_key(&key, |e| e & !0xFF) {
-                    Ok(i) => {
-                        let x = list[i] as u8;
-                        let (y, before) = if x < MAX_SMALL {
-                            self.nr_overflow += u64::from(x == 2);
-                            (x + 1, x as u32)
-                        } else {
-                            bump_big(&mut self.big, b, x)
-                        };
-                        list[i] = key | y as u32;
-                        before
-                    }
-                    Err(i) if list.len() < SPARSE_MAX => {
-                        list.insert(i, key | 1);
-                        0
-                    }
-                    Err(_) => {
-                        let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
-                        for &e in list.iter() {
-                            let (o, x) = sparse_entry(e);
-                            bytes[o] = x;
-                        }
-                        bytes[off] = 1;
-                        self.chunks[slot as usize - 1] = Chunk::Dense(bytes);
-                        0
-                    }
-                }
+            Chunk::One(e) => {
+                let (y, before) = bump(big, nr_overflow, b, *e as u8);
+                *e = key | y as u32;
+                before
             }
+            Chunk::Sparse(list) => match list.binary_search_by_key(&key, |e| e & !0xFF) {
+                Ok(i) => {
+                    let (y, before) = bump(big, nr_overflow, b, list[i] as u8);
+                    list[i] = key | y as u32;
+                    before
+                }
+                Err(i) if list.len() < SPARSE_MAX => {
+                    list.insert(i, key | 1);
+                    0
+                }
+                Err(_) => {
+                    let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+                    for &e in list.iter() {
+                        let (o, x) = sparse_entry(e);
+                        bytes[o] = x;
+                    }
+                    bytes[off] = 1;
+                    *chunk = Chunk::Dense(bytes);
+                    0
+                }
+            },
         }
     }
 
@@ -151,7 +151,7 @@ impl RefCounts {
         if self.slots.len() <= c {
             self.slots.resize(c + 1, 0);
         }
-        self.chunks.push(Chunk::Sparse(vec![((off as u32) << 8) | 1]));
+        self.chunks.push(Chunk::One(((off as u32) << 8) | 1));
         self.slots[c] = self.chunks.len() as u32;
         0
     }
@@ -185,6 +185,13 @@ impl RefCounts {
             0 => 0,
             s => match &self.chunks[s as usize - 1] {
                 Chunk::Dense(bytes) => bytes[off],
+                Chunk::One(e) => {
+                    if e >> 8 == off as u32 {
+                        *e as u8
+                    } else {
+                        0
+                    }
+                }
                 Chunk::Sparse(list) => list
                     .binary_search_by_key(&((off as u32) << 8), |e| e & !0xFF)
                     .map_or(0, |i| list[i] as u8),
@@ -221,6 +228,11 @@ impl RefCounts {
         };
         match &mut self.chunks[s as usize - 1] {
             Chunk::Dense(bytes) => bytes[off] = OVERFLOW_SEEN,
+            Chunk::One(e) => {
+                if *e >> 8 == off as u32 {
+                    *e |= OVERFLOW_SEEN as u32;
+                }
+            }
             Chunk::Sparse(list) => {
                 let key = (off as u32) << 8;
                 if let Ok(i) = list.binary_search_by_key(&key, |e| e & !0xFF) {
@@ -235,6 +247,7 @@ impl RefCounts {
         let s = *self.slots.get(usize::try_from(i).ok()?)?;
         match self.chunks.get((s as usize).checked_sub(1)?)? {
             Chunk::Dense(bytes) => Some(ChunkView::Dense(bytes)),
+            Chunk::One(e) => Some(ChunkView::Sparse(std::slice::from_ref(e))),
             Chunk::Sparse(list) => Some(ChunkView::Sparse(list)),
         }
     }
@@ -250,6 +263,7 @@ impl RefCounts {
             .chunks
             .iter()
             .map(|c| match c {
+                Chunk::One(_) => 0,
                 Chunk::Sparse(l) => 4 * l.capacity(),
                 Chunk::Dense(b) => b.len(),
             })
@@ -259,6 +273,17 @@ impl RefCounts {
             + chunks
             + 16 * self.big.capacity()
     }
+}
+
+/// One more reference to `b`, whose byte is `x`: the new byte and the
+/// count before.
+#[inline]
+fn bump(big: &mut FxHashMap<u64, u32>, nr_overflow: &mut u64, b: u64, x: u8) -> (u8, u32) {
+    if x < MAX_SMALL {
+        *nr_overflow += u64::from(x == 2);
+        return (x + 1, x as u32);
+    }
+    bump_big(big, b, x)
 }
 
 /// A count past [`MAX_SMALL`] (byte `x`): the new byte and the count before.
@@ -295,6 +320,11 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn chunk_stays_small() {
+        assert!(std::mem::size_of::<Chunk>() <= 24);
     }
 
     #[test]

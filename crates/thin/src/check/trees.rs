@@ -155,6 +155,9 @@ pub struct Thin {
 
 impl Thin {
     pub fn new(data: RefCounts, nr_data: u64) -> Self {
+        // One entry per bitmap, reserved exactly: doubling would hold three
+        // times as much at its peak on a large data device.
+        let bitmaps = pdata::space_map::format::nr_bitmaps(data.nr_blocks());
         Thin {
             data,
             nr_data,
@@ -162,7 +165,7 @@ impl Thin {
             compare_counts: true,
             top_leaves: FxHashMap::default(),
             detail_leaves: FxHashMap::default(),
-            data_index: Vec::new(),
+            data_index: Vec::with_capacity(bitmaps),
             meta_overflow: Vec::new(),
         }
     }
