@@ -67,6 +67,8 @@ pub struct RefCounts {
     big: FxHashMap<u64, u32>,
     /// Blocks whose count reached 3 (the overflow tree's entries).
     nr_overflow: u64,
+    /// Chunks held densely.
+    nr_dense: u64,
 }
 
 impl RefCounts {
@@ -84,6 +86,7 @@ impl RefCounts {
             chunks: Vec::new(),
             big: FxHashMap::default(),
             nr_overflow: 0,
+            nr_dense: 0,
         })
     }
 
@@ -100,7 +103,8 @@ impl RefCounts {
         if slot == 0 {
             return self.inc_new_chunk(c, off, b);
         }
-        let (big, nr_overflow) = (&mut self.big, &mut self.nr_overflow);
+        let (big, nr_overflow, nr_dense) =
+            (&mut self.big, &mut self.nr_overflow, &mut self.nr_dense);
         let chunk = &mut self.chunks[slot as usize - 1];
         let key = (off as u32) << 8;
         if let Chunk::One(e) = *chunk {
@@ -137,9 +141,39 @@ impl RefCounts {
                     }
                     bytes[off] = 1;
                     *chunk = Chunk::Dense(bytes);
+                    *nr_dense += 1;
                     0
                 }
             },
+        }
+    }
+
+    /// [`Self::inc`] for each of `blocks` (each < nr_blocks), faster where
+    /// neighbours fall in the same dense chunk, as a leaf's mappings do.
+    pub fn inc_all(&mut self, blocks: &[u64]) {
+        let mut i = 0;
+        while i < blocks.len() {
+            let c = blocks[i] / CHUNK as u64;
+            let slot = self.slots.get(c as usize).copied().unwrap_or(0) as usize;
+            let Some(Chunk::Dense(bytes)) = slot.checked_sub(1).map(|s| &mut self.chunks[s]) else {
+                self.inc(blocks[i]);
+                i += 1;
+                continue;
+            };
+            let base = c * CHUNK as u64;
+            while let Some(off) = blocks.get(i).and_then(|&b| {
+                let off = b.wrapping_sub(base);
+                (off < CHUNK as u64).then_some(off as usize)
+            }) {
+                let x = bytes[off];
+                if x < MAX_SMALL {
+                    bytes[off] = x + 1;
+                    self.nr_overflow += u64::from(x == 2);
+                } else {
+                    bytes[off] = bump_big(&mut self.big, base + off as u64, x).0;
+                }
+                i += 1;
+            }
         }
     }
 
@@ -151,7 +185,16 @@ impl RefCounts {
         if self.slots.len() <= c {
             self.slots.resize(c + 1, 0);
         }
-        self.chunks.push(Chunk::One(((off as u32) << 8) | 1));
+        // Where most chunks filled up, the next will too: start it dense
+        // rather than pay for the sorted list first.
+        if self.nr_dense * 2 > self.chunks.len() as u64 {
+            let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+            bytes[off] = 1;
+            self.chunks.push(Chunk::Dense(bytes));
+            self.nr_dense += 1;
+        } else {
+            self.chunks.push(Chunk::One(((off as u32) << 8) | 1));
+        }
         self.slots[c] = self.chunks.len() as u32;
         0
     }
@@ -388,6 +431,17 @@ mod tests {
         }
         for (off, &w) in want.iter().enumerate() {
             assert_eq!(rc.get((CHUNK + off) as u64), Some(w), "{off}");
+        }
+        // The batch form, across chunks and into the dense one.
+        let batch: Vec<u64> = (0..600u64).map(|k| CHUNK as u64 - 300 + k * 7 % 600).collect();
+        rc.inc_all(&batch);
+        rc.inc_all(&batch);
+        for &b in &batch {
+            if b >= CHUNK as u64 {
+                want[b as usize - CHUNK] += 2;
+            } else {
+                assert_eq!(rc.get(b), Some(2));
+            }
         }
         let bytes = dense_bytes(&rc, 1);
         for (off, &w) in want.iter().enumerate() {
