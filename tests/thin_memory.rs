@@ -19,6 +19,8 @@ const NR_DATA: u64 = 1 << 32;
 
 /// Runs `pdt args` with stdout to `out` (or nowhere); its exit status,
 /// stderr, and peak RSS in KiB.
+// The child is reaped by wait4, which Child::wait cannot do with rusage.
+#[allow(clippy::zombie_processes)]
 fn measured(args: &[&str], out: Option<&Path>) -> (ExitStatus, String, i64) {
     let dir = tempfile::tempdir().unwrap();
     let err = dir.path().join("stderr");

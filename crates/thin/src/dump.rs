@@ -4,6 +4,12 @@
 use crate::ir::{PoolInfo, RunJoiner, Visitor};
 use crate::progress::{NoProgress, ProgressHook};
 use crate::{Result, ThinError, ThinMetadata};
+use pdata::btree::node::{Node, NODE_VALIDATOR};
+use pdata::io::will_need_sorted;
+
+/// Deepest tree [`will_need_tree`] descends (a B-tree of 2^64 keys is far
+/// shallower).
+const MAX_LEVELS: usize = 16;
 
 /// What to walk.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +61,7 @@ pub fn dump_with_progress(
     for (id, details, root) in devices {
         out.device_begin(id, &details)?;
         if !opts.skip_mappings {
+            will_need_tree(md, root);
             let mut joiner = RunJoiner::new();
             let mut failed = None;
             md.walk_subtree(root, &mut |v, b, t| {
@@ -74,4 +81,40 @@ pub fn dump_with_progress(
         out.device_end()?;
     }
     out.superblock_end()
+}
+
+/// Asks the kernel to read the whole tree under `root` ahead of the
+/// depth-first walk, one level at a time: the internal levels are read here
+/// (a small fraction of the tree), the leaves only hinted, so that a cold
+/// dump reads at the device's pace rather than one node's children at a
+/// time. A hint only: any damage is left for the walk to report.
+fn will_need_tree(md: &ThinMetadata, root: u64) {
+    let tm = md.transaction_manager();
+    let dev = tm.bm().device().as_ref();
+    let mut level = vec![root];
+    for _ in 0..MAX_LEVELS {
+        level.sort_unstable();
+        level.dedup();
+        will_need_sorted(dev, level.iter().copied());
+        // Every leaf is at the same depth: one node tells whether this is
+        // the leaf level, which is hinted but not read.
+        let is_leaf = |loc: u64| {
+            tm.bm()
+                .read_lock(loc, &NODE_VALIDATOR)
+                .map_or(true, |b| Node(&b).is_leaf())
+        };
+        if level.first().is_none_or(|&loc| is_leaf(loc)) {
+            return;
+        }
+        let mut next = Vec::new();
+        for &loc in &level {
+            if let Ok(b) = tm.bm().read_lock(loc, &NODE_VALIDATOR) {
+                let n = Node(&b);
+                if !n.is_leaf() {
+                    next.extend((0..n.nr_entries()).map(|i| n.value_u64(i)));
+                }
+            }
+        }
+        level = next;
+    }
 }

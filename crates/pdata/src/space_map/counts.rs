@@ -421,7 +421,11 @@ mod tests {
         while matches!(rc.chunk(1), None | Some(ChunkView::Sparse(_))) {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             let off = (x >> 33) as usize % CHUNK;
-            let times = if off % 97 == 0 { 300 } else { 1 + off % 3 };
+            let times = if off.is_multiple_of(97) {
+                300
+            } else {
+                1 + off % 3
+            };
             for _ in 0..times {
                 assert_eq!(rc.inc((CHUNK + off) as u64), want[off]);
                 want[off] += 1;
@@ -433,7 +437,9 @@ mod tests {
             assert_eq!(rc.get((CHUNK + off) as u64), Some(w), "{off}");
         }
         // The batch form, across chunks and into the dense one.
-        let batch: Vec<u64> = (0..600u64).map(|k| CHUNK as u64 - 300 + k * 7 % 600).collect();
+        let batch: Vec<u64> = (0..600u64)
+            .map(|k| CHUNK as u64 - 300 + k * 7 % 600)
+            .collect();
         rc.inc_all(&batch);
         rc.inc_all(&batch);
         for &b in &batch {
@@ -447,7 +453,10 @@ mod tests {
         for (off, &w) in want.iter().enumerate() {
             assert_eq!(rc.resolve((CHUNK + off) as u64, bytes[off]), w);
         }
-        assert_eq!(rc.nr_overflow(), want.iter().filter(|&&w| w >= 3).count() as u64);
+        assert_eq!(
+            rc.nr_overflow(),
+            want.iter().filter(|&&w| w >= 3).count() as u64
+        );
     }
 
     /// Memory follows the blocks counted: one block in each of the 263,000
