@@ -12,6 +12,8 @@
 //! cargo run --release --example gen-thin-xml -- --mappings 100000000 > pool.xml
 //! ```
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
@@ -23,23 +25,16 @@ struct Run {
     time: u32,
 }
 
-/// splitmix64: small, fast, and good enough for shapes.
-struct Rng(u64);
+/// The generator's random choices.
+struct Rng(StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.gen()
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.gen_range(0..n.max(1))
     }
 }
 
@@ -142,7 +137,7 @@ impl Gen {
 
 fn write(o: &Opts, out: &mut impl Write) -> io::Result<()> {
     let mut g = Gen {
-        rng: Rng(o.seed),
+        rng: Rng(StdRng::seed_from_u64(o.seed)),
         p_end: 1.0 / o.run_length.max(1.0),
         next_data: 0,
     };
