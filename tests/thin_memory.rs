@@ -100,6 +100,8 @@ fn every_tool_stays_small_on_a_2_to_the_32_block_data_device() {
     within_limit(&["thin_repair", "-i", &md, "-o", &out], None);
     within_limit(&["thin_check", "-q", &out], None);
     within_limit(&["thin_ls", &md], None);
+    let fields = "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS";
+    within_limit(&["thin_ls", "-o", fields, &md], None);
     within_limit(&["thin_rmap", "--region", "0..4294967296", &md], None);
     within_limit(&["thin_delta", "--snap1", "0", "--snap2", "1", &md], None);
     // What was written is what Debian's tools read.

@@ -295,6 +295,32 @@ impl RefCounts {
         }
     }
 
+    /// The first block of `r` with a count other than zero; chunks with
+    /// nothing counted are passed whole.
+    pub fn first_counted_in(&self, r: std::ops::Range<u64>) -> Option<u64> {
+        let end = r.end.min(self.nr_blocks);
+        let mut b = r.start;
+        while b < end {
+            let base = b / CHUNK as u64 * CHUNK as u64;
+            let stop = (base + CHUNK as u64).min(end);
+            let (from, to) = ((b - base) as usize, (stop - base) as usize);
+            let found = match self.chunk(b / CHUNK as u64) {
+                None => None,
+                Some(ChunkView::Dense(bytes)) => bytes[from..to].iter().position(|&x| x != 0),
+                Some(ChunkView::Sparse(list)) => {
+                    let i = list.partition_point(|&e| sparse_entry(e).0 < from);
+                    let off = list.get(i).map(|&e| sparse_entry(e).0);
+                    off.filter(|&o| o < to).map(|o| o - from)
+                }
+            };
+            if let Some(i) = found {
+                return Some(b + i as u64);
+            }
+            b = stop;
+        }
+        None
+    }
+
     /// Number of blocks with a count of 3 or more (the overflow tree's entries).
     pub fn nr_overflow(&self) -> u64 {
         self.nr_overflow
@@ -472,5 +498,20 @@ mod tests {
         assert!(rc.heap_bytes() < 16 << 20, "{}", rc.heap_bytes());
         assert_eq!(rc.get(step as u64 * 1000), Some(1));
         assert_eq!(rc.get(step as u64 * 1000 + 1), Some(0));
+        let s = step as u64;
+        assert_eq!(rc.first_counted_in(1..nr), Some(s));
+        assert_eq!(rc.first_counted_in(s * 7 + 1..s * 9), Some(s * 8));
+        assert_eq!(rc.first_counted_in(s * 7 + 1..s * 8), None);
+        assert_eq!(rc.first_counted_in(nr - 10..nr + 10), None);
+        let mut dense = RefCounts::new(3 * CHUNK as u64).unwrap();
+        dense.inc_range(CHUNK as u64 + 2000, 2000).unwrap();
+        assert_eq!(
+            dense.first_counted_in(5..3 * CHUNK as u64),
+            Some(CHUNK as u64 + 2000)
+        );
+        assert_eq!(
+            dense.first_counted_in(CHUNK as u64 + 4000..3 * CHUNK as u64),
+            None
+        );
     }
 }
