@@ -253,6 +253,11 @@ fn compare_bitmap<S: Section>(
     // hold a count of 3 or more not yet matched with an overflow entry.
     let mut sparse_words = [0u64; WORDS];
     let mut unseen_threes = [false; WORDS];
+    // For a dense chunk: its counts, a byte each.
+    let mut dense = [0u8; ENTRIES_PER_BITMAP as usize];
+    if let Some(ChunkView::Dense(d)) = chunk {
+        d.expand(&mut dense);
+    }
     if let Some(ChunkView::Sparse(list)) = chunk {
         for &e in list {
             let (off, x) = sparse_entry(e);
@@ -270,8 +275,8 @@ fn compare_bitmap<S: Section>(
             let matches = match chunk {
                 None => word == 0,
                 Some(ChunkView::Sparse(_)) => sparse_words[j] == word && !unseen_threes[j],
-                Some(ChunkView::Dense(bytes)) => {
-                    let c = &bytes[32 * j..32 * j + 32];
+                Some(ChunkView::Dense(_)) => {
+                    let c = &dense[32 * j..32 * j + 32];
                     let lane = |i: usize| le64(c, 8 * i);
                     let expected = encode8(lane(0))
                         | (encode8(lane(1)) << 16)

@@ -67,6 +67,8 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
     let mut overflow = TreeBuilder::new(OVERFLOW_VALUE_SIZE);
     let mut big: Vec<(u64, u32)> = Vec::new();
     let mut nr_allocated = 0;
+    // A dense chunk's counts, a byte each.
+    let mut bytes = vec![0u8; ENTRIES_PER_BITMAP as usize].into_boxed_slice();
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
         let (loc, block) = w.alloc()?;
@@ -90,8 +92,9 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
             for (wi, &word) in words.iter().enumerate().filter(|(_, &w)| w != 0) {
                 put_le64(block, BITMAP_HEADER_SIZE + 8 * wi, word);
             }
-        } else if let Some(ChunkView::Dense(chunk)) = counts.chunk(i) {
-            for (wi, group) in chunk.chunks_exact(32).enumerate() {
+        } else if let Some(ChunkView::Dense(dense)) = counts.chunk(i) {
+            dense.expand(&mut bytes[..]);
+            for (wi, group) in bytes.chunks_exact(32).enumerate() {
                 let mut word = 0u64;
                 for (k, eight) in group.chunks_exact(8).enumerate() {
                     let at = wi * 32 + k * 8;
@@ -309,12 +312,17 @@ mod tests {
         counts.inc_range(nr - 1, 1).unwrap();
         // Bitmap 1 also has enough counts to be held densely.
         counts.inc_range(ENTRIES_PER_BITMAP + 100, 2000).unwrap();
+        // Counts past a dense chunk's half-byte, before and after it turned dense.
+        for _ in 0..20 {
+            counts.inc_range(ENTRIES_PER_BITMAP + 50, 1).unwrap();
+            counts.inc_range(ENTRIES_PER_BITMAP + 7, 1).unwrap();
+        }
         let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64));
         let mut w = BatchWriter::new(dev.clone(), 1, 64, 4);
         let root = write_disk_sm(&mut w, &counts).unwrap();
         w.flush_batch().unwrap();
         assert_eq!(w.next_location() - 1, disk_sm_blocks(&counts));
-        assert_eq!(root.nr_allocated, 2008);
+        assert_eq!(root.nr_allocated, 2009);
         let layout_dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(ENTRIES_PER_BITMAP + 10));
         let mut mw = BatchWriter::new(layout_dev.clone(), 1, ENTRIES_PER_BITMAP + 10, 4);
         let layout = MetadataSmLayout::reserve(&mut mw, ENTRIES_PER_BITMAP + 10).unwrap();

@@ -6,7 +6,7 @@
 //! blocks are grouped as the space map's bitmaps group them (16,320 a
 //! chunk), a chunk with no count costs four bytes, a chunk with few counts
 //! keeps them as a sorted list (four bytes each), and only a chunk with
-//! many becomes one byte per block. A 2^32-block data device with 300,000
+//! many becomes dense: half a byte per block, counts past 12 in a side map. A 2^32-block data device with 300,000
 //! scattered mappings then needs about 10 MB where a flat byte array
 //! touched a page per mapping (1 GB).
 //!
@@ -32,14 +32,75 @@ const _: () = assert!(MAX_SMALL < BIG && BIG < OVERFLOW_SEEN && MAX_SMALL >= 3);
 const SPARSE_MAX: usize = 1024;
 const _: () = assert!(SPARSE_MAX * 4 <= CHUNK / 2 && CHUNK < 1 << 24);
 
+/// A dense chunk's half-byte: 0..=NIB_MAX the count, NIB_BIG a count in
+/// `big`, NIB_SEEN [`OVERFLOW_SEEN`].
+const NIB_MAX: u8 = 12;
+const NIB_BIG: u8 = 13;
+const NIB_SEEN: u8 = 15;
+/// Bytes of a dense chunk.
+const DENSE_BYTES: usize = CHUNK / 2;
+const _: () = assert!(CHUNK.is_multiple_of(2) && NIB_MAX >= 3);
+/// The byte (as a sparse entry or [`ChunkView`] has it) of each half-byte.
+const NIB_BYTE: [u8; 16] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    BIG,
+    BIG,
+    OVERFLOW_SEEN,
+];
+
+#[inline]
+fn nib_get(bytes: &[u8], off: usize) -> u8 {
+    (bytes[off / 2] >> (4 * (off & 1))) & 15
+}
+
+#[inline]
+fn nib_set(bytes: &mut [u8], off: usize, v: u8) {
+    let shift = 4 * (off & 1);
+    let b = &mut bytes[off / 2];
+    *b = (*b & !(15 << shift)) | (v << shift);
+}
+
 /// The counts of one chunk.
 enum Chunk {
     /// A single block counted (as in `Sparse`): no allocation.
     One(u32),
     /// `(offset << 8) | byte`, sorted by offset, no zero byte.
     Sparse(Vec<u32>),
-    /// One byte per block.
+    /// Half a byte per block ([`NIB_MAX`]).
     Dense(Box<[u8]>),
+}
+
+/// A dense chunk's counts.
+#[derive(Clone, Copy)]
+pub struct DenseView<'a>(&'a [u8]);
+
+impl DenseView<'_> {
+    /// The byte of block `off` of the chunk (0..=253 the count, 254 see
+    /// [`RefCounts::resolve`], 255 [`OVERFLOW_SEEN`]).
+    #[inline]
+    pub fn byte(&self, off: usize) -> u8 {
+        NIB_BYTE[nib_get(self.0, off) as usize]
+    }
+
+    /// Every block's byte, into `out` ([`CHUNK`] of them).
+    pub fn expand(&self, out: &mut [u8]) {
+        for (pair, &x) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = NIB_BYTE[(x & 15) as usize];
+            pair[1] = NIB_BYTE[(x >> 4) as usize];
+        }
+    }
 }
 
 /// A chunk's counts, as [`RefCounts::chunk`] gives them. Bytes of 3 and
@@ -48,8 +109,8 @@ enum Chunk {
 pub enum ChunkView<'a> {
     /// `(offset << 8) | byte` for each block counted, by offset.
     Sparse(&'a [u32]),
-    /// A byte per block of the chunk ([`CHUNK`] of them, zero past the end).
-    Dense(&'a [u8]),
+    /// Every block of the chunk (zero past the end).
+    Dense(DenseView<'a>),
 }
 
 /// The offset and the byte of a sparse entry.
@@ -113,11 +174,7 @@ impl RefCounts {
             }
         }
         match chunk {
-            Chunk::Dense(bytes) => {
-                let (y, before) = bump(big, nr_overflow, b, bytes[off]);
-                bytes[off] = y;
-                before
-            }
+            Chunk::Dense(bytes) => dense_inc(bytes, big, nr_overflow, b, off),
             Chunk::One(e) => {
                 let (y, before) = bump(big, nr_overflow, b, *e as u8);
                 *e = key | y as u32;
@@ -134,12 +191,22 @@ impl RefCounts {
                     0
                 }
                 Err(_) => {
-                    let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+                    let mut bytes = vec![0u8; DENSE_BYTES].into_boxed_slice();
+                    let base = b - off as u64;
                     for &e in list.iter() {
                         let (o, x) = sparse_entry(e);
-                        bytes[o] = x;
+                        let n = match x {
+                            0..=NIB_MAX => x,
+                            OVERFLOW_SEEN => NIB_SEEN,
+                            BIG => NIB_BIG,
+                            _ => {
+                                big.insert(base + o as u64, x as u32);
+                                NIB_BIG
+                            }
+                        };
+                        nib_set(&mut bytes, o, n);
                     }
-                    bytes[off] = 1;
+                    nib_set(&mut bytes, off, 1);
                     *chunk = Chunk::Dense(bytes);
                     *nr_dense += 1;
                     0
@@ -165,12 +232,14 @@ impl RefCounts {
                 let off = b.wrapping_sub(base);
                 (off < CHUNK as u64).then_some(off as usize)
             }) {
-                let x = bytes[off];
-                if x < MAX_SMALL {
-                    bytes[off] = x + 1;
+                let shift = 4 * (off & 1);
+                let x = (bytes[off / 2] >> shift) & 15;
+                if x < NIB_MAX {
+                    bytes[off / 2] += 1 << shift;
                     self.nr_overflow += u64::from(x == 2);
                 } else {
-                    bytes[off] = bump_big(&mut self.big, base + off as u64, x).0;
+                    let b = base + off as u64;
+                    dense_inc(bytes, &mut self.big, &mut self.nr_overflow, b, off);
                 }
                 i += 1;
             }
@@ -188,8 +257,8 @@ impl RefCounts {
         // Where most chunks filled up, the next will too: start it dense
         // rather than pay for the sorted list first.
         if self.nr_dense * 2 > self.chunks.len() as u64 {
-            let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
-            bytes[off] = 1;
+            let mut bytes = vec![0u8; DENSE_BYTES].into_boxed_slice();
+            nib_set(&mut bytes, off, 1);
             self.chunks.push(Chunk::Dense(bytes));
             self.nr_dense += 1;
         } else {
@@ -227,7 +296,7 @@ impl RefCounts {
         match self.slots.get(c).copied().unwrap_or(0) {
             0 => 0,
             s => match &self.chunks[s as usize - 1] {
-                Chunk::Dense(bytes) => bytes[off],
+                Chunk::Dense(bytes) => NIB_BYTE[nib_get(bytes, off) as usize],
                 Chunk::One(e) => {
                     if e >> 8 == off as u32 {
                         *e as u8
@@ -270,7 +339,7 @@ impl RefCounts {
             return;
         };
         match &mut self.chunks[s as usize - 1] {
-            Chunk::Dense(bytes) => bytes[off] = OVERFLOW_SEEN,
+            Chunk::Dense(bytes) => nib_set(bytes, off, NIB_SEEN),
             Chunk::One(e) => {
                 if *e >> 8 == off as u32 {
                     *e |= OVERFLOW_SEEN as u32;
@@ -289,7 +358,7 @@ impl RefCounts {
     pub fn chunk(&self, i: u64) -> Option<ChunkView<'_>> {
         let s = *self.slots.get(usize::try_from(i).ok()?)?;
         match self.chunks.get((s as usize).checked_sub(1)?)? {
-            Chunk::Dense(bytes) => Some(ChunkView::Dense(bytes)),
+            Chunk::Dense(bytes) => Some(ChunkView::Dense(DenseView(bytes))),
             Chunk::One(e) => Some(ChunkView::Sparse(std::slice::from_ref(e))),
             Chunk::Sparse(list) => Some(ChunkView::Sparse(list)),
         }
@@ -306,7 +375,7 @@ impl RefCounts {
             let (from, to) = ((b - base) as usize, (stop - base) as usize);
             let found = match self.chunk(b / CHUNK as u64) {
                 None => None,
-                Some(ChunkView::Dense(bytes)) => bytes[from..to].iter().position(|&x| x != 0),
+                Some(ChunkView::Dense(d)) => (from..to).position(|o| d.byte(o) != 0),
                 Some(ChunkView::Sparse(list)) => {
                     let i = list.partition_point(|&e| sparse_entry(e).0 < from);
                     let off = list.get(i).map(|&e| sparse_entry(e).0);
@@ -342,6 +411,32 @@ impl RefCounts {
             + chunks
             + 16 * self.big.capacity()
     }
+}
+
+/// One more reference to `b` at `off` of a dense chunk: the count before.
+#[inline]
+fn dense_inc(
+    bytes: &mut [u8],
+    big: &mut FxHashMap<u64, u32>,
+    nr_overflow: &mut u64,
+    b: u64,
+    off: usize,
+) -> u32 {
+    let n = nib_get(bytes, off);
+    if n < NIB_MAX {
+        nib_set(bytes, off, n + 1);
+        *nr_overflow += u64::from(n == 2);
+        return n as u32;
+    }
+    if n == NIB_MAX {
+        big.insert(b, NIB_MAX as u32 + 1);
+        nib_set(bytes, off, NIB_BIG);
+        return NIB_MAX as u32;
+    }
+    let c = big.entry(b).or_insert(NIB_MAX as u32 + 1);
+    let before = *c;
+    *c = c.saturating_add(1);
+    before
 }
 
 /// One more reference to `b`, whose byte is `x`: the new byte and the
@@ -380,7 +475,7 @@ mod tests {
         let mut out = vec![0u8; CHUNK];
         match rc.chunk(i) {
             None => {}
-            Some(ChunkView::Dense(b)) => out.copy_from_slice(b),
+            Some(ChunkView::Dense(d)) => d.expand(&mut out),
             Some(ChunkView::Sparse(l)) => {
                 for &e in l {
                     let (o, x) = sparse_entry(e);
