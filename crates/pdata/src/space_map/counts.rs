@@ -6,7 +6,8 @@
 //! blocks are grouped as the space map's bitmaps group them (16,320 a
 //! chunk), a chunk with no count costs four bytes, a chunk with few counts
 //! keeps them as a sorted list (four bytes each), and only a chunk with
-//! many becomes dense: half a byte per block, counts past 12 in a side map. A 2^32-block data device with 300,000
+//! many becomes dense: half a byte per block, or a byte once one of its
+//! counts passes 12 (blocks shared by many snapshots). A 2^32-block data device with 300,000
 //! scattered mappings then needs about 10 MB where a flat byte array
 //! touched a page per mapping (1 GB).
 //!
@@ -32,10 +33,9 @@ const _: () = assert!(MAX_SMALL < BIG && BIG < OVERFLOW_SEEN && MAX_SMALL >= 3);
 const SPARSE_MAX: usize = 1024;
 const _: () = assert!(SPARSE_MAX * 4 <= CHUNK / 2 && CHUNK < 1 << 24);
 
-/// A dense chunk's half-byte: 0..=NIB_MAX the count, NIB_BIG a count in
-/// `big`, NIB_SEEN [`OVERFLOW_SEEN`].
+/// A dense chunk's half-byte: 0..NIB_MAX the count, NIB_SEEN
+/// [`OVERFLOW_SEEN`]; a count reaching NIB_MAX widens the chunk to bytes.
 const NIB_MAX: u8 = 12;
-const NIB_BIG: u8 = 13;
 const NIB_SEEN: u8 = 15;
 /// Bytes of a dense chunk.
 const DENSE_BYTES: usize = CHUNK / 2;
@@ -78,27 +78,47 @@ enum Chunk {
     One(u32),
     /// `(offset << 8) | byte`, sorted by offset, no zero byte.
     Sparse(Vec<u32>),
-    /// Half a byte per block ([`NIB_MAX`]).
+    /// Half a byte per block, counts below [`NIB_MAX`].
     Dense(Box<[u8]>),
+    /// A byte per block.
+    Wide(Box<[u8]>),
+}
+
+/// The bytes of a dense chunk's half-bytes.
+fn widen(nibbles: &[u8]) -> Box<[u8]> {
+    let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+    DenseView::Nibbles(nibbles).expand(&mut bytes);
+    bytes
 }
 
 /// A dense chunk's counts.
 #[derive(Clone, Copy)]
-pub struct DenseView<'a>(&'a [u8]);
+pub enum DenseView<'a> {
+    Nibbles(&'a [u8]),
+    Bytes(&'a [u8]),
+}
 
 impl DenseView<'_> {
     /// The byte of block `off` of the chunk (0..=253 the count, 254 see
     /// [`RefCounts::resolve`], 255 [`OVERFLOW_SEEN`]).
     #[inline]
     pub fn byte(&self, off: usize) -> u8 {
-        NIB_BYTE[nib_get(self.0, off) as usize]
+        match self {
+            DenseView::Nibbles(n) => NIB_BYTE[nib_get(n, off) as usize],
+            DenseView::Bytes(b) => b[off],
+        }
     }
 
     /// Every block's byte, into `out` ([`CHUNK`] of them).
     pub fn expand(&self, out: &mut [u8]) {
-        for (pair, &x) in out.chunks_exact_mut(2).zip(self.0) {
-            pair[0] = NIB_BYTE[(x & 15) as usize];
-            pair[1] = NIB_BYTE[(x >> 4) as usize];
+        match self {
+            DenseView::Nibbles(n) => {
+                for (pair, &x) in out.chunks_exact_mut(2).zip(n.iter()) {
+                    pair[0] = NIB_BYTE[(x & 15) as usize];
+                    pair[1] = NIB_BYTE[(x >> 4) as usize];
+                }
+            }
+            DenseView::Bytes(b) => out[..CHUNK].copy_from_slice(b),
         }
     }
 }
@@ -173,8 +193,23 @@ impl RefCounts {
                 *chunk = Chunk::Sparse(vec![e]);
             }
         }
+        if let Chunk::Dense(nibbles) = chunk {
+            if nib_get(nibbles, off) >= NIB_MAX {
+                *chunk = Chunk::Wide(widen(nibbles));
+            }
+        }
         match chunk {
-            Chunk::Dense(bytes) => dense_inc(bytes, big, nr_overflow, b, off),
+            Chunk::Dense(nibbles) => {
+                let n = nib_get(nibbles, off);
+                nib_set(nibbles, off, n + 1);
+                *nr_overflow += u64::from(n == 2);
+                n as u32
+            }
+            Chunk::Wide(bytes) => {
+                let (y, before) = bump(big, nr_overflow, b, bytes[off]);
+                bytes[off] = y;
+                before
+            }
             Chunk::One(e) => {
                 let (y, before) = bump(big, nr_overflow, b, *e as u8);
                 *e = key | y as u32;
@@ -191,23 +226,23 @@ impl RefCounts {
                     0
                 }
                 Err(_) => {
-                    let mut bytes = vec![0u8; DENSE_BYTES].into_boxed_slice();
-                    let base = b - off as u64;
-                    for &e in list.iter() {
-                        let (o, x) = sparse_entry(e);
-                        let n = match x {
-                            0..=NIB_MAX => x,
-                            OVERFLOW_SEEN => NIB_SEEN,
-                            BIG => NIB_BIG,
-                            _ => {
-                                big.insert(base + o as u64, x as u32);
-                                NIB_BIG
-                            }
-                        };
-                        nib_set(&mut bytes, o, n);
-                    }
-                    nib_set(&mut bytes, off, 1);
-                    *chunk = Chunk::Dense(bytes);
+                    *chunk = if list.iter().all(|&e| (e as u8) < NIB_MAX) {
+                        let mut nibbles = vec![0u8; DENSE_BYTES].into_boxed_slice();
+                        for &e in list.iter() {
+                            let (o, x) = sparse_entry(e);
+                            nib_set(&mut nibbles, o, x);
+                        }
+                        nib_set(&mut nibbles, off, 1);
+                        Chunk::Dense(nibbles)
+                    } else {
+                        let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+                        for &e in list.iter() {
+                            let (o, x) = sparse_entry(e);
+                            bytes[o] = x;
+                        }
+                        bytes[off] = 1;
+                        Chunk::Wide(bytes)
+                    };
                     *nr_dense += 1;
                     0
                 }
@@ -222,25 +257,43 @@ impl RefCounts {
         while i < blocks.len() {
             let c = blocks[i] / CHUNK as u64;
             let slot = self.slots.get(c as usize).copied().unwrap_or(0) as usize;
-            let Some(Chunk::Dense(bytes)) = slot.checked_sub(1).map(|s| &mut self.chunks[s]) else {
-                self.inc(blocks[i]);
-                i += 1;
-                continue;
-            };
             let base = c * CHUNK as u64;
-            while let Some(off) = blocks.get(i).and_then(|&b| {
-                let off = b.wrapping_sub(base);
-                (off < CHUNK as u64).then_some(off as usize)
-            }) {
-                let shift = 4 * (off & 1);
-                let x = (bytes[off / 2] >> shift) & 15;
-                if x < NIB_MAX {
-                    bytes[off / 2] += 1 << shift;
-                    self.nr_overflow += u64::from(x == 2);
-                } else {
-                    let b = base + off as u64;
-                    dense_inc(bytes, &mut self.big, &mut self.nr_overflow, b, off);
+            let in_chunk = |i: usize| {
+                blocks.get(i).and_then(|&b| {
+                    let off = b.wrapping_sub(base);
+                    (off < CHUNK as u64).then_some(off as usize)
+                })
+            };
+            match slot.checked_sub(1).map(|s| &mut self.chunks[s]) {
+                Some(Chunk::Dense(nibbles)) => {
+                    while let Some(off) = in_chunk(i) {
+                        let shift = 4 * (off & 1);
+                        let x = (nibbles[off / 2] >> shift) & 15;
+                        if x + 1 >= NIB_MAX {
+                            break;
+                        }
+                        nibbles[off / 2] += 1 << shift;
+                        self.nr_overflow += u64::from(x == 2);
+                        i += 1;
+                    }
                 }
+                Some(Chunk::Wide(bytes)) => {
+                    while let Some(off) = in_chunk(i) {
+                        let x = bytes[off];
+                        if x >= MAX_SMALL {
+                            break;
+                        }
+                        bytes[off] = x + 1;
+                        self.nr_overflow += u64::from(x == 2);
+                        i += 1;
+                    }
+                }
+                _ => {}
+            }
+            // The rest of the chunk's blocks, or a block the fast paths
+            // leave to the general one.
+            if i < blocks.len() && in_chunk(i).is_some() || slot == 0 {
+                self.inc(blocks[i]);
                 i += 1;
             }
         }
@@ -296,7 +349,8 @@ impl RefCounts {
         match self.slots.get(c).copied().unwrap_or(0) {
             0 => 0,
             s => match &self.chunks[s as usize - 1] {
-                Chunk::Dense(bytes) => NIB_BYTE[nib_get(bytes, off) as usize],
+                Chunk::Dense(nibbles) => NIB_BYTE[nib_get(nibbles, off) as usize],
+                Chunk::Wide(bytes) => bytes[off],
                 Chunk::One(e) => {
                     if e >> 8 == off as u32 {
                         *e as u8
@@ -339,7 +393,8 @@ impl RefCounts {
             return;
         };
         match &mut self.chunks[s as usize - 1] {
-            Chunk::Dense(bytes) => nib_set(bytes, off, NIB_SEEN),
+            Chunk::Dense(nibbles) => nib_set(nibbles, off, NIB_SEEN),
+            Chunk::Wide(bytes) => bytes[off] = OVERFLOW_SEEN,
             Chunk::One(e) => {
                 if *e >> 8 == off as u32 {
                     *e |= OVERFLOW_SEEN as u32;
@@ -358,7 +413,8 @@ impl RefCounts {
     pub fn chunk(&self, i: u64) -> Option<ChunkView<'_>> {
         let s = *self.slots.get(usize::try_from(i).ok()?)?;
         match self.chunks.get((s as usize).checked_sub(1)?)? {
-            Chunk::Dense(bytes) => Some(ChunkView::Dense(DenseView(bytes))),
+            Chunk::Dense(nibbles) => Some(ChunkView::Dense(DenseView::Nibbles(nibbles))),
+            Chunk::Wide(bytes) => Some(ChunkView::Dense(DenseView::Bytes(bytes))),
             Chunk::One(e) => Some(ChunkView::Sparse(std::slice::from_ref(e))),
             Chunk::Sparse(list) => Some(ChunkView::Sparse(list)),
         }
@@ -403,7 +459,7 @@ impl RefCounts {
             .map(|c| match c {
                 Chunk::One(_) => 0,
                 Chunk::Sparse(l) => 4 * l.capacity(),
-                Chunk::Dense(b) => b.len(),
+                Chunk::Dense(b) | Chunk::Wide(b) => b.len(),
             })
             .sum();
         4 * self.slots.capacity()
@@ -411,32 +467,6 @@ impl RefCounts {
             + chunks
             + 16 * self.big.capacity()
     }
-}
-
-/// One more reference to `b` at `off` of a dense chunk: the count before.
-#[inline]
-fn dense_inc(
-    bytes: &mut [u8],
-    big: &mut FxHashMap<u64, u32>,
-    nr_overflow: &mut u64,
-    b: u64,
-    off: usize,
-) -> u32 {
-    let n = nib_get(bytes, off);
-    if n < NIB_MAX {
-        nib_set(bytes, off, n + 1);
-        *nr_overflow += u64::from(n == 2);
-        return n as u32;
-    }
-    if n == NIB_MAX {
-        big.insert(b, NIB_MAX as u32 + 1);
-        nib_set(bytes, off, NIB_BIG);
-        return NIB_MAX as u32;
-    }
-    let c = big.entry(b).or_insert(NIB_MAX as u32 + 1);
-    let before = *c;
-    *c = c.saturating_add(1);
-    before
 }
 
 /// One more reference to `b`, whose byte is `x`: the new byte and the
@@ -578,6 +608,31 @@ mod tests {
             rc.nr_overflow(),
             want.iter().filter(|&&w| w >= 3).count() as u64
         );
+    }
+
+    /// A chunk of half-bytes, counted in batches past twelve, widens to
+    /// bytes and keeps every count.
+    #[test]
+    fn half_bytes_widen() {
+        let mut rc = RefCounts::new(2 * CHUNK as u64).unwrap();
+        let blocks: Vec<u64> = (0..3000u64).map(|k| (k * 5) % CHUNK as u64).collect();
+        rc.inc_all(&blocks);
+        assert!(matches!(
+            rc.chunk(0),
+            Some(ChunkView::Dense(DenseView::Nibbles(_)))
+        ));
+        for round in 2..=20 {
+            rc.inc_all(&blocks[..100]);
+            assert_eq!(rc.get(blocks[0]), Some(round));
+        }
+        assert!(matches!(
+            rc.chunk(0),
+            Some(ChunkView::Dense(DenseView::Bytes(_)))
+        ));
+        assert_eq!(rc.get(blocks[99]), Some(20));
+        assert_eq!(rc.get(blocks[100]), Some(1));
+        assert_eq!(rc.get(1), Some(0));
+        assert_eq!(rc.nr_overflow(), 100);
     }
 
     /// Memory follows the blocks counted: one block in each of the 263,000
