@@ -55,8 +55,12 @@ def main():
     ap.add_argument("--pdt", default=os.path.join(ROOT, "target/release/pdt"))
     ap.add_argument("--before", help="an earlier pdt build, timed in the same run"
                     " (adds its time and the ratio pdt / before)")
+    ap.add_argument("--upstream", help="the upstream 1.x pdata_tools, timed in the same run")
+    ap.add_argument("--nr-data-blocks", type=int, default=0,
+                    help="spread the data blocks over a data device this large")
     ap.add_argument("--tools", nargs="+",
-                    default=["thin_check", "thin_dump", "thin_restore", "thin_repair"])
+                    default=["thin_check", "thin_dump", "thin_restore", "thin_repair"],
+                    help="also thin_ls, thin_rmap, thin_delta")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each run")
     ap.add_argument("--keep", help="keep the images in this directory")
     a = ap.parse_args()
@@ -68,6 +72,8 @@ def main():
             f" {'debian MB':>10} {'pdt MB':>7}")
     if a.before:
         head += f" {'before s':>9} {'/before':>8} {'before MB':>10}"
+    if a.upstream:
+        head += f" {'1.x s':>8} {'1.x MB':>7}"
     print(head)
     try:
         for n in a.mappings:
@@ -78,17 +84,20 @@ def main():
 
 
 def bench(a, work, n):
-    xml = os.path.join(work, f"pool-{n}.xml")
-    img = os.path.join(work, f"pool-{n}.md")
+    tag = f"{n}-{a.nr_data_blocks}" if a.nr_data_blocks else f"{n}"
+    xml = os.path.join(work, f"pool-{tag}.xml")
+    img = os.path.join(work, f"pool-{tag}.md")
     out = os.path.join(work, "out.md")
     dump = os.path.join(work, "dump.xml")
     # Metadata takes about 33 bytes per mapping here; leave room.
-    size = max(64 << 20, n * 128)
+    # and for the data space map: 4 KiB per 16,320 data blocks.
+    size = max(64 << 20, n * 128) + a.nr_data_blocks // 16320 * 4096 * 5 // 4
     if not os.path.exists(img):
         with open(xml, "w") as f:
             subprocess.run([sys.executable, os.path.join(ROOT, "scripts/gen-thin-xml.py"),
                             "--mappings", str(n), "--devices", str(a.devices),
-                            "--seed", str(a.seed)], stdout=f, check=True)
+                            "--seed", str(a.seed), "--nr-data-blocks", str(a.nr_data_blocks)],
+                           stdout=f, check=True)
         fresh(img, size)
         subprocess.run(["/usr/sbin/thin_restore", "-q", "-i", xml, "-o", img], check=True)
     cmds = {
@@ -96,12 +105,17 @@ def bench(a, work, n):
         "thin_dump": lambda t: [t, img, "-o", dump],
         "thin_restore": lambda t: [t, "-q", "-i", xml, "-o", out],
         "thin_repair": lambda t: [t, "-i", img, "-o", out],
+        "thin_ls": lambda t: [t, img],
+        "thin_rmap": lambda t: [t, "--region", "0..1099511627776", img],
+        "thin_delta": lambda t: [t, "--snap1", "0", "--snap2", "1", img],
     }
     for tool in a.tools:
         best = {}
         who_exe = [("debian", [f"/usr/sbin/{tool}"]), ("pdt", [a.pdt, tool])]
         if a.before:
             who_exe.append(("before", [a.before, tool]))
+        if a.upstream:
+            who_exe.append(("upstream", [a.upstream, tool]))
         for who, exe in who_exe:
             walls, rss = [], 0
             for _ in range(a.runs):
@@ -117,6 +131,9 @@ def bench(a, work, n):
         if a.before:
             bw, br = best["before"]
             line += f" {bw:>9.3f} {pw / bw:>8.3f} {br / 1024:>10.1f}"
+        if a.upstream:
+            uw, ur = best["upstream"]
+            line += f" {uw:>8.3f} {ur / 1024:>7.1f}"
         print(line, flush=True)
 
 

@@ -7,6 +7,7 @@ overwrite --overwrite of them with new blocks at a later time, as a pool with
 snapshots in service looks. Deterministic for a given --seed.
 
     scripts/gen-thin-xml.py --mappings 1000000 --devices 32 --seed 1 > pool.xml
+    scripts/gen-thin-xml.py --mappings 300000 --nr-data-blocks 4294967296 > huge-data.xml
 """
 import argparse
 import random
@@ -22,6 +23,9 @@ def main():
     ap.add_argument("--run-length", type=float, default=4.0, help="mean run of consecutive blocks")
     ap.add_argument("--data-block-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--nr-data-blocks", type=int, default=0,
+                    help="a larger data device: the data blocks used are spread evenly over it"
+                    " (every mapping then a single one, in its own space-map bitmap)")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     per_dev = max(1, a.mappings // a.devices)
@@ -72,6 +76,13 @@ def main():
             devices.append((dev, time, 0, m))
 
     nr_data = next_data + next_data // 4 + 1024
+    stride = 1
+    if a.nr_data_blocks > nr_data:
+        stride = a.nr_data_blocks // max(1, next_data)
+        nr_data = a.nr_data_blocks
+        for _, _, _, m in devices:
+            for k, (d, t) in m.items():
+                m[k] = (d * stride, t)
     out = sys.stdout
     w = out.write
     w(f'<superblock uuid="" time="{time}" transaction="{a.devices}" flags="0" version="2" '
@@ -82,7 +93,8 @@ def main():
         run = None
         for k in sorted(m):
             d, t = m[k]
-            if run and k == run[0] + run[2] and d == run[1] + run[2] and t == run[3]:
+            if run and k == run[0] + run[2] and d == run[1] + stride * run[2] and t == run[3] \
+                    and stride == 1:
                 run[2] += 1
                 continue
             if run:

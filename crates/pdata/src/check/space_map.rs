@@ -8,8 +8,9 @@ use super::walk::{Client, EngineBlock, TreeKind, Walker};
 use super::{RefCounts, OVERFLOW_SEEN};
 use crate::block_manager::le64;
 use crate::checksum::{verify, SALT_BITMAP, SALT_INDEX};
+use crate::space_map::counts::{sparse_entry, ChunkView};
 use crate::space_map::format::{
-    bitmap_get, nr_bitmaps, unpack_metadata_index, IndexEntry, BITMAP_BLOCKNR_OFFSET,
+    bitmap_get, entry_pair, nr_bitmaps, unpack_metadata_index, IndexEntry, BITMAP_BLOCKNR_OFFSET,
     BITMAP_HEADER_SIZE, ENTRIES_PER_BITMAP, INDEX_BLOCKNR_OFFSET, MAX_METADATA_BITMAPS,
 };
 use crate::Block;
@@ -211,7 +212,8 @@ pub fn compare<C: Client>(
             let counts = if r.map == Map::Metadata { meta } else { data };
             let base = r.index * ENTRIES_PER_BITMAP;
             let n = nr_blocks[m].saturating_sub(base).min(ENTRIES_PER_BITMAP) as usize;
-            let (in_use, leaks) = compare_bitmap(counts, report, section, r.map, b, base, n);
+            let (in_use, leaks) =
+                compare_bitmap(counts, report, section, r.map, b, r.index, base, n);
             tally.in_use[m] += in_use;
             tally.leaks[m] += leaks;
             if leaks > 0 {
@@ -248,43 +250,70 @@ fn encode8(x: u64) -> u64 {
     ((v & 0x5555) << 1) | ((v >> 1) & 0x5555)
 }
 
-/// Compares bitmap `b` (blocks base..base+n) with `counts`; returns the
-/// blocks in use according to the bitmap, and the leaks.
+/// 64-bit words of a bitmap's entries.
+const WORDS: usize = ENTRIES_PER_BITMAP as usize / 32;
+
+/// Compares bitmap `b` (blocks base..base+n, bitmap number `index`) with
+/// `counts`; returns the blocks in use according to the bitmap, and the
+/// leaks. Whole words that match what the counts give are passed at once;
+/// a word that differs, or holds a 3 whose overflow entry was not seen, is
+/// compared entry by entry.
+#[allow(clippy::too_many_arguments)]
 fn compare_bitmap<S: Section>(
     counts: &RefCounts,
     report: &mut Problems<S>,
     section: S,
     map: Map,
     b: &Block,
+    index: u64,
     base: u64,
     n: usize,
 ) -> (u64, u64) {
-    let bytes = counts.bytes();
+    let chunk = counts.chunk(index);
+    // For a sparse chunk: the words its entries give, and which words
+    // hold a count of 3 or more not yet matched with an overflow entry.
+    let mut sparse_words = [0u64; WORDS];
+    let mut unseen_threes = [false; WORDS];
+    // For a dense chunk: its counts, a byte each.
+    let mut dense = [0u8; ENTRIES_PER_BITMAP as usize];
+    if let Some(ChunkView::Dense(d)) = chunk {
+        d.expand(&mut dense);
+    }
+    if let Some(ChunkView::Sparse(list)) = chunk {
+        for &e in list {
+            let (off, x) = sparse_entry(e);
+            sparse_words[off / 32] |= entry_pair(u32::from(x)) << (2 * (off % 32));
+            unseen_threes[off / 32] |= x >= 3 && x != OVERFLOW_SEEN;
+        }
+    }
     let mut in_use = 0;
     let mut leaks = 0;
     for j in 0..n.div_ceil(32) {
         let word = le64(b, BITMAP_HEADER_SIZE + 8 * j);
-        let first = base as usize + 32 * j;
+        let first = base + 32 * j as u64;
         let width = (n - 32 * j).min(32);
         if width == 32 {
-            if let Some(c) = bytes.get(first..first + 32) {
-                let lane = |i: usize| le64(c, 8 * i);
-                let expected = encode8(lane(0))
-                    | (encode8(lane(1)) << 16)
-                    | (encode8(lane(2)) << 32)
-                    | (encode8(lane(3)) << 48);
-                if expected == word {
-                    in_use += ((word | (word >> 1)) & LOW_PAIR_BITS).count_ones() as u64;
+            let matches = match chunk {
+                None => word == 0,
+                Some(ChunkView::Sparse(_)) => sparse_words[j] == word && !unseen_threes[j],
+                Some(ChunkView::Dense(_)) => {
+                    let c = &dense[32 * j..32 * j + 32];
+                    let lane = |i: usize| le64(c, 8 * i);
+                    let expected = encode8(lane(0))
+                        | (encode8(lane(1)) << 16)
+                        | (encode8(lane(2)) << 32)
+                        | (encode8(lane(3)) << 48);
                     let threes = word & (word >> 1) & LOW_PAIR_BITS;
-                    if threes == 0 || bits(threes).all(|e| c[e] == OVERFLOW_SEEN) {
-                        continue;
-                    }
-                    in_use -= ((word | (word >> 1)) & LOW_PAIR_BITS).count_ones() as u64;
+                    expected == word && bits(threes).all(|e| c[e] == OVERFLOW_SEEN)
                 }
+            };
+            if matches {
+                in_use += ((word | (word >> 1)) & LOW_PAIR_BITS).count_ones() as u64;
+                continue;
             }
         }
         for e in 0..width {
-            let block = (first + e) as u64;
+            let block = first + e as u64;
             let actual = bitmap_get(b, (32 * j + e) as u64);
             in_use += u64::from(actual != 0);
             leaks += u64::from(compare_entry(counts, report, section, map, block, actual));

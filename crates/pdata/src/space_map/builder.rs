@@ -2,7 +2,7 @@
 //! known in advance: the data map from [`RefCounts`], the metadata map of a
 //! device filled sequentially (every block below some location in use once).
 
-use super::counts::RefCounts;
+use super::counts::{sparse_entry, ChunkView, RefCounts};
 use super::format::*;
 use crate::block_manager::{put_le64, Validator};
 use crate::btree::builder::nodes_for;
@@ -13,13 +13,6 @@ use crate::{Block, Result, BLOCK_SIZE};
 
 /// Value size of the overflow trees (le32 counts).
 const OVERFLOW_VALUE_SIZE: usize = 4;
-
-/// The 2-bit pattern of `count` (at most 3) in the low pair of a word.
-#[inline]
-fn pair(count: u32) -> u64 {
-    let c = count.min(OVERFLOW_MARK) as u64;
-    ((c & 1) << 1) | (c >> 1)
-}
 
 const BYTE_LOW: u64 = 0x0101_0101_0101_0101;
 
@@ -59,6 +52,9 @@ impl Eight {
     }
 }
 
+/// 64-bit words of a bitmap's entries.
+const WORDS_PER_BITMAP: usize = ENTRIES_PER_BITMAP as usize / 32;
+
 /// Index-entry hints for a bitmap: (nr_free, none_free_before).
 fn hints(used: u32, first_free: u32) -> (u32, u32) {
     (ENTRIES_PER_BITMAP as u32 - used, first_free)
@@ -71,12 +67,34 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
     let mut overflow = TreeBuilder::new(OVERFLOW_VALUE_SIZE);
     let mut big: Vec<(u64, u32)> = Vec::new();
     let mut nr_allocated = 0;
+    // A dense chunk's counts, a byte each.
+    let mut bytes = vec![0u8; ENTRIES_PER_BITMAP as usize].into_boxed_slice();
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
         let (loc, block) = w.alloc()?;
         let (mut used, mut first_free) = (0u32, None);
-        if let Some(chunk) = counts.chunk(i) {
-            for (wi, group) in chunk.chunks_exact(32).enumerate() {
+        if let Some(ChunkView::Sparse(list)) = counts.chunk(i) {
+            // Few blocks counted: only their words are written.
+            let mut words = [0u64; WORDS_PER_BITMAP];
+            for (k, &e) in list.iter().enumerate() {
+                let (off, x) = sparse_entry(e);
+                let b = base + off as u64;
+                let count = counts.resolve(b, x);
+                words[off / 32] |= entry_pair(count) << (2 * (off % 32));
+                if first_free.is_none() && off != k {
+                    first_free = Some(k as u32);
+                }
+                if count >= 3 {
+                    big.push((b, count));
+                }
+            }
+            used = list.len() as u32;
+            for (wi, &word) in words.iter().enumerate().filter(|(_, &w)| w != 0) {
+                put_le64(block, BITMAP_HEADER_SIZE + 8 * wi, word);
+            }
+        } else if let Some(ChunkView::Dense(dense)) = counts.chunk(i) {
+            dense.expand(&mut bytes[..]);
+            for (wi, group) in bytes.chunks_exact(32).enumerate() {
                 let mut word = 0u64;
                 for (k, eight) in group.chunks_exact(8).enumerate() {
                     let at = wi * 32 + k * 8;
@@ -200,7 +218,7 @@ impl MetadataSmLayout {
 
 /// Sets the first `n` entries of a bitmap to a count of 1.
 fn fill_ones(bitmap: &mut Block, n: usize) {
-    let ones = pair(1) * 0x5555_5555_5555_5555;
+    let ones = entry_pair(1) * 0x5555_5555_5555_5555;
     for wi in 0..n / 32 {
         put_le64(bitmap, BITMAP_HEADER_SIZE + 8 * wi, ones);
     }
@@ -238,7 +256,7 @@ mod tests {
             let e = Eight::new(&bytes);
             let mut pairs = 0;
             for (j, &c) in bytes.iter().enumerate() {
-                pairs |= pair(u32::from(c)) << (2 * j);
+                pairs |= entry_pair(u32::from(c)) << (2 * j);
                 assert_eq!((e.nonzero >> (8 * j)) & 1, u64::from(c != 0));
                 assert_eq!((e.big >> (8 * j)) & 1, u64::from(c >= 3));
             }
@@ -292,12 +310,19 @@ mod tests {
             counts.inc_range(ENTRIES_PER_BITMAP + 7, 2).unwrap();
         }
         counts.inc_range(nr - 1, 1).unwrap();
+        // Bitmap 1 also has enough counts to be held densely.
+        counts.inc_range(ENTRIES_PER_BITMAP + 100, 2000).unwrap();
+        // Counts past a dense chunk's half-byte, before and after it turned dense.
+        for _ in 0..20 {
+            counts.inc_range(ENTRIES_PER_BITMAP + 50, 1).unwrap();
+            counts.inc_range(ENTRIES_PER_BITMAP + 7, 1).unwrap();
+        }
         let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64));
         let mut w = BatchWriter::new(dev.clone(), 1, 64, 4);
         let root = write_disk_sm(&mut w, &counts).unwrap();
         w.flush_batch().unwrap();
         assert_eq!(w.next_location() - 1, disk_sm_blocks(&counts));
-        assert_eq!(root.nr_allocated, 8);
+        assert_eq!(root.nr_allocated, 2009);
         let layout_dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(ENTRIES_PER_BITMAP + 10));
         let mut mw = BatchWriter::new(layout_dev.clone(), 1, ENTRIES_PER_BITMAP + 10, 4);
         let layout = MetadataSmLayout::reserve(&mut mw, ENTRIES_PER_BITMAP + 10).unwrap();

@@ -1,17 +1,25 @@
 //! Reference counts kept in memory: by the checkers (counts recomputed
 //! from the references found) and by the bulk builders (counts of a space
-//! map about to be written). One byte per block, larger counts in a side
-//! map. The bytes are allocated zeroed, so the pages of blocks never
-//! counted cost no memory; the allocation is rounded up to whole bitmaps so
-//! a bitmap's counts are always one full slice.
+//! map about to be written).
+//!
+//! Memory follows the blocks counted, not the size of the device: the
+//! blocks are grouped as the space map's bitmaps group them (16,320 a
+//! chunk), a chunk with no count costs four bytes, a chunk with few counts
+//! keeps them as a sorted list (four bytes each), and only a chunk with
+//! many becomes dense: half a byte per block, or a byte once one of its
+//! counts passes 12 (blocks shared by many snapshots). A 2^32-block data device with 300,000
+//! scattered mappings then needs about 10 MB where a flat byte array
+//! touched a page per mapping (1 GB).
+//!
+//! A count's byte: 0..=253 the count, 254 a count in the side map `big`,
+//! 255 [`OVERFLOW_SEEN`].
 
 use super::format::ENTRIES_PER_BITMAP;
 use crate::{Error, Result};
 use rustc_hash::FxHashMap;
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 
 /// Blocks per bitmap: the unit of [`RefCounts::chunk`].
-const CHUNK: usize = ENTRIES_PER_BITMAP as usize;
+pub const CHUNK: usize = ENTRIES_PER_BITMAP as usize;
 /// Largest count held in the byte itself.
 const MAX_SMALL: u8 = 253;
 /// The count is in `big`.
@@ -20,34 +28,146 @@ const BIG: u8 = 254;
 /// [`RefCounts::mark_overflow`]); the count was at least 3.
 pub const OVERFLOW_SEEN: u8 = 255;
 const _: () = assert!(MAX_SMALL < BIG && BIG < OVERFLOW_SEEN && MAX_SMALL >= 3);
+/// Entries of a sparse chunk before it turns dense: a quarter of a dense
+/// chunk's bytes, and short enough that an insertion's move stays cheap.
+const SPARSE_MAX: usize = 1024;
+const _: () = assert!(SPARSE_MAX * 4 <= CHUNK / 2 && CHUNK < 1 << 24);
+
+/// A dense chunk's half-byte: 0..NIB_MAX the count, NIB_SEEN
+/// [`OVERFLOW_SEEN`]; a count reaching NIB_MAX widens the chunk to bytes.
+const NIB_MAX: u8 = 12;
+const NIB_SEEN: u8 = 15;
+/// Bytes of a dense chunk.
+const DENSE_BYTES: usize = CHUNK / 2;
+const _: () = assert!(CHUNK.is_multiple_of(2) && NIB_MAX >= 3);
+/// The byte (as a sparse entry or [`ChunkView`] has it) of each half-byte.
+const NIB_BYTE: [u8; 16] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    BIG,
+    BIG,
+    OVERFLOW_SEEN,
+];
+
+#[inline]
+fn nib_get(bytes: &[u8], off: usize) -> u8 {
+    (bytes[off / 2] >> (4 * (off & 1))) & 15
+}
+
+#[inline]
+fn nib_set(bytes: &mut [u8], off: usize, v: u8) {
+    let shift = 4 * (off & 1);
+    let b = &mut bytes[off / 2];
+    *b = (*b & !(15 << shift)) | (v << shift);
+}
+
+/// The counts of one chunk.
+enum Chunk {
+    /// A single block counted (as in `Sparse`): no allocation.
+    One(u32),
+    /// `(offset << 8) | byte`, sorted by offset, no zero byte.
+    Sparse(Vec<u32>),
+    /// Half a byte per block, counts below [`NIB_MAX`].
+    Dense(Box<[u8]>),
+    /// A byte per block.
+    Wide(Box<[u8]>),
+}
+
+/// The bytes of a dense chunk's half-bytes.
+fn widen(nibbles: &[u8]) -> Box<[u8]> {
+    let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+    DenseView::Nibbles(nibbles).expand(&mut bytes);
+    bytes
+}
+
+/// A dense chunk's counts.
+#[derive(Clone, Copy)]
+pub enum DenseView<'a> {
+    Nibbles(&'a [u8]),
+    Bytes(&'a [u8]),
+}
+
+impl DenseView<'_> {
+    /// The byte of block `off` of the chunk (0..=253 the count, 254 see
+    /// [`RefCounts::resolve`], 255 [`OVERFLOW_SEEN`]).
+    #[inline]
+    pub fn byte(&self, off: usize) -> u8 {
+        match self {
+            DenseView::Nibbles(n) => NIB_BYTE[nib_get(n, off) as usize],
+            DenseView::Bytes(b) => b[off],
+        }
+    }
+
+    /// Every block's byte, into `out` ([`CHUNK`] of them).
+    pub fn expand(&self, out: &mut [u8]) {
+        match self {
+            DenseView::Nibbles(n) => {
+                for (pair, &x) in out.chunks_exact_mut(2).zip(n.iter()) {
+                    pair[0] = NIB_BYTE[(x & 15) as usize];
+                    pair[1] = NIB_BYTE[(x >> 4) as usize];
+                }
+            }
+            DenseView::Bytes(b) => out[..CHUNK].copy_from_slice(b),
+        }
+    }
+}
+
+/// A chunk's counts, as [`RefCounts::chunk`] gives them. Bytes of 3 and
+/// more are resolved with [`RefCounts::resolve`].
+#[derive(Clone, Copy)]
+pub enum ChunkView<'a> {
+    /// `(offset << 8) | byte` for each block counted, by offset.
+    Sparse(&'a [u32]),
+    /// Every block of the chunk (zero past the end).
+    Dense(DenseView<'a>),
+}
+
+/// The offset and the byte of a sparse entry.
+#[inline]
+pub fn sparse_entry(e: u32) -> (usize, u8) {
+    ((e >> 8) as usize, e as u8)
+}
 
 pub struct RefCounts {
-    bytes: ZeroedBytes,
-    /// Blocks counted (`bytes` is longer: rounded up to whole bitmaps).
     nr_blocks: u64,
+    /// Per chunk, 0 when nothing is counted, else 1 + its index in
+    /// `chunks`; grown on demand up to the highest chunk counted.
+    slots: Vec<u32>,
+    chunks: Vec<Chunk>,
     big: FxHashMap<u64, u32>,
     /// Blocks whose count reached 3 (the overflow tree's entries).
     nr_overflow: u64,
+    /// Chunks held densely.
+    nr_dense: u64,
 }
 
 impl RefCounts {
-    /// Counts for blocks `0..nr_blocks`, all zero; an error if the memory
-    /// cannot be had.
+    /// Counts for blocks `0..nr_blocks`, all zero; an error if there are
+    /// more blocks than it can index.
     pub fn new(nr_blocks: u64) -> Result<Self> {
-        let no_memory = || {
-            Error::invalid(format!(
-                "not enough memory to count references to {nr_blocks} blocks"
-            ))
-        };
-        let len = usize::try_from(nr_blocks)
-            .ok()
-            .and_then(|n| n.checked_next_multiple_of(CHUNK))
-            .ok_or_else(no_memory)?;
+        if nr_blocks.div_ceil(CHUNK as u64) >= u64::from(u32::MAX) {
+            return Err(Error::invalid(format!(
+                "cannot count references to {nr_blocks} blocks"
+            )));
+        }
         Ok(RefCounts {
-            bytes: ZeroedBytes::new(len).ok_or_else(no_memory)?,
             nr_blocks,
+            slots: Vec::new(),
+            chunks: Vec::new(),
             big: FxHashMap::default(),
             nr_overflow: 0,
+            nr_dense: 0,
         })
     }
 
@@ -58,30 +178,147 @@ impl RefCounts {
     /// Adds one reference to `b` (< nr_blocks) and returns the count before.
     #[inline]
     pub fn inc(&mut self, b: u64) -> u32 {
-        let i = b as usize;
-        let x = self.bytes.as_slice()[i];
-        if x < MAX_SMALL {
-            self.bytes.as_mut_slice()[i] = x + 1;
-            self.nr_overflow += u64::from(x == 2);
-            return x as u32;
+        debug_assert!(b < self.nr_blocks);
+        let (c, off) = ((b / CHUNK as u64) as usize, (b % CHUNK as u64) as usize);
+        let slot = self.slots.get(c).copied().unwrap_or(0);
+        if slot == 0 {
+            return self.inc_new_chunk(c, off, b);
         }
-        self.inc_big(b, x)
+        let (big, nr_overflow, nr_dense) =
+            (&mut self.big, &mut self.nr_overflow, &mut self.nr_dense);
+        let chunk = &mut self.chunks[slot as usize - 1];
+        let key = (off as u32) << 8;
+        if let Chunk::One(e) = *chunk {
+            if e & !0xFF != key {
+                *chunk = Chunk::Sparse(vec![e]);
+            }
+        }
+        if let Chunk::Dense(nibbles) = chunk {
+            if nib_get(nibbles, off) >= NIB_MAX {
+                *chunk = Chunk::Wide(widen(nibbles));
+            }
+        }
+        match chunk {
+            Chunk::Dense(nibbles) => {
+                let n = nib_get(nibbles, off);
+                nib_set(nibbles, off, n + 1);
+                *nr_overflow += u64::from(n == 2);
+                n as u32
+            }
+            Chunk::Wide(bytes) => {
+                let (y, before) = bump(big, nr_overflow, b, bytes[off]);
+                bytes[off] = y;
+                before
+            }
+            Chunk::One(e) => {
+                let (y, before) = bump(big, nr_overflow, b, *e as u8);
+                *e = key | y as u32;
+                before
+            }
+            Chunk::Sparse(list) => match list.binary_search_by_key(&key, |e| e & !0xFF) {
+                Ok(i) => {
+                    let (y, before) = bump(big, nr_overflow, b, list[i] as u8);
+                    list[i] = key | y as u32;
+                    before
+                }
+                Err(i) if list.len() < SPARSE_MAX => {
+                    list.insert(i, key | 1);
+                    0
+                }
+                Err(_) => {
+                    *chunk = if list.iter().all(|&e| (e as u8) < NIB_MAX) {
+                        let mut nibbles = vec![0u8; DENSE_BYTES].into_boxed_slice();
+                        for &e in list.iter() {
+                            let (o, x) = sparse_entry(e);
+                            nib_set(&mut nibbles, o, x);
+                        }
+                        nib_set(&mut nibbles, off, 1);
+                        Chunk::Dense(nibbles)
+                    } else {
+                        let mut bytes = vec![0u8; CHUNK].into_boxed_slice();
+                        for &e in list.iter() {
+                            let (o, x) = sparse_entry(e);
+                            bytes[o] = x;
+                        }
+                        bytes[off] = 1;
+                        Chunk::Wide(bytes)
+                    };
+                    *nr_dense += 1;
+                    0
+                }
+            },
+        }
+    }
+
+    /// [`Self::inc`] for each of `blocks` (each < nr_blocks), faster where
+    /// neighbours fall in the same dense chunk, as a leaf's mappings do.
+    pub fn inc_all(&mut self, blocks: &[u64]) {
+        let mut i = 0;
+        while i < blocks.len() {
+            let c = blocks[i] / CHUNK as u64;
+            let slot = self.slots.get(c as usize).copied().unwrap_or(0) as usize;
+            let base = c * CHUNK as u64;
+            let in_chunk = |i: usize| {
+                blocks.get(i).and_then(|&b| {
+                    let off = b.wrapping_sub(base);
+                    (off < CHUNK as u64).then_some(off as usize)
+                })
+            };
+            match slot.checked_sub(1).map(|s| &mut self.chunks[s]) {
+                Some(Chunk::Dense(nibbles)) => {
+                    while let Some(off) = in_chunk(i) {
+                        let shift = 4 * (off & 1);
+                        let x = (nibbles[off / 2] >> shift) & 15;
+                        if x + 1 >= NIB_MAX {
+                            break;
+                        }
+                        nibbles[off / 2] += 1 << shift;
+                        self.nr_overflow += u64::from(x == 2);
+                        i += 1;
+                    }
+                }
+                Some(Chunk::Wide(bytes)) => {
+                    while let Some(off) = in_chunk(i) {
+                        let x = bytes[off];
+                        if x >= MAX_SMALL {
+                            break;
+                        }
+                        bytes[off] = x + 1;
+                        self.nr_overflow += u64::from(x == 2);
+                        i += 1;
+                    }
+                }
+                _ => {}
+            }
+            // The rest of the chunk's blocks, or a block the fast paths
+            // leave to the general one.
+            if i < blocks.len() && in_chunk(i).is_some() || slot == 0 {
+                self.inc(blocks[i]);
+                i += 1;
+            }
+        }
     }
 
     #[cold]
-    fn inc_big(&mut self, b: u64, x: u8) -> u32 {
-        match x {
-            MAX_SMALL => {
-                self.bytes.as_mut_slice()[b as usize] = BIG;
-                self.big.insert(b, MAX_SMALL as u32 + 1);
-                MAX_SMALL as u32
-            }
-            _ => {
-                let c = self.big.entry(b).or_insert(MAX_SMALL as u32 + 1);
-                *c += 1;
-                *c - 1
-            }
+    fn inc_new_chunk(&mut self, c: usize, off: usize, b: u64) -> u32 {
+        if b >= self.nr_blocks {
+            return 0;
         }
+        if self.slots.len() <= c {
+            self.slots.resize(c + 1, 0);
+        }
+        // Where most chunks filled up, the next will too: start it dense
+        // rather than pay for the sorted list first.
+        if self.nr_dense * 2 > self.chunks.len() as u64 {
+            let mut bytes = vec![0u8; DENSE_BYTES].into_boxed_slice();
+            nib_set(&mut bytes, off, 1);
+            self.chunks.push(Chunk::Dense(bytes));
+            self.nr_dense += 1;
+        } else {
+            self.chunks.push(Chunk::One(((off as u32) << 8) | 1));
+        }
+        self.slots[c] = self.chunks.len() as u32;
+        0
     }
 
     /// Adds one to the counts of blocks `begin..begin + len`.
@@ -97,29 +334,47 @@ impl RefCounts {
                 ))
             })?;
         for b in begin..end {
-            let x = self.bytes.as_slice()[b as usize];
-            if x >= BIG {
-                let c = self.big.entry(b).or_insert(MAX_SMALL as u32 + 1);
-                *c = c.checked_add(1).ok_or_else(|| {
-                    Error::invalid(format!("block {b}: reference count overflows"))
-                })?;
-            } else {
-                self.inc(b);
+            if self.inc(b) == u32::MAX {
+                return Err(Error::invalid(format!(
+                    "block {b}: reference count overflows"
+                )));
             }
         }
         Ok(())
     }
 
+    /// The byte of `b` (0 when nothing is counted or past the end).
+    fn byte(&self, b: u64) -> u8 {
+        let (c, off) = ((b / CHUNK as u64) as usize, (b % CHUNK as u64) as usize);
+        match self.slots.get(c).copied().unwrap_or(0) {
+            0 => 0,
+            s => match &self.chunks[s as usize - 1] {
+                Chunk::Dense(nibbles) => NIB_BYTE[nib_get(nibbles, off) as usize],
+                Chunk::Wide(bytes) => bytes[off],
+                Chunk::One(e) => {
+                    if e >> 8 == off as u32 {
+                        *e as u8
+                    } else {
+                        0
+                    }
+                }
+                Chunk::Sparse(list) => list
+                    .binary_search_by_key(&((off as u32) << 8), |e| e & !0xFF)
+                    .map_or(0, |i| list[i] as u8),
+            },
+        }
+    }
+
     /// The count of `b`, or None where only "at least 3" is kept
     /// ([`OVERFLOW_SEEN`]). Blocks past the end count 0.
     pub fn get(&self, b: u64) -> Option<u32> {
-        match self.bytes().get(b as usize).copied().unwrap_or(0) {
+        match self.byte(b) {
             OVERFLOW_SEEN => None,
             x => Some(self.resolve(b, x)),
         }
     }
 
-    /// The count a byte of [`Self::chunk`] or [`Self::bytes`] stands for.
+    /// The count a byte of [`Self::chunk`] stands for.
     pub fn resolve(&self, b: u64, x: u8) -> u32 {
         match x {
             BIG => self.big.get(&b).copied().unwrap_or(0),
@@ -130,81 +385,114 @@ impl RefCounts {
     /// Notes that the space map's overflow tree holds an entry for `b`,
     /// whose count (at least 3) has been compared already.
     pub fn mark_overflow(&mut self, b: u64) {
-        if let Some(x) = self.bytes.as_mut_slice()[..self.nr_blocks as usize].get_mut(b as usize) {
-            *x = OVERFLOW_SEEN;
+        if b >= self.nr_blocks {
+            return;
+        }
+        let (c, off) = ((b / CHUNK as u64) as usize, (b % CHUNK as u64) as usize);
+        let Some(s) = self.slots.get(c).copied().filter(|&s| s != 0) else {
+            return;
+        };
+        match &mut self.chunks[s as usize - 1] {
+            Chunk::Dense(nibbles) => nib_set(nibbles, off, NIB_SEEN),
+            Chunk::Wide(bytes) => bytes[off] = OVERFLOW_SEEN,
+            Chunk::One(e) => {
+                if *e >> 8 == off as u32 {
+                    *e |= OVERFLOW_SEEN as u32;
+                }
+            }
+            Chunk::Sparse(list) => {
+                let key = (off as u32) << 8;
+                if let Ok(i) = list.binary_search_by_key(&key, |e| e & !0xFF) {
+                    list[i] = key | OVERFLOW_SEEN as u32;
+                }
+            }
         }
     }
 
-    /// The raw bytes of blocks `0..nr_blocks`: 0..=253 the count, 254 a
-    /// count in the map, 255 see [`OVERFLOW_SEEN`].
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes.as_slice()[..self.nr_blocks as usize]
+    /// The counts of bitmap `i`'s blocks, or None when all are zero.
+    pub fn chunk(&self, i: u64) -> Option<ChunkView<'_>> {
+        let s = *self.slots.get(usize::try_from(i).ok()?)?;
+        match self.chunks.get((s as usize).checked_sub(1)?)? {
+            Chunk::Dense(nibbles) => Some(ChunkView::Dense(DenseView::Nibbles(nibbles))),
+            Chunk::Wide(bytes) => Some(ChunkView::Dense(DenseView::Bytes(bytes))),
+            Chunk::One(e) => Some(ChunkView::Sparse(std::slice::from_ref(e))),
+            Chunk::Sparse(list) => Some(ChunkView::Sparse(list)),
+        }
     }
 
-    /// The bytes of bitmap `i`'s blocks (a whole bitmap's worth, zero past
-    /// the end), or None when all are zero. Bytes of 3 and more are resolved
-    /// with [`Self::resolve`].
-    pub fn chunk(&self, i: u64) -> Option<&[u8]> {
-        let first = usize::try_from(i).ok()?.checked_mul(CHUNK)?;
-        if first as u64 >= self.nr_blocks {
-            return None;
+    /// The first block of `r` with a count other than zero; chunks with
+    /// nothing counted are passed whole.
+    pub fn first_counted_in(&self, r: std::ops::Range<u64>) -> Option<u64> {
+        let end = r.end.min(self.nr_blocks);
+        let mut b = r.start;
+        while b < end {
+            let base = b / CHUNK as u64 * CHUNK as u64;
+            let stop = (base + CHUNK as u64).min(end);
+            let (from, to) = ((b - base) as usize, (stop - base) as usize);
+            let found = match self.chunk(b / CHUNK as u64) {
+                None => None,
+                Some(ChunkView::Dense(d)) => (from..to).position(|o| d.byte(o) != 0),
+                Some(ChunkView::Sparse(list)) => {
+                    let i = list.partition_point(|&e| sparse_entry(e).0 < from);
+                    let off = list.get(i).map(|&e| sparse_entry(e).0);
+                    off.filter(|&o| o < to).map(|o| o - from)
+                }
+            };
+            if let Some(i) = found {
+                return Some(b + i as u64);
+            }
+            b = stop;
         }
-        let c = &self.bytes.as_slice()[first..first + CHUNK];
-        c.iter().any(|&x| x != 0).then_some(c)
+        None
     }
 
     /// Number of blocks with a count of 3 or more (the overflow tree's entries).
     pub fn nr_overflow(&self) -> u64 {
         self.nr_overflow
     }
+
+    /// Heap bytes held, roughly (for tests and reports).
+    pub fn heap_bytes(&self) -> usize {
+        let chunks: usize = self
+            .chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::One(_) => 0,
+                Chunk::Sparse(l) => 4 * l.capacity(),
+                Chunk::Dense(b) | Chunk::Wide(b) => b.len(),
+            })
+            .sum();
+        4 * self.slots.capacity()
+            + std::mem::size_of::<Chunk>() * self.chunks.capacity()
+            + chunks
+            + 16 * self.big.capacity()
+    }
 }
 
-/// A zero-filled byte array from `alloc_zeroed`, whose untouched pages the
-/// kernel never backs (a `Vec` would write the zeros).
-struct ZeroedBytes {
-    ptr: *mut u8,
-    len: usize,
+/// One more reference to `b`, whose byte is `x`: the new byte and the
+/// count before.
+#[inline]
+fn bump(big: &mut FxHashMap<u64, u32>, nr_overflow: &mut u64, b: u64, x: u8) -> (u8, u32) {
+    if x < MAX_SMALL {
+        *nr_overflow += u64::from(x == 2);
+        return (x + 1, x as u32);
+    }
+    bump_big(big, b, x)
 }
 
-// SAFETY: the allocation is owned and only reached through &self / &mut self.
-unsafe impl Send for ZeroedBytes {}
-unsafe impl Sync for ZeroedBytes {}
-
-impl ZeroedBytes {
-    fn new(len: usize) -> Option<Self> {
-        if len == 0 {
-            return Some(ZeroedBytes {
-                ptr: std::ptr::NonNull::dangling().as_ptr(),
-                len: 0,
-            });
+/// A count past [`MAX_SMALL`] (byte `x`): the new byte and the count before.
+#[cold]
+fn bump_big(big: &mut FxHashMap<u64, u32>, b: u64, x: u8) -> (u8, u32) {
+    match x {
+        MAX_SMALL => {
+            big.insert(b, MAX_SMALL as u32 + 1);
+            (BIG, MAX_SMALL as u32)
         }
-        let layout = Layout::array::<u8>(len).ok()?;
-        // SAFETY: layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        (!ptr.is_null()).then_some(ZeroedBytes { ptr, len })
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len initialised (zeroed) bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl Drop for ZeroedBytes {
-    fn drop(&mut self) {
-        if self.len != 0 {
-            // SAFETY: allocated in `new` with this layout.
-            unsafe {
-                dealloc(
-                    self.ptr,
-                    Layout::array::<u8>(self.len).unwrap_or(Layout::new::<u8>()),
-                )
-            }
+        _ => {
+            let c = big.entry(b).or_insert(MAX_SMALL as u32 + 1);
+            let before = *c;
+            *c = c.saturating_add(1);
+            (x, before)
         }
     }
 }
@@ -212,6 +500,26 @@ impl Drop for ZeroedBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dense_bytes(rc: &RefCounts, i: u64) -> Vec<u8> {
+        let mut out = vec![0u8; CHUNK];
+        match rc.chunk(i) {
+            None => {}
+            Some(ChunkView::Dense(d)) => d.expand(&mut out),
+            Some(ChunkView::Sparse(l)) => {
+                for &e in l {
+                    let (o, x) = sparse_entry(e);
+                    out[o] = x;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn chunk_stays_small() {
+        assert!(std::mem::size_of::<Chunk>() <= 24);
+    }
 
     #[test]
     fn small_and_big() {
@@ -228,7 +536,8 @@ mod tests {
         c.mark_overflow(4);
         assert_eq!(c.get(4), None);
         c.mark_overflow(12);
-        assert_eq!(c.bytes().len(), 10);
+        c.mark_overflow(5);
+        assert_eq!(c.get(5), Some(0));
         assert_eq!(RefCounts::new(0).unwrap().nr_blocks(), 0);
         assert!(RefCounts::new(u64::MAX).is_err());
     }
@@ -246,20 +555,113 @@ mod tests {
         assert_eq!(rc.get(CHUNK as u64 + 2), Some(0));
         assert_eq!(rc.get(5), Some(300));
         assert!(rc.chunk(2).is_none());
-        assert_eq!(rc.chunk(1).map(<[u8]>::len), Some(CHUNK));
+        assert!(rc.chunk(1).is_some());
         assert_eq!(rc.nr_overflow(), 1);
         assert!(rc.inc_range(3 * CHUNK as u64 - 1, 2).is_err());
         assert!(rc.inc_range(u64::MAX, 2).is_err());
     }
 
+    /// A chunk that fills up turns dense with every count, big ones and
+    /// marks included, kept.
     #[test]
-    fn last_chunk_is_whole() {
-        let rc = {
-            let mut rc = RefCounts::new(CHUNK as u64 + 5).unwrap();
-            rc.inc_range(CHUNK as u64 + 4, 1).unwrap();
-            rc
-        };
-        assert_eq!(rc.chunk(1).map(<[u8]>::len), Some(CHUNK));
-        assert!(rc.chunk(2).is_none());
+    fn sparse_turns_dense() {
+        let mut rc = RefCounts::new(2 * CHUNK as u64).unwrap();
+        let mut want = vec![0u32; CHUNK];
+        let mut x = 7u64;
+        let mut n = 0;
+        while matches!(rc.chunk(1), None | Some(ChunkView::Sparse(_))) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let off = (x >> 33) as usize % CHUNK;
+            let times = if off.is_multiple_of(97) {
+                300
+            } else {
+                1 + off % 3
+            };
+            for _ in 0..times {
+                assert_eq!(rc.inc((CHUNK + off) as u64), want[off]);
+                want[off] += 1;
+            }
+            n += 1;
+            assert!(n < 10 * SPARSE_MAX);
+        }
+        for (off, &w) in want.iter().enumerate() {
+            assert_eq!(rc.get((CHUNK + off) as u64), Some(w), "{off}");
+        }
+        // The batch form, across chunks and into the dense one.
+        let batch: Vec<u64> = (0..600u64)
+            .map(|k| CHUNK as u64 - 300 + k * 7 % 600)
+            .collect();
+        rc.inc_all(&batch);
+        rc.inc_all(&batch);
+        for &b in &batch {
+            if b >= CHUNK as u64 {
+                want[b as usize - CHUNK] += 2;
+            } else {
+                assert_eq!(rc.get(b), Some(2));
+            }
+        }
+        let bytes = dense_bytes(&rc, 1);
+        for (off, &w) in want.iter().enumerate() {
+            assert_eq!(rc.resolve((CHUNK + off) as u64, bytes[off]), w);
+        }
+        assert_eq!(
+            rc.nr_overflow(),
+            want.iter().filter(|&&w| w >= 3).count() as u64
+        );
+    }
+
+    /// A chunk of half-bytes, counted in batches past twelve, widens to
+    /// bytes and keeps every count.
+    #[test]
+    fn half_bytes_widen() {
+        let mut rc = RefCounts::new(2 * CHUNK as u64).unwrap();
+        let blocks: Vec<u64> = (0..3000u64).map(|k| (k * 5) % CHUNK as u64).collect();
+        rc.inc_all(&blocks);
+        assert!(matches!(
+            rc.chunk(0),
+            Some(ChunkView::Dense(DenseView::Nibbles(_)))
+        ));
+        for round in 2..=20 {
+            rc.inc_all(&blocks[..100]);
+            assert_eq!(rc.get(blocks[0]), Some(round));
+        }
+        assert!(matches!(
+            rc.chunk(0),
+            Some(ChunkView::Dense(DenseView::Bytes(_)))
+        ));
+        assert_eq!(rc.get(blocks[99]), Some(20));
+        assert_eq!(rc.get(blocks[100]), Some(1));
+        assert_eq!(rc.get(1), Some(0));
+        assert_eq!(rc.nr_overflow(), 100);
+    }
+
+    /// Memory follows the blocks counted: one block in each of the 263,000
+    /// bitmaps of a 2^32-block device costs a few MB, not a byte per block.
+    #[test]
+    fn scattered_counts_over_a_huge_device_are_cheap() {
+        let nr = 1u64 << 32;
+        let mut rc = RefCounts::new(nr).unwrap();
+        let step = 14_321;
+        for b in (0..nr).step_by(step) {
+            rc.inc(b);
+        }
+        assert!(rc.heap_bytes() < 16 << 20, "{}", rc.heap_bytes());
+        assert_eq!(rc.get(step as u64 * 1000), Some(1));
+        assert_eq!(rc.get(step as u64 * 1000 + 1), Some(0));
+        let s = step as u64;
+        assert_eq!(rc.first_counted_in(1..nr), Some(s));
+        assert_eq!(rc.first_counted_in(s * 7 + 1..s * 9), Some(s * 8));
+        assert_eq!(rc.first_counted_in(s * 7 + 1..s * 8), None);
+        assert_eq!(rc.first_counted_in(nr - 10..nr + 10), None);
+        let mut dense = RefCounts::new(3 * CHUNK as u64).unwrap();
+        dense.inc_range(CHUNK as u64 + 2000, 2000).unwrap();
+        assert_eq!(
+            dense.first_counted_in(5..3 * CHUNK as u64),
+            Some(CHUNK as u64 + 2000)
+        );
+        assert_eq!(
+            dense.first_counted_in(CHUNK as u64 + 4000..3 * CHUNK as u64),
+            None
+        );
     }
 }

@@ -167,12 +167,20 @@ pub fn bitmap_get(block: &Block, e: u64) -> u32 {
     ((v & 1) << 1) | (v >> 1)
 }
 
+/// The 2-bit pattern of `count` (3 for 3 and more) in the low pair of a
+/// bitmap word.
+#[inline]
+pub fn entry_pair(count: u32) -> u64 {
+    let c = count.min(OVERFLOW_MARK) as u64;
+    ((c & 1) << 1) | (c >> 1)
+}
+
 #[inline]
 pub fn bitmap_set(block: &mut Block, e: u64, count: u32) {
     debug_assert!(count <= 3);
     let off = BITMAP_HEADER_SIZE + 8 * (e as usize / 32);
     let shift = 2 * (e % 32);
-    let v = (((count & 1) << 1) | (count >> 1)) as u64;
+    let v = entry_pair(count);
     let word = (le64(block, off) & !(3u64 << shift)) | (v << shift);
     put_le64(block, off, word);
 }

@@ -202,15 +202,12 @@ pub fn check_with_progress(
     let overflow = std::mem::take(&mut w.client.meta_overflow);
     sm::metadata_overflow(&mut w, overflow, Section::SpaceMaps);
     let limit = w.meta.nr_blocks();
-    let mut bitmaps: Vec<BitmapRef> = meta_index
-        .iter()
-        .enumerate()
-        .map(|(i, e)| BitmapRef {
-            map: Map::Metadata,
-            index: i as u64,
-            loc: e.blocknr,
-        })
-        .collect();
+    let mut bitmaps = Vec::with_capacity(meta_index.len() + data_index.len());
+    bitmaps.extend(meta_index.iter().enumerate().map(|(i, e)| BitmapRef {
+        map: Map::Metadata,
+        index: i as u64,
+        loc: e.blocknr,
+    }));
     if data_len == dsm.nr_blocks {
         bitmaps.extend(data_index.iter().map(|s| BitmapRef {
             map: Map::Data,

@@ -34,7 +34,7 @@ pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
     slots.dedup_by_key(|s| s.key);
     slots.retain(|s| s.key < want);
     for s in &slots {
-        w.reference_other(
+        w.reference_data_bitmap(
             s.entry.blocknr,
             EngineBlock::DataBitmap(s.key).into(),
             Section::SpaceMaps,

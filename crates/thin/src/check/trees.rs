@@ -155,6 +155,9 @@ pub struct Thin {
 
 impl Thin {
     pub fn new(data: RefCounts, nr_data: u64) -> Self {
+        // One entry per bitmap, reserved exactly: doubling would hold three
+        // times as much at its peak on a large data device.
+        let bitmaps = pdata::space_map::format::nr_bitmaps(data.nr_blocks());
         Thin {
             data,
             nr_data,
@@ -162,7 +165,7 @@ impl Thin {
             compare_counts: true,
             top_leaves: FxHashMap::default(),
             detail_leaves: FxHashMap::default(),
-            data_index: Vec::new(),
+            data_index: Vec::with_capacity(bitmaps),
             meta_overflow: Vec::new(),
         }
     }
@@ -232,9 +235,15 @@ impl walk::Client for Thin {
 fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
     let t = &mut w.client;
     let (nr_data, counted) = (t.nr_data, t.data.nr_blocks());
+    // A leaf holds at most (4096 - 32) / 16 entries.
+    let mut blocks = [0u64; 256];
+    let mut n = 0;
     for (i, v) in values.chunks_exact(8).enumerate() {
         let block = le64(v, 0) >> TIME_BITS;
-        if block < counted {
+        if block < counted && n < blocks.len() {
+            blocks[n] = block;
+            n += 1;
+        } else if block < counted {
             t.data.inc(block);
         } else if block >= nr_data {
             w.problems.fatal(
@@ -247,6 +256,7 @@ fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
             );
         }
     }
+    t.data.inc_all(&blocks[..n]);
 }
 
 /// Compares an entry of the data overflow tree with the count found

@@ -7,6 +7,7 @@ use pdata::btree;
 use pdata::space_map::format::{
     IndexEntry, SmRoot, BITMAP_HEADER_SIZE, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE,
 };
+use pdata::space_map::RefCounts;
 use std::ops::Range;
 
 /// Entries (2 bits each) per 64-bit bitmap word.
@@ -99,27 +100,26 @@ fn bitmap_locations(r: &impl BlockRead, sm: &SmRoot) -> Result<Vec<u64>> {
     Ok(out)
 }
 
-/// One bit per data block: set when some mapping points at it.
+/// The data blocks some mapping points at, in memory that follows the
+/// blocks mapped rather than the size of the data device.
 pub struct MappedBlocks {
-    words: Vec<u64>,
-    nr_blocks: u64,
+    counts: RefCounts,
 }
 
 impl MappedBlocks {
     /// The first mapped block in `r`, if any.
     pub fn first_in(&self, r: Range<u64>) -> Option<u64> {
-        r.into_iter()
-            .find(|&b| self.words[(b / 64) as usize] >> (b % 64) & 1 != 0)
+        self.counts.first_counted_in(r)
     }
 
     fn set(&mut self, b: u64) -> Result<()> {
-        if b >= self.nr_blocks {
+        if b >= self.counts.nr_blocks() {
             return Err(crate::ThinError::DataBlockOutOfRange {
                 block: b,
-                nr_blocks: self.nr_blocks,
+                nr_blocks: self.counts.nr_blocks(),
             });
         }
-        self.words[(b / 64) as usize] |= 1 << (b % 64);
+        self.counts.inc(b);
         Ok(())
     }
 }
@@ -129,8 +129,7 @@ impl MappedBlocks {
 /// validate and on data blocks beyond `nr_blocks`.
 pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Result<MappedBlocks> {
     let mut m = MappedBlocks {
-        words: super::zeroed_words(nr_blocks.div_ceil(64), "mapped data blocks")?,
-        nr_blocks,
+        counts: RefCounts::new(nr_blocks)?,
     };
     let mut seen = rustc_hash::FxHashSet::default();
     let mut stack: Vec<(u64, usize)> = roots.iter().map(|&r| (r, 0)).collect();

@@ -32,17 +32,6 @@ pub(crate) fn read_mapping_node(r: &impl BlockRead, loc: u64) -> pdata::Result<R
     Ok(b)
 }
 
-/// `n` zeroed words for a per-block table, or an error (not an abort) when
-/// a damaged size asks for more memory than there is.
-pub(crate) fn zeroed_words(n: u64, what: &str) -> crate::Result<Vec<u64>> {
-    let fail = || crate::ThinError::Invalid(format!("cannot allocate {n} words for {what}"));
-    let n = usize::try_from(n).map_err(|_| fail())?;
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| fail())?;
-    v.resize(n, 0);
-    Ok(v)
-}
-
 pub(crate) fn too_deep(loc: u64) -> pdata::Error {
     pdata::Error::corrupt(loc, "mapping tree node", "tree too deep (a loop?)")
 }

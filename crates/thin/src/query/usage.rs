@@ -7,12 +7,13 @@
 //! snapshots is not walked again), then the leaves no other node shares are
 //! read a second time to count their exclusive entries.
 
-use super::{read_mapping_node, too_deep, zeroed_words, MAX_TREE_DEPTH};
+use super::{read_mapping_node, too_deep, MAX_TREE_DEPTH};
 use crate::format::block_time::BlockTime;
 use crate::{Result, ThinError};
 use pdata::block_manager::BlockRead;
 use pdata::btree::node::Node;
 use pdata::space_map::format::MAX_METADATA_BLOCKS;
+use pdata::space_map::RefCounts;
 use rustc_hash::FxHashMap;
 
 /// For each mapping-tree root in `roots`, how many of its mappings point at
@@ -136,41 +137,32 @@ impl<R: BlockRead> Census<'_, R> {
     }
 }
 
-/// A 2-bit saturating count (0, 1, many) per data block.
+/// The data blocks' counts, in memory that follows the blocks mapped
+/// rather than the size of the data device; read as 0, 1 or 2 (many).
 struct DataCounts {
-    words: Vec<u64>,
-    nr_blocks: u64,
+    counts: RefCounts,
 }
 
 impl DataCounts {
-    const PER_WORD: u64 = 32;
-
     fn new(nr_blocks: u64) -> Result<Self> {
         Ok(DataCounts {
-            words: zeroed_words(nr_blocks.div_ceil(Self::PER_WORD), "data block counts")?,
-            nr_blocks,
+            counts: RefCounts::new(nr_blocks)?,
         })
     }
 
     fn inc(&mut self, b: u64) -> Result<()> {
-        if b >= self.nr_blocks {
+        if b >= self.counts.nr_blocks() {
             return Err(ThinError::DataBlockOutOfRange {
                 block: b,
-                nr_blocks: self.nr_blocks,
+                nr_blocks: self.counts.nr_blocks(),
             });
         }
-        let w = &mut self.words[(b / Self::PER_WORD) as usize];
-        let shift = 2 * (b % Self::PER_WORD);
-        let c = (*w >> shift) & 3;
-        if c < 2 {
-            *w += 1 << shift;
-        }
+        self.counts.inc(b);
         Ok(())
     }
 
     fn get(&self, b: u64) -> u64 {
-        self.words
-            .get((b / Self::PER_WORD) as usize)
-            .map_or(0, |w| (w >> (2 * (b % Self::PER_WORD))) & 3)
+        // None (an overflow mark) is never set here; it means many.
+        self.counts.get(b).map_or(2, |c| u64::from(c.min(2)))
     }
 }

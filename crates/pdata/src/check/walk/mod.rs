@@ -147,6 +147,8 @@ pub struct Walker<'a, C: Client> {
     /// References to nodes already referenced.
     repeats: Vec<Ref<KindOf<C>>>,
     pub others: FxHashMap<u64, C::Other>,
+    /// Blocks counted by [`Self::reference_data_bitmap`], a bit each.
+    data_bitmaps: Vec<u64>,
     /// The array blocks among `others` (arrays may share them).
     pub(crate) array_blocks: FxHashSet<u64>,
 }
@@ -172,12 +174,46 @@ impl<'a, C: Client> Walker<'a, C> {
             child_locs: Vec::new(),
             repeats: Vec::new(),
             others: FxHashMap::default(),
+            data_bitmaps: Vec::new(),
             array_blocks: FxHashSet::default(),
         }
     }
 
     /// Counts a reference to a block that is not a node; true on the first.
     pub fn reference_other(&mut self, loc: u64, what: C::Other, section: SectionOf<C>) -> bool {
+        let first = self.count_other(loc, &what, section);
+        if first {
+            self.others.insert(loc, what);
+        }
+        first
+    }
+
+    /// [`Self::reference_other`] for a data space map bitmap (`what`),
+    /// remembered as one bit: a data device may have millions of bitmaps.
+    pub fn reference_data_bitmap(
+        &mut self,
+        loc: u64,
+        what: C::Other,
+        section: SectionOf<C>,
+    ) -> bool {
+        let first = self.count_other(loc, &what, section);
+        if first {
+            let word = (loc / 64) as usize;
+            if self.data_bitmaps.len() <= word {
+                self.data_bitmaps.resize(word + 1, 0);
+            }
+            self.data_bitmaps[word] |= 1 << (loc % 64);
+        }
+        first
+    }
+
+    /// Whether `loc` was counted by [`Self::reference_data_bitmap`].
+    pub(super) fn is_data_bitmap(&self, loc: u64) -> bool {
+        let word = self.data_bitmaps.get((loc / 64) as usize).copied();
+        word.is_some_and(|w| w & (1 << (loc % 64)) != 0)
+    }
+
+    fn count_other(&mut self, loc: u64, what: &C::Other, section: SectionOf<C>) -> bool {
         if loc >= self.meta.nr_blocks() {
             self.problems.fatal(
                 section,
@@ -195,7 +231,6 @@ impl<'a, C: Client> Walker<'a, C> {
             );
             return false;
         }
-        self.others.insert(loc, what);
         true
     }
 

@@ -51,6 +51,15 @@ impl<C: Client> Walker<'_, C> {
                         r.loc
                     ),
                 );
+            } else if self.is_data_bitmap(r.loc) {
+                self.problems.fatal(
+                    r.kind.section(),
+                    format!(
+                        "{}: points at block {}, which is a data space map bitmap",
+                        r.context(),
+                        r.loc
+                    ),
+                );
             }
             // Otherwise the first visit failed and was reported.
         }
