@@ -1,9 +1,10 @@
-//! The tools `pdt` dispatches to: one folder per client (`thin`; `cache`
-//! and `era` to come) over the shared command-line layer (`cli`) and XML
+//! The tools `pdt` dispatches to: one folder per client (`thin`, `era`;
+//! `cache` to come) over the shared command-line layer (`cli`) and XML
 //! layer (`xml`); `demo` and `torture` work on the engine itself.
 
 mod cli;
 mod demo;
+pub mod era;
 pub mod thin;
 mod torture;
 pub mod xml;
@@ -79,6 +80,11 @@ pub const TOOLS: &[Tool] = &[
         name: "thin_metadata_size",
         about: "estimate the metadata device size a pool needs",
         run: thin::thin_metadata_size::run,
+    },
+    Tool {
+        name: "era_exec",
+        about: "apply era target operations to era metadata, one per line",
+        run: era::era_exec::run,
     },
 ];
 

@@ -5,6 +5,7 @@
 //! exit status.
 
 mod device;
+mod exec;
 mod getopt;
 mod in_out;
 mod opts;
@@ -12,6 +13,7 @@ mod progress;
 mod status;
 
 pub use device::{open_device, open_shared};
+pub use exec::{parse_exec, run_script, ExecOptions, Words};
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
 pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};

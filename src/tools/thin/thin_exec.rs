@@ -2,11 +2,9 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::{exit_status, open_shared, GetOpt, HasArg, Opt, HELP};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::tools::cli::{exit_status, open_shared, parse_exec, run_script, ExecOptions, Words};
+use anyhow::{anyhow, Result};
 use pdata::io::BlockDevice;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use thin::ThinMetadata;
@@ -35,44 +33,8 @@ device and its snapshots. Blocks from alloc that are still unmapped at
 commit are released rather than leaked.
 ";
 
-struct Options {
-    force: bool,
-    stop_on_error: bool,
-    meta: PathBuf,
-    script: Option<PathBuf>,
-}
-
-const OPTS: &[Opt] = &[
-    HELP,
-    Opt::both('f', "force", HasArg::No, "force"),
-    Opt::long("stop-on-error", HasArg::No, "stop-on-error"),
-];
-
-fn parse(args: &[String]) -> Result<Options, ExitCode> {
-    let mut force = false;
-    let mut stop_on_error = false;
-    let mut g = GetOpt::new("thin_exec", OPTS, args)
-        .with_usage(USAGE)
-        .with_usage_status(2);
-    while let Some((id, _)) = g.next_opt()? {
-        match id {
-            "force" => force = true,
-            _ => stop_on_error = true,
-        }
-    }
-    match g.operands.as_slice() {
-        [meta, script @ ..] if script.len() <= 1 => Ok(Options {
-            force,
-            stop_on_error,
-            meta: PathBuf::from(meta),
-            script: script.first().map(PathBuf::from),
-        }),
-        _ => Err(g.usage_error("thin_exec: expected META [SCRIPT]")),
-    }
-}
-
 pub fn run(args: &[String]) -> ExitCode {
-    match parse(args) {
+    match parse_exec("thin_exec", USAGE, args) {
         Ok(o) => exit_status("thin_exec: ", execute(&o)),
         Err(status) => status,
     }
@@ -94,20 +56,9 @@ impl Session {
     }
 
     fn apply(&mut self, words: &[&str]) -> Result<String> {
-        let num = |i: usize| -> Result<u64> {
-            let w = words
-                .get(i)
-                .ok_or_else(|| anyhow!("'{}' needs more arguments", words[0]))?;
-            w.parse::<u64>()
-                .map_err(|_| anyhow!("'{w}' is not a number"))
-        };
-        let op = words[0];
-        let Some(&(_, arity)) = OPERATIONS.iter().find(|(name, _)| *name == op) else {
-            bail!("unknown operation '{op}'");
-        };
-        if words.len() != arity + 1 {
-            bail!("'{op}' takes {arity} argument(s), not {}", words.len() - 1);
-        }
+        let w = Words::new(words, OPERATIONS)?;
+        let num = |i: usize| w.num(i);
+        let op = w.op;
         let ok = "ok".to_string();
         Ok(match op {
             "format" => {
@@ -167,41 +118,16 @@ const OPERATIONS: &[(&str, usize)] = &[
     ("abort", 0),
 ];
 
-fn execute(opts: &Options) -> Result<bool> {
+fn execute(opts: &ExecOptions) -> Result<bool> {
     let dev = open_shared(&opts.meta, true)?;
-    let input: Box<dyn BufRead> = match &opts.script {
-        Some(p) => Box::new(BufReader::new(
-            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
-        )),
-        None => Box::new(BufReader::new(std::io::stdin())),
-    };
     let mut session = Session {
         dev,
         md: None,
         force: opts.force,
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut all_ok = true;
-    for (n, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", n + 1))?;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match session.apply(&words) {
-            Ok(s) => writeln!(out, "{s}")?,
-            Err(e) => {
-                all_ok = false;
-                writeln!(out, "error: {e:#}")?;
-                if opts.stop_on_error {
-                    break;
-                }
-            }
-        }
-    }
-    out.flush()?;
+    let all_ok = run_script(opts.script.as_deref(), opts.stop_on_error, |w| {
+        session.apply(w)
+    })?;
     // Whatever follows the last commit is dropped: nothing of it is on disk.
     if let Some(md) = session.md.as_mut() {
         let _ = md.abort();
