@@ -82,6 +82,11 @@ pub const TOOLS: &[Tool] = &[
         run: thin::thin_metadata_size::run,
     },
     Tool {
+        name: "era_check",
+        about: "validate era metadata",
+        run: era::era_check::run,
+    },
+    Tool {
         name: "era_exec",
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,

@@ -4,6 +4,7 @@
 //! the archived writesets (a B-tree keyed by era) and the era array they
 //! are digested into.
 
+pub mod check;
 pub mod error;
 pub mod format;
 pub mod metadata;

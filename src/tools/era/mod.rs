@@ -1,4 +1,5 @@
 //! dm-era's tools and its XML schema, over the shared command-line
 //! ([`super::cli`]) and XML ([`super::xml`]) layers.
 
+pub(super) mod era_check;
 pub(super) mod era_exec;
