@@ -87,6 +87,26 @@ pub const TOOLS: &[Tool] = &[
         run: era::era_check::run,
     },
     Tool {
+        name: "era_dump",
+        about: "dump era metadata as XML",
+        run: era::era_dump::run,
+    },
+    Tool {
+        name: "era_restore",
+        about: "build era metadata from era_dump XML",
+        run: era::era_restore::run,
+    },
+    Tool {
+        name: "era_invalidate",
+        about: "list the origin blocks written since an era",
+        run: era::era_invalidate::run,
+    },
+    Tool {
+        name: "era_repair",
+        about: "recover damaged era metadata into another device or file",
+        run: era::era_repair::run,
+    },
+    Tool {
         name: "era_exec",
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,

@@ -5,9 +5,13 @@
 //! are digested into.
 
 pub mod check;
+pub mod dump;
 pub mod error;
 pub mod format;
+pub mod ir;
 pub mod metadata;
+pub mod repair;
+pub mod restore;
 
 pub use error::{EraError, Result};
 pub use format::superblock::Superblock;
