@@ -11,10 +11,10 @@ use crate::format::writeset::WritesetDisk;
 use crate::ir::{Event, Sink};
 use crate::metadata::query::EraView;
 use crate::metadata::ERA_VALUE_SIZE;
+use pdata::array;
 use pdata::bitset::{nr_words, BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::{le32, le64, BlockManager, BlockRead};
 use pdata::io::BlockDevice;
-use pdata::array;
 use std::sync::Arc;
 
 /// Blocks of cache for a walk: each block is read once.
@@ -102,7 +102,11 @@ pub(crate) fn era_array(r: &impl BlockRead, view: &EraView) -> Result<Vec<u32>> 
     let mut out = Vec::with_capacity(view.nr_blocks as usize);
     array::walk(r, view.era_array_root, ERA_VALUE_SIZE, |_, v| {
         if out.len() >= view.nr_blocks as usize {
-            return Err(pdata::Error::corrupt(view.era_array_root, "era array", "longer than nr_blocks"));
+            return Err(pdata::Error::corrupt(
+                view.era_array_root,
+                "era array",
+                "longer than nr_blocks",
+            ));
         }
         out.push(le32(v, 0));
         Ok(())
@@ -152,10 +156,18 @@ pub(crate) fn words(
     let mut stopped = None;
     let walked = array::walk(r, ws.root, WORD_SIZE, |i, v| {
         if i >= want {
-            return Err(pdata::Error::corrupt(ws.root, "bitset", "longer than its bits need"));
+            return Err(pdata::Error::corrupt(
+                ws.root,
+                "bitset",
+                "longer than its bits need",
+            ));
         }
         let live = (nr_bits - i * BITS_PER_WORD).min(BITS_PER_WORD);
-        let mask = if live == BITS_PER_WORD { !0 } else { (1u64 << live) - 1 };
+        let mask = if live == BITS_PER_WORD {
+            !0
+        } else {
+            (1u64 << live) - 1
+        };
         seen = i + 1;
         f(i, le64(v, 0) & mask).map_err(|e| {
             stopped = Some(e);

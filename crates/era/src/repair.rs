@@ -13,10 +13,10 @@ use crate::format::superblock::SUPERBLOCK_LOCATION;
 use crate::ir::{Event, Sink};
 use crate::metadata::query::EraView;
 use crate::metadata::ERA_VALUE_SIZE;
+use pdata::array;
 use pdata::bitset::BITS_PER_WORD;
 use pdata::block_manager::{le32, BlockManager};
 use pdata::io::BlockDevice;
-use pdata::array;
 use std::sync::Arc;
 
 /// Recovers the metadata on `dev` into `sink` as an era array of the

@@ -60,7 +60,10 @@ impl Restorer {
 
     /// Pads the era array with 0 up to `to` entries.
     fn pad_eras(&mut self, to: u64) -> Result<()> {
-        let mut a = self.eras.take().ok_or_else(|| invalid("an era outside <era_array>"))?;
+        let mut a = self
+            .eras
+            .take()
+            .ok_or_else(|| invalid("an era outside <era_array>"))?;
         if a.len() > to {
             return Err(invalid(format!("era array entry {to} out of order")));
         }
@@ -134,12 +137,17 @@ impl Sink for Restorer {
                 self.sb = Some((block_size, nr_blocks, current_era));
             }
             Event::WritesetBegin { era, nr_bits } => {
-                let current = self.sb.ok_or_else(|| invalid("the superblock must come first"))?.2;
+                let current = self
+                    .sb
+                    .ok_or_else(|| invalid("the superblock must come first"))?
+                    .2;
                 if self.ws.is_some() || self.eras.is_some() {
                     return Err(invalid("a writeset inside another element"));
                 }
                 if era > current {
-                    return Err(invalid(format!("writeset era {era} is newer than the current era {current}")));
+                    return Err(invalid(format!(
+                        "writeset era {era} is newer than the current era {current}"
+                    )));
                 }
                 if self.writesets.last().is_some_and(|&(e, _)| e >= era) {
                     return Err(invalid(format!("writeset era {era} out of order")));
@@ -150,7 +158,10 @@ impl Sink for Restorer {
                 self.ws = Some((era, nr_bits, BitsetBuilder::new()));
             }
             Event::Bits { begin, end, value } => {
-                let (era, nr_bits, mut b) = self.ws.take().ok_or_else(|| invalid("a bit outside a writeset"))?;
+                let (era, nr_bits, mut b) = self
+                    .ws
+                    .take()
+                    .ok_or_else(|| invalid("a bit outside a writeset"))?;
                 if begin < b.len() || end > u64::from(nr_bits) || begin > end {
                     return Err(invalid(format!(
                         "writeset {era}: bits {begin}..{end} out of order or past its {nr_bits} bits"
@@ -166,7 +177,10 @@ impl Sink for Restorer {
                 self.ws = Some((era, nr_bits, b));
             }
             Event::WritesetEnd => {
-                let (era, nr_bits, mut b) = self.ws.take().ok_or_else(|| invalid("</writeset> without <writeset>"))?;
+                let (era, nr_bits, mut b) = self
+                    .ws
+                    .take()
+                    .ok_or_else(|| invalid("</writeset> without <writeset>"))?;
                 let w = self.build().writer();
                 while b.len() < u64::from(nr_bits) {
                     b.push(w, false)?;
@@ -184,10 +198,14 @@ impl Sink for Restorer {
             Event::Eras { begin, end, era } => {
                 let (nr_blocks, current) = (self.nr_blocks()?, self.sb.map_or(0, |s| s.2));
                 if end > u64::from(nr_blocks) || begin > end {
-                    return Err(invalid(format!("era array entries {begin}..{end} past nr_blocks {nr_blocks}")));
+                    return Err(invalid(format!(
+                        "era array entries {begin}..{end} past nr_blocks {nr_blocks}"
+                    )));
                 }
                 if era > current {
-                    return Err(invalid(format!("block {begin}: era {era} is newer than the current era {current}")));
+                    return Err(invalid(format!(
+                        "block {begin}: era {era} is newer than the current era {current}"
+                    )));
                 }
                 self.pad_eras(begin)?;
                 let mut a = self.eras.take().expect("padded");

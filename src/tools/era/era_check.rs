@@ -4,7 +4,9 @@
 //! go to stderr. Exit 0 when sound, 1 otherwise (leaks count only without
 //! `--ignore-non-fatal-errors`).
 
-use crate::tools::cli::{exit_status, open_device, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_device, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
+};
 use anyhow::Result;
 use era::check::{check, CheckOptions, CheckReport, Section};
 use std::path::PathBuf;
@@ -24,7 +26,11 @@ const OPTS: &[Opt] = &[
     HELP,
     VERSION,
     Opt::long("super-block-only", HasArg::No, "super-block-only"),
-    Opt::long("ignore-non-fatal-errors", HasArg::No, "ignore-non-fatal-errors"),
+    Opt::long(
+        "ignore-non-fatal-errors",
+        HasArg::No,
+        "ignore-non-fatal-errors",
+    ),
 ];
 
 #[derive(Default)]

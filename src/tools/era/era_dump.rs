@@ -48,13 +48,24 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(i) => i,
         Err(status) => return status,
     };
-    exit_status("era_dump: ", dump(&input, output, logical, compact, repair).map(|()| true))
+    exit_status(
+        "era_dump: ",
+        dump(&input, output, logical, compact, repair).map(|()| true),
+    )
 }
 
-fn dump(input: &std::path::Path, output: Option<PathBuf>, logical: bool, compact: bool, repair: bool) -> Result<()> {
+fn dump(
+    input: &std::path::Path,
+    output: Option<PathBuf>,
+    logical: bool,
+    compact: bool,
+    repair: bool,
+) -> Result<()> {
     let dev = open_shared(input, false)?;
     let out: Box<dyn Write> = match &output {
-        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        Some(p) => Box::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ),
         None => Box::new(std::io::stdout().lock()),
     };
     let mut w = XmlWriter::new(out, compact);

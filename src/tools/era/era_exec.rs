@@ -72,7 +72,8 @@ impl Session {
         let ok = "ok".to_string();
         Ok(match w.op {
             "format" => {
-                let md = EraMetadata::format(self.dev.clone(), w.num32(1)?, w.num32(2)?, self.force)?;
+                let md =
+                    EraMetadata::format(self.dev.clone(), w.num32(1)?, w.num32(2)?, self.force)?;
                 self.md = Some(md);
                 ok
             }
@@ -80,7 +81,11 @@ impl Session {
             "write" => self.md()?.write_range(w.num(1)?, w.num(2)?).map(|_| ok)?,
             "checkpoint" => self.md()?.checkpoint().map(|_| ok)?,
             "digest" => {
-                let n = if w.nr_args() == 1 { w.num(1)? } else { u64::MAX };
+                let n = if w.nr_args() == 1 {
+                    w.num(1)?
+                } else {
+                    u64::MAX
+                };
                 self.md()?.digest(n)?.to_string()
             }
             "take_metadata_snap" => self.md()?.take_metadata_snap()?.to_string(),

@@ -2,7 +2,9 @@
 //! metadata into new metadata (`era::repair`): whatever was lost comes back
 //! as written in the newest era, never as unwritten.
 
-use crate::tools::cli::{exit_status, open_shared, parse_in_out, Opt, HELP, INPUT, OUTPUT, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_shared, parse_in_out, Opt, HELP, INPUT, OUTPUT, QUIET, VERSION,
+};
 use anyhow::Result;
 use era::restore::Restorer;
 use std::process::ExitCode;

@@ -2,7 +2,10 @@
 //! form: one `<bit>` per block, or `<marked>` runs).
 
 use super::xml::read_into;
-use crate::tools::cli::{exit_status, open_shared, parse_in_out, CountingReader, Opt, Progress, HELP, INPUT, OUTPUT, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_shared, parse_in_out, CountingReader, Opt, Progress, HELP, INPUT, OUTPUT,
+    QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use era::restore::Restorer;
 use std::fs::File;
@@ -27,7 +30,8 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 fn restore(o: &crate::tools::cli::InOut) -> Result<()> {
-    let input = File::open(&o.input).with_context(|| format!("cannot open {}", o.input.display()))?;
+    let input =
+        File::open(&o.input).with_context(|| format!("cannot open {}", o.input.display()))?;
     if !o.output.exists() {
         bail!(
             "{} does not exist.\n\nThe output file should either be a block device,\nor an existing file.  The file needs to be large\nenough to hold the metadata.",

@@ -101,9 +101,19 @@ fn fast_line(s: &[u8]) -> Option<(Event, usize)> {
     let mut at = 0;
     if let Some(b) = fast::number_field(s, &mut at, b"<bit block=\"") {
         let rest = &s[at..];
-        for (tail, value) in [(&b" value=\"true\"/>"[..], true), (b" value=\"false\"/>", false)] {
+        for (tail, value) in [
+            (&b" value=\"true\"/>"[..], true),
+            (b" value=\"false\"/>", false),
+        ] {
             if rest.starts_with(tail) {
-                return Some((Event::Bits { begin: b, end: b + 1, value }, at + tail.len()));
+                return Some((
+                    Event::Bits {
+                        begin: b,
+                        end: b + 1,
+                        value,
+                    },
+                    at + tail.len(),
+                ));
             }
         }
         return None;
@@ -111,7 +121,14 @@ fn fast_line(s: &[u8]) -> Option<(Event, usize)> {
     let b = fast::number_field(s, &mut at, b"<era block=\"")?;
     let era = u32::try_from(fast::number_field(s, &mut at, b" era=\"")?).ok()?;
     let end = fast::empty_tag_end(s, at)?;
-    Some((Event::Eras { begin: b, end: b + 1, era }, end))
+    Some((
+        Event::Eras {
+            begin: b,
+            end: b + 1,
+            era,
+        },
+        end,
+    ))
 }
 
 fn num32(t: &Tag, key: &str) -> Result<u32> {
@@ -163,9 +180,17 @@ pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
             (b"bit", Kind::Empty) if in_writeset => {
                 let b = t.num("block")?;
                 match t.required("value")? {
-                    b"true" => Event::Bits { begin: b, end: b + 1, value: true },
+                    b"true" => Event::Bits {
+                        begin: b,
+                        end: b + 1,
+                        value: true,
+                    },
                     b"false" => continue,
-                    v => bail!("line {}: value=\"{}\" is not true or false", t.line, String::from_utf8_lossy(v)),
+                    v => bail!(
+                        "line {}: value=\"{}\" is not true or false",
+                        t.line,
+                        String::from_utf8_lossy(v)
+                    ),
                 }
             }
             (b"marked", Kind::Empty) if in_writeset => {
@@ -174,16 +199,28 @@ pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
                 let end = begin
                     .checked_add(len)
                     .ok_or_else(|| anyhow!("line {}: marked run too long", t.line))?;
-                Event::Bits { begin, end, value: true }
+                Event::Bits {
+                    begin,
+                    end,
+                    value: true,
+                }
             }
             (b"era_array", Kind::Open) => Event::EraArrayBegin,
             (b"era_array", Kind::Close) => Event::EraArrayEnd,
             (b"era", Kind::Empty) => {
                 let b = t.num("block")?;
-                Event::Eras { begin: b, end: b + 1, era: num32(&t, "era")? }
+                Event::Eras {
+                    begin: b,
+                    end: b + 1,
+                    era: num32(&t, "era")?,
+                }
             }
             (b"writeset" | b"era_array", Kind::Empty) => {
-                bail!("line {}: an empty <{}/> is not expected", t.line, t.name_str())
+                bail!(
+                    "line {}: an empty <{}/> is not expected",
+                    t.line,
+                    t.name_str()
+                )
             }
             _ => bail!("line {}: unexpected <{}>", t.line, t.name_str()),
         };
@@ -197,5 +234,7 @@ pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
 
 /// Parses `input` on another thread into `sink`.
 pub fn read_into<R: Read + Send>(input: R, sink: &mut dyn Sink) -> Result<()> {
-    parse_in_background(input, read, |ev| sink.event(ev).map_err(anyhow::Error::from))
+    parse_in_background(input, read, |ev| {
+        sink.event(ev).map_err(anyhow::Error::from)
+    })
 }

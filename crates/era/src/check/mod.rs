@@ -67,18 +67,26 @@ pub fn read_superblock(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, St
 }
 
 /// Checks the era metadata on `dev`.
-pub fn check(dev: &dyn BlockDevice, opts: &CheckOptions, progress: &dyn ProgressHook) -> CheckReport {
+pub fn check(
+    dev: &dyn BlockDevice,
+    opts: &CheckOptions,
+    progress: &dyn ProgressHook,
+) -> CheckReport {
     let mut report = CheckReport::default();
     let sb = match read_superblock(dev, SUPERBLOCK_LOCATION) {
         Ok(sb) => sb,
         Err(e) => {
-            report.log.fatal(Section::Superblock, format!("superblock {e}"));
+            report
+                .log
+                .fatal(Section::Superblock, format!("superblock {e}"));
             return report;
         }
     };
     report.superblock_ok = true;
     if sb.data_block_size == 0 {
-        report.log.fatal(Section::Superblock, "the block size is zero");
+        report
+            .log
+            .fatal(Section::Superblock, "the block size is zero");
     }
     if opts.super_block_only {
         return report;
@@ -96,7 +104,9 @@ pub fn check(dev: &dyn BlockDevice, opts: &CheckOptions, progress: &dyn Progress
         );
     }
     let Ok(meta) = RefCounts::new(meta_len) else {
-        report.log.fatal(Section::Superblock, "not enough memory to count references");
+        report
+            .log
+            .fatal(Section::Superblock, "not enough memory to count references");
         return report;
     };
     progress.set_total(msm.nr_allocated);
@@ -111,7 +121,10 @@ pub fn check(dev: &dyn BlockDevice, opts: &CheckOptions, progress: &dyn Progress
             Ok(s) => snap = Some(s),
             Err(e) => w.problems.fatal(
                 Section::Superblock,
-                format!("the metadata snapshot's superblock at block {} {e}", sb.metadata_snap),
+                format!(
+                    "the metadata snapshot's superblock at block {} {e}",
+                    sb.metadata_snap
+                ),
             ),
         }
     }
@@ -135,17 +148,28 @@ pub fn check(dev: &dyn BlockDevice, opts: &CheckOptions, progress: &dyn Progress
     let mut checked = FxHashSet::default();
     for (s, is_snap) in std::iter::once((&sb, false)).chain(snap.iter().map(|s| (s, true))) {
         let mut writesets = Vec::new();
-        w.gather(s.writeset_tree_root, Tree::Writesets, &w.client.writeset_leaves, &mut writesets);
+        w.gather(
+            s.writeset_tree_root,
+            Tree::Writesets,
+            &w.client.writeset_leaves,
+            &mut writesets,
+        );
         let mut last = None;
         for &(era, ws) in &writesets {
             if last.is_some_and(|l| era <= l) {
-                w.problems.fatal(Section::Writesets, format!("writeset tree: era {era} out of order"));
+                w.problems.fatal(
+                    Section::Writesets,
+                    format!("writeset tree: era {era} out of order"),
+                );
             }
             last = Some(era);
             if era > u64::from(s.current_era) {
                 w.problems.fatal(
                     Section::Writesets,
-                    format!("writeset of era {era} is newer than the current era {}", s.current_era),
+                    format!(
+                        "writeset of era {era} is newer than the current era {}",
+                        s.current_era
+                    ),
                 );
             }
             if checked.insert(ws.root) {
@@ -180,7 +204,13 @@ pub fn check(dev: &dyn BlockDevice, opts: &CheckOptions, progress: &dyn Progress
             })
             .filter(|b| b.loc < limit)
             .collect();
-        sm::compare(&mut w, |c| &c.no_data, bitmaps, [msm.nr_blocks, 0], Section::SpaceMap);
+        sm::compare(
+            &mut w,
+            |c| &c.no_data,
+            bitmaps,
+            [msm.nr_blocks, 0],
+            Section::SpaceMap,
+        );
     }
     report.log = w.problems;
     report
@@ -208,13 +238,24 @@ fn spine(w: &Walker, counted: &mut FxHashSet<u64>, root: u64) -> Spine {
 fn check_writeset(w: &mut Walker, counted: &mut FxHashSet<u64>, ws: WritesetDisk) {
     let s = spine(w, counted, ws.root);
     let name = "writeset bitset";
-    array_check::check_bitset(w, s, name, u64::from(ws.nr_bits), Section::Writesets, |_, _, _| {});
+    array_check::check_bitset(
+        w,
+        s,
+        name,
+        u64::from(ws.nr_bits),
+        Section::Writesets,
+        |_, _, _| {},
+    );
 }
 
 fn check_era_array(w: &mut Walker, counted: &mut FxHashSet<u64>, sb: &Superblock, snap: bool) {
     let s = spine(w, counted, sb.era_array_root);
     let spec = ArraySpec {
-        name: if snap { "metadata snapshot's era array" } else { "era array" },
+        name: if snap {
+            "metadata snapshot's era array"
+        } else {
+            "era array"
+        },
         value_size: ERA_VALUE_SIZE,
         nr_entries: u64::from(sb.nr_blocks),
     };
