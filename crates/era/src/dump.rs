@@ -2,7 +2,8 @@
 //! archived writesets by era, the current writeset when it holds a write
 //! (as the writeset of the current era, so that no record of a write is
 //! lost; Debian 0.9.0 leaves it out), then the era array. `logical` folds
-//! the writesets into the era array instead, as the kernel's digest would.
+//! the writesets into the era array instead, as the kernel's digest would (the newest
+//! era a block was written in wins; Debian 0.9.0 keeps the oldest).
 
 use crate::check::read_superblock;
 use crate::error::{EraError, Result};
