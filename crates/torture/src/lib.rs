@@ -16,6 +16,7 @@
 
 pub mod btree_workload;
 pub mod crash;
+pub mod era_workload;
 pub mod image;
 pub mod inject;
 pub mod rng;
@@ -100,6 +101,7 @@ pub enum WorkloadKind {
     Btree,
     Thin,
     Cache,
+    Era,
 }
 
 impl FromStr for WorkloadKind {
@@ -109,7 +111,10 @@ impl FromStr for WorkloadKind {
             "btree" => Ok(WorkloadKind::Btree),
             "thin" => Ok(WorkloadKind::Thin),
             "cache" => Ok(WorkloadKind::Cache),
-            _ => Err(format!("unknown workload '{s}' (btree, thin or cache)")),
+            "era" => Ok(WorkloadKind::Era),
+            _ => Err(format!(
+                "unknown workload '{s}' (btree, thin, cache or era)"
+            )),
         }
     }
 }
@@ -192,6 +197,16 @@ pub fn run(config: &Config, progress: &ProgressFn<'_>) -> Result<Report, Error> 
         WorkloadKind::Btree => Ok(run_workload(
             &Scripted::new(
                 btree_workload::Btree,
+                config.seed,
+                config.ops,
+                config.transactions,
+            ),
+            config,
+            progress,
+        )),
+        WorkloadKind::Era => Ok(run_workload(
+            &Scripted::new(
+                era_workload::Era,
                 config.seed,
                 config.ops,
                 config.transactions,
