@@ -135,8 +135,8 @@ fn num32(t: &Tag, key: &str) -> Result<u32> {
     t.num32(key, t.num(key)?)
 }
 
-/// Reads the XML of either form into `out`.
-pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
+/// Reads the XML of either form, passing each event to `out`.
+fn read_events<R: Read>(input: R, out: &mut dyn FnMut(Event) -> Result<()>) -> Result<()> {
     let mut tokens = Tokenizer::new(input);
     let mut in_writeset = false;
     let mut seen_end = false;
@@ -147,7 +147,7 @@ pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
         if let Some((ev, n)) = fast_line(tokens.peek()) {
             // False bits are the default: only set ones reach the builder.
             if !matches!(ev, Event::Bits { value: false, .. }) {
-                out.push(ev)?;
+                out(ev)?;
             }
             tokens.consume(n);
             continue;
@@ -224,7 +224,7 @@ pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
             }
             _ => bail!("line {}: unexpected <{}>", t.line, t.name_str()),
         };
-        out.push(ev)?;
+        out(ev)?;
     }
     if !seen_end {
         bail!("the input ends before </superblock>");
@@ -232,9 +232,18 @@ pub fn read<R: Read>(input: R, out: &mut Batcher<Event>) -> Result<()> {
     Ok(())
 }
 
+/// Parses `input` into `sink`.
+pub fn parse<R: Read>(input: R, sink: &mut dyn Sink) -> Result<()> {
+    read_events(input, &mut |ev| {
+        sink.event(&ev).map_err(anyhow::Error::from)
+    })
+}
+
 /// Parses `input` on another thread into `sink`.
 pub fn read_into<R: Read + Send>(input: R, sink: &mut dyn Sink) -> Result<()> {
-    parse_in_background(input, read, |ev| {
-        sink.event(ev).map_err(anyhow::Error::from)
-    })
+    parse_in_background(
+        input,
+        |input, events: &mut Batcher<Event>| read_events(input, &mut |ev| events.push(ev)),
+        |ev| sink.event(ev).map_err(anyhow::Error::from),
+    )
 }
