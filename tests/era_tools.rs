@@ -303,3 +303,35 @@ fn bad_input_fails_promptly() {
     let (good, err) = status(pdt("era_restore").args(["-i", s(&big), "-o", s(&tiny)]));
     assert!(!good && err.contains("blocks needed"), "{err}");
 }
+
+/// A superblock whose writeset tree root names the era array's spine (a
+/// tree of 8-byte values): every tool reports it, none panics.
+#[test]
+fn a_tree_of_the_wrong_values_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = file(dir.path(), "meta", 1 << 20);
+    exec(
+        &meta,
+        "format 2000 128\nwrite 5\ncheckpoint\nwrite 9\ncommit\n",
+    );
+    let mut image = std::fs::read(&meta).unwrap();
+    let le64 = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    // era_array_root (208) into writeset_tree_root (200), resealed.
+    let era_array_root = le64(&image, 208);
+    image[200..208].copy_from_slice(&era_array_root.to_le_bytes());
+    pdata::checksum::seal(&mut image[..4096], pdata::checksum::SALT_ERA_SUPERBLOCK);
+    std::fs::write(&meta, &image).unwrap();
+    for args in [
+        vec!["era_check", s(&meta)],
+        vec!["era_dump", s(&meta)],
+        vec!["era_invalidate", "--written-since", "1", s(&meta)],
+    ] {
+        let (good, err) = status(pdt(args[0]).args(&args[1..]));
+        assert!(!good && !err.is_empty(), "{args:?}");
+    }
+    // Repair takes every block as written in the newest era.
+    let fixed = file(dir.path(), "fixed", 1 << 20);
+    ok(pdt("era_repair").args(["-i", s(&meta), "-o", s(&fixed)]));
+    checks_clean(&fixed);
+    assert_eq!(our_invalidate(&fixed, 2, false).len(), 2000);
+}

@@ -18,8 +18,8 @@ use pdata::block_manager::{le32, le64, BlockManager, BlockRead};
 use pdata::io::BlockDevice;
 use std::sync::Arc;
 
-/// Blocks of cache for a walk: each block is read once.
-pub(crate) const CACHE_BLOCKS: usize = 1024;
+/// Blocks of cache for a walk: each block is read once, so a few suffice.
+pub const CACHE_BLOCKS: usize = 64;
 
 /// Walks the metadata on `dev` into `sink`.
 pub fn dump(dev: Arc<dyn BlockDevice>, logical: bool, sink: &mut dyn Sink) -> Result<()> {
@@ -95,8 +95,57 @@ pub fn dump(dev: Arc<dyn BlockDevice>, logical: bool, sink: &mut dyn Sink) -> Re
         }
         sink.event(&Event::WritesetEnd)?;
     }
-    let eras = era_array(&bm, &view)?;
-    era_events(&eras, sink)
+    stream_era_array(&bm, &view, sink)
+}
+
+/// The era array's events straight from the walk, equal entries in runs
+/// (nothing held but the run).
+fn stream_era_array(r: &impl BlockRead, view: &EraView, sink: &mut dyn Sink) -> Result<()> {
+    sink.event(&Event::EraArrayBegin)?;
+    let n = u64::from(view.nr_blocks);
+    let mut run: Option<(u64, u64, u32)> = None;
+    let mut stopped = None;
+    let walked = array::walk(r, view.era_array_root, ERA_VALUE_SIZE, |b, v| {
+        if b >= n {
+            return Err(pdata::Error::corrupt(
+                view.era_array_root,
+                "era array",
+                "longer than nr_blocks",
+            ));
+        }
+        let era = le32(v, 0);
+        match &mut run {
+            Some((_, end, e)) if *e == era && *end == b => *end = b + 1,
+            _ => {
+                if let Some((begin, end, era)) = run.replace((b, b + 1, era)) {
+                    if let Err(e) = sink.event(&Event::Eras { begin, end, era }) {
+                        stopped = Some(e);
+                        return Err(pdata::Error::corrupt(
+                            view.era_array_root,
+                            "era array",
+                            "walk stopped",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    walked?;
+    let seen = run.map_or(0, |r| r.1);
+    if seen != n {
+        return Err(EraError::Invalid(format!(
+            "the era array has {seen} entries for {n} blocks"
+        )));
+    }
+    if let Some((begin, end, era)) = run {
+        sink.event(&Event::Eras { begin, end, era })?;
+    }
+    sink.event(&Event::EraArrayEnd)?;
+    sink.event(&Event::End)
 }
 
 pub(crate) fn era_array(r: &impl BlockRead, view: &EraView) -> Result<Vec<u32>> {

@@ -80,7 +80,7 @@ fn invalidate(input: &Path, output: Option<&Path>, snap: bool, since: u32) -> Re
     } else {
         EraView::live(&sb)
     };
-    let bm = BlockManager::new(dev, 1024, false);
+    let bm = BlockManager::new(dev, era::dump::CACHE_BLOCKS, false);
     let runs = view.written_since(&bm, since)?;
     let out: Box<dyn Write> = match output {
         Some(p) => Box::new(

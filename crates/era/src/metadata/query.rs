@@ -9,7 +9,7 @@
 use super::{EraMetadata, ERA_VALUE_SIZE};
 use crate::error::{EraError, Result};
 use crate::format::superblock::Superblock;
-use crate::format::writeset::{WritesetDisk, NO_WRITESET};
+use crate::format::writeset::{WritesetDisk, NO_WRITESET, WRITESET_DISK_SIZE};
 use pdata::bitset::{BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::{le32, le64, BlockRead};
 use pdata::{array, bitset, btree};
@@ -56,6 +56,13 @@ impl EraView {
             let era = u32::try_from(k).map_err(|_| {
                 pdata::Error::corrupt(self.writeset_tree_root, "writeset tree", "key past 2^32")
             })?;
+            if v.len() != WRITESET_DISK_SIZE {
+                return Err(pdata::Error::corrupt(
+                    self.writeset_tree_root,
+                    "writeset tree",
+                    format!("values of {} bytes, not {WRITESET_DISK_SIZE}", v.len()),
+                ));
+            }
             out.push((era, WritesetDisk::unpack(v)));
             Ok(())
         })?;
