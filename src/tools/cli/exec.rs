@@ -5,12 +5,15 @@
 //! `error: MESSAGE`). The client applies each operation; whatever follows
 //! the last commit is aborted by the client at the end.
 
+use super::device::open_shared;
 use super::getopt::{GetOpt, HasArg, Opt};
 use super::opts::HELP;
 use anyhow::{anyhow, bail, Context, Result};
+use pdata::io::BlockDevice;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub struct ExecOptions {
     pub force: bool,
@@ -133,5 +136,52 @@ pub fn run_script(
         }
     }
     out.flush()?;
+    Ok(all_ok)
+}
+
+/// The metadata an exec tool works on, opened at its first use (the first
+/// line may format it instead).
+pub trait ExecMetadata: Sized {
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self>;
+    /// Drops the transaction (what follows the last commit).
+    fn abort(&mut self);
+}
+
+/// An exec tool's session: the device, and the metadata once opened.
+pub struct Session<M> {
+    pub dev: Arc<dyn BlockDevice>,
+    pub md: Option<M>,
+    pub force: bool,
+}
+
+impl<M: ExecMetadata> Session<M> {
+    /// The metadata, opened on first use.
+    pub fn md(&mut self) -> Result<&mut M> {
+        if self.md.is_none() {
+            self.md = Some(M::open(self.dev.clone())?);
+        }
+        Ok(self.md.as_mut().expect("opened above"))
+    }
+}
+
+/// Runs an exec tool: each line of the script is checked against `table`
+/// and applied by `apply`; whatever follows the last commit is aborted
+/// (nothing of it is on disk).
+pub fn execute<M: ExecMetadata>(
+    opts: &ExecOptions,
+    table: &[(&'static str, usize)],
+    mut apply: impl FnMut(&mut Session<M>, &Words) -> Result<String>,
+) -> Result<bool> {
+    let mut session = Session {
+        dev: open_shared(&opts.meta, true)?,
+        md: None,
+        force: opts.force,
+    };
+    let all_ok = run_script(opts.script.as_deref(), opts.stop_on_error, |words| {
+        apply(&mut session, &Words::new(words, table)?)
+    })?;
+    if let Some(md) = session.md.as_mut() {
+        md.abort();
+    }
     Ok(all_ok)
 }

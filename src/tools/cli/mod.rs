@@ -10,12 +10,14 @@ mod getopt;
 mod in_out;
 mod opts;
 mod progress;
+mod report;
 mod status;
 
-pub use device::{open_device, open_shared};
-pub use exec::{parse_exec, run_script, ExecOptions, Words};
+pub use device::{open_device, open_restore_output, open_shared};
+pub use exec::{execute, parse_exec, ExecMetadata, Session, Words};
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
 pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};
 pub use progress::{CountingReader, Progress};
+pub use report::print_steps;
 pub use status::{exit_status, number};

@@ -5,7 +5,7 @@
 //! `--ignore-non-fatal-errors`).
 
 use crate::tools::cli::{
-    exit_status, open_device, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
+    exit_status, open_device, print_steps, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
 };
 use anyhow::Result;
 use era::check::{check, CheckOptions, CheckReport, Section};
@@ -87,21 +87,8 @@ fn print_report(o: &Options, r: &CheckReport) {
         steps.push((Section::EraArray, "examining era array"));
         steps.push((Section::SpaceMap, "checking space map counts"));
     }
-    let mut err = String::new();
-    for (section, heading) in steps {
-        err += heading;
-        err.push('\n');
-        for p in r.problems.iter().filter(|p| p.section == section) {
-            err += "  ";
-            err += &p.text;
-            err.push('\n');
-        }
-        if section == Section::SpaceMap && !r.counts_compared {
-            err += "  reference counts not compared: the structures above are damaged\n";
-        }
-    }
-    if r.nr_hidden() > 0 {
-        err += &format!("  ... and {} more problems\n", r.nr_hidden());
-    }
-    eprint!("{err}");
+    print_steps(&steps, &r.log, |section| {
+        (section == Section::SpaceMap && !r.counts_compared)
+            .then_some("reference counts not compared: the structures above are damaged")
+    });
 }

@@ -2,7 +2,7 @@
 //! as the kernel's dm-era would. One output line per operation: `ok`, a
 //! value, or `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::{exit_status, open_shared, parse_exec, run_script, ExecOptions, Words};
+use crate::tools::cli::{execute, exit_status, parse_exec, ExecMetadata, Session, Words};
 use anyhow::Result;
 use era::EraMetadata;
 use pdata::io::BlockDevice;
@@ -47,70 +47,46 @@ const OPERATIONS: &[(&str, usize)] = &[
 
 pub fn run(args: &[String]) -> ExitCode {
     match parse_exec("era_exec", USAGE, args) {
-        Ok(o) => exit_status("era_exec: ", execute(&o)),
+        Ok(o) => exit_status("era_exec: ", execute(&o, OPERATIONS, apply)),
         Err(status) => status,
     }
 }
 
-/// The session: metadata opened lazily (the first line may be `format`).
-struct Session {
-    dev: Arc<dyn BlockDevice>,
-    md: Option<EraMetadata>,
-    force: bool,
+impl ExecMetadata for EraMetadata {
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Ok(EraMetadata::open(dev, true)?)
+    }
+
+    fn abort(&mut self) {
+        let _ = EraMetadata::abort(self);
+    }
 }
 
-impl Session {
-    fn md(&mut self) -> Result<&mut EraMetadata> {
-        if self.md.is_none() {
-            self.md = Some(EraMetadata::open(self.dev.clone(), true)?);
+/// Applies one operation.
+fn apply(s: &mut Session<EraMetadata>, w: &Words) -> Result<String> {
+    let ok = "ok".to_string();
+    Ok(match w.op {
+        "format" => {
+            let md = EraMetadata::format(s.dev.clone(), w.num32(1)?, w.num32(2)?, s.force)?;
+            s.md = Some(md);
+            ok
         }
-        Ok(self.md.as_mut().expect("opened above"))
-    }
-
-    fn apply(&mut self, words: &[&str]) -> Result<String> {
-        let w = Words::new(words, OPERATIONS)?;
-        let ok = "ok".to_string();
-        Ok(match w.op {
-            "format" => {
-                let md =
-                    EraMetadata::format(self.dev.clone(), w.num32(1)?, w.num32(2)?, self.force)?;
-                self.md = Some(md);
-                ok
-            }
-            "write" if w.nr_args() == 1 => self.md()?.write(w.num(1)?).map(|_| ok)?,
-            "write" => self.md()?.write_range(w.num(1)?, w.num(2)?).map(|_| ok)?,
-            "checkpoint" => self.md()?.checkpoint().map(|_| ok)?,
-            "digest" => {
-                let n = if w.nr_args() == 1 {
-                    w.num(1)?
-                } else {
-                    u64::MAX
-                };
-                self.md()?.digest(n)?.to_string()
-            }
-            "take_metadata_snap" => self.md()?.take_metadata_snap()?.to_string(),
-            "drop_metadata_snap" => self.md()?.drop_metadata_snap().map(|_| ok)?,
-            "resize" => self.md()?.resize(w.num32(1)?).map(|_| ok)?,
-            "era" => self.md()?.current_era().to_string(),
-            "commit" => self.md()?.commit().map(|_| ok)?,
-            _ => self.md()?.abort().map(|_| ok)?,
-        })
-    }
-}
-
-fn execute(opts: &ExecOptions) -> Result<bool> {
-    let dev = open_shared(&opts.meta, true)?;
-    let mut session = Session {
-        dev,
-        md: None,
-        force: opts.force,
-    };
-    let all_ok = run_script(opts.script.as_deref(), opts.stop_on_error, |w| {
-        session.apply(w)
-    })?;
-    // Whatever follows the last commit is dropped: nothing of it is on disk.
-    if let Some(md) = session.md.as_mut() {
-        let _ = md.abort();
-    }
-    Ok(all_ok)
+        "write" if w.nr_args() == 1 => s.md()?.write(w.num(1)?).map(|_| ok)?,
+        "write" => s.md()?.write_range(w.num(1)?, w.num(2)?).map(|_| ok)?,
+        "checkpoint" => s.md()?.checkpoint().map(|_| ok)?,
+        "digest" => {
+            let n = if w.nr_args() == 1 {
+                w.num(1)?
+            } else {
+                u64::MAX
+            };
+            s.md()?.digest(n)?.to_string()
+        }
+        "take_metadata_snap" => s.md()?.take_metadata_snap()?.to_string(),
+        "drop_metadata_snap" => s.md()?.drop_metadata_snap().map(|_| ok)?,
+        "resize" => s.md()?.resize(w.num32(1)?).map(|_| ok)?,
+        "era" => s.md()?.current_era().to_string(),
+        "commit" => s.md()?.commit().map(|_| ok)?,
+        _ => s.md()?.abort().map(|_| ok)?,
+    })
 }

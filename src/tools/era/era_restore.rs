@@ -3,10 +3,10 @@
 
 use super::xml::read_into;
 use crate::tools::cli::{
-    exit_status, open_shared, parse_in_out, CountingReader, Opt, Progress, HELP, INPUT, OUTPUT,
-    QUIET, VERSION,
+    exit_status, open_restore_output, parse_in_out, CountingReader, Opt, Progress, HELP, INPUT,
+    OUTPUT, QUIET, VERSION,
 };
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use era::restore::Restorer;
 use std::fs::File;
 use std::process::ExitCode;
@@ -32,13 +32,7 @@ pub fn run(args: &[String]) -> ExitCode {
 fn restore(o: &crate::tools::cli::InOut) -> Result<()> {
     let input =
         File::open(&o.input).with_context(|| format!("cannot open {}", o.input.display()))?;
-    if !o.output.exists() {
-        bail!(
-            "{} does not exist.\n\nThe output file should either be a block device,\nor an existing file.  The file needs to be large\nenough to hold the metadata.",
-            o.output.display()
-        );
-    }
-    let dev = open_shared(&o.output, true)?;
+    let dev = open_restore_output(&o.output)?;
     let mut restorer = Restorer::new(dev)?;
     let len = input.metadata().map_or(0, |m| m.len());
     let progress = Progress::new("era_restore", len, o.quiet || len == 0);

@@ -6,7 +6,8 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP, QUIET, VERSION,
+    exit_status, number, open_device, print_steps, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP,
+    QUIET, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -155,21 +156,8 @@ fn print_report(o: &Options, r: &CheckReport) {
             }
         }
     }
-    let mut err = String::new();
-    for (section, heading) in steps {
-        err += heading;
-        err.push('\n');
-        for p in r.problems.iter().filter(|p| p.section == section) {
-            err += "  ";
-            err += &p.text;
-            err.push('\n');
-        }
-        if section == Section::SpaceMaps && !r.counts_compared {
-            err += "  reference counts not compared: the trees above are damaged\n";
-        }
-    }
-    if r.nr_hidden() > 0 {
-        err += &format!("  ... and {} more problems\n", r.nr_hidden());
-    }
-    eprint!("{err}");
+    print_steps(&steps, &r.log, |section| {
+        (section == Section::SpaceMaps && !r.counts_compared)
+            .then_some("reference counts not compared: the trees above are damaged")
+    });
 }

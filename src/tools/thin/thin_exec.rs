@@ -2,7 +2,7 @@
 //! kernel's pool would. One output line per operation: `ok`, a value, or
 //! `error: MESSAGE`. Input that ends without `commit` is aborted.
 
-use crate::tools::cli::{exit_status, open_shared, parse_exec, run_script, ExecOptions, Words};
+use crate::tools::cli::{execute, exit_status, parse_exec, ExecMetadata, Session, Words};
 use anyhow::{anyhow, Result};
 use pdata::io::BlockDevice;
 use std::process::ExitCode;
@@ -35,66 +35,56 @@ commit are released rather than leaked.
 
 pub fn run(args: &[String]) -> ExitCode {
     match parse_exec("thin_exec", USAGE, args) {
-        Ok(o) => exit_status("thin_exec: ", execute(&o)),
+        Ok(o) => exit_status("thin_exec: ", execute(&o, OPERATIONS, apply)),
         Err(status) => status,
     }
 }
 
-/// The session: metadata opened lazily (the first line may be `format`).
-struct Session {
-    dev: Arc<dyn BlockDevice>,
-    md: Option<ThinMetadata>,
-    force: bool,
+impl ExecMetadata for ThinMetadata {
+    fn open(dev: Arc<dyn BlockDevice>) -> Result<Self> {
+        Ok(ThinMetadata::open(dev, true)?)
+    }
+
+    fn abort(&mut self) {
+        let _ = ThinMetadata::abort(self);
+    }
 }
 
-impl Session {
-    fn md(&mut self) -> Result<&mut ThinMetadata> {
-        if self.md.is_none() {
-            self.md = Some(ThinMetadata::open(self.dev.clone(), true)?);
+/// Applies one operation.
+fn apply(s: &mut Session<ThinMetadata>, w: &Words) -> Result<String> {
+    let num = |i: usize| w.num(i);
+    let op = w.op;
+    let ok = "ok".to_string();
+    Ok(match op {
+        "format" => {
+            let size = u32::try_from(num(1)?).map_err(|_| anyhow!("data block size too large"))?;
+            let md = ThinMetadata::format(s.dev.clone(), size, num(2)?, s.force)?;
+            s.md = Some(md);
+            ok
         }
-        Ok(self.md.as_mut().expect("opened above"))
-    }
-
-    fn apply(&mut self, words: &[&str]) -> Result<String> {
-        let w = Words::new(words, OPERATIONS)?;
-        let num = |i: usize| w.num(i);
-        let op = w.op;
-        let ok = "ok".to_string();
-        Ok(match op {
-            "format" => {
-                let size =
-                    u32::try_from(num(1)?).map_err(|_| anyhow!("data block size too large"))?;
-                let md = ThinMetadata::format(self.dev.clone(), size, num(2)?, self.force)?;
-                self.md = Some(md);
-                ok
-            }
-            "create_thin" => self.md()?.create_thin(num(1)?).map(|_| ok)?,
-            "create_snap" => self.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
-            "delete" => self.md()?.delete(num(1)?).map(|_| ok)?,
-            "set_transaction_id" => self
-                .md()?
-                .set_transaction_id(num(1)?, num(2)?)
-                .map(|_| ok)?,
-            "provision" => self.md()?.provision(num(1)?, num(2)?)?.to_string(),
-            "alloc" => self.md()?.alloc()?.to_string(),
-            "insert" => self.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
-            "lookup" => match self.md()?.lookup(num(1)?, num(2)?)? {
-                Some((b, t)) => format!("{b} {t}"),
-                None => "unmapped".to_string(),
-            },
-            "remove" => self.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
-            "remove_range" => self
-                .md()?
-                .remove_range(num(1)?, num(2)?, num(3)?)
-                .map(|_| ok)?,
-            "reserve_metadata_snap" => self.md()?.reserve_metadata_snap().map(|_| ok)?,
-            "release_metadata_snap" => self.md()?.release_metadata_snap().map(|_| ok)?,
-            "resize_data" => self.md()?.resize_data(num(1)?).map(|_| ok)?,
-            "resize_metadata" => self.md()?.resize_metadata(num(1)?).map(|_| ok)?,
-            "commit" => self.md()?.commit().map(|_| ok)?,
-            _ => self.md()?.abort().map(|_| ok)?,
-        })
-    }
+        "create_thin" => s.md()?.create_thin(num(1)?).map(|_| ok)?,
+        "create_snap" => s.md()?.create_snap(num(1)?, num(2)?).map(|_| ok)?,
+        "delete" => s.md()?.delete(num(1)?).map(|_| ok)?,
+        "set_transaction_id" => s.md()?.set_transaction_id(num(1)?, num(2)?).map(|_| ok)?,
+        "provision" => s.md()?.provision(num(1)?, num(2)?)?.to_string(),
+        "alloc" => s.md()?.alloc()?.to_string(),
+        "insert" => s.md()?.insert(num(1)?, num(2)?, num(3)?).map(|_| ok)?,
+        "lookup" => match s.md()?.lookup(num(1)?, num(2)?)? {
+            Some((b, t)) => format!("{b} {t}"),
+            None => "unmapped".to_string(),
+        },
+        "remove" => s.md()?.remove(num(1)?, num(2)?).map(|_| ok)?,
+        "remove_range" => s
+            .md()?
+            .remove_range(num(1)?, num(2)?, num(3)?)
+            .map(|_| ok)?,
+        "reserve_metadata_snap" => s.md()?.reserve_metadata_snap().map(|_| ok)?,
+        "release_metadata_snap" => s.md()?.release_metadata_snap().map(|_| ok)?,
+        "resize_data" => s.md()?.resize_data(num(1)?).map(|_| ok)?,
+        "resize_metadata" => s.md()?.resize_metadata(num(1)?).map(|_| ok)?,
+        "commit" => s.md()?.commit().map(|_| ok)?,
+        _ => s.md()?.abort().map(|_| ok)?,
+    })
 }
 
 /// Each operation and the number of arguments it takes.
@@ -117,20 +107,3 @@ const OPERATIONS: &[(&str, usize)] = &[
     ("commit", 0),
     ("abort", 0),
 ];
-
-fn execute(opts: &ExecOptions) -> Result<bool> {
-    let dev = open_shared(&opts.meta, true)?;
-    let mut session = Session {
-        dev,
-        md: None,
-        force: opts.force,
-    };
-    let all_ok = run_script(opts.script.as_deref(), opts.stop_on_error, |w| {
-        session.apply(w)
-    })?;
-    // Whatever follows the last commit is dropped: nothing of it is on disk.
-    if let Some(md) = session.md.as_mut() {
-        let _ = md.abort();
-    }
-    Ok(all_ok)
-}

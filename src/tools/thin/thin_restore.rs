@@ -2,8 +2,8 @@
 
 use super::in_out::{self, Args};
 use super::xml::parse_in_background;
-use crate::tools::cli::{exit_status, open_shared, CountingReader, Progress};
-use anyhow::{bail, Context, Result};
+use crate::tools::cli::{exit_status, open_restore_output, CountingReader, Progress};
+use anyhow::{Context, Result};
 use std::fs::File;
 use std::process::ExitCode;
 use thin::restore::{Overrides, Restorer};
@@ -31,13 +31,7 @@ fn restore(args: &Args) -> Result<()> {
     let o = &args.io;
     let input =
         File::open(&o.input).with_context(|| format!("cannot open {}", o.input.display()))?;
-    if !o.output.exists() {
-        bail!(
-            "{} does not exist.\n\nThe output file should either be a block device,\nor an existing file.  The file needs to be large\nenough to hold the metadata.",
-            o.output.display()
-        );
-    }
-    let dev = open_shared(&o.output, true)?;
+    let dev = open_restore_output(&o.output)?;
     let mut restorer = Restorer::new(dev).with_overrides(Overrides {
         transaction_id: args.overrides.transaction_id,
         data_block_size: args.overrides.data_block_size,
