@@ -39,7 +39,7 @@ pub fn dump(dev: Arc<dyn BlockDevice>, logical: bool, sink: &mut dyn Sink) -> Re
     }
     let n = u64::from(sb.nr_blocks);
     if logical {
-        let mut eras = era_array(&bm, &view)?;
+        let mut eras = view.era_array(&bm)?;
         for (era, ws) in &sets {
             words(&bm, ws, &mut |i, w| {
                 let mut w = w;
@@ -146,29 +146,6 @@ fn stream_era_array(r: &impl BlockRead, view: &EraView, sink: &mut dyn Sink) -> 
     }
     sink.event(&Event::EraArrayEnd)?;
     sink.event(&Event::End)
-}
-
-pub(crate) fn era_array(r: &impl BlockRead, view: &EraView) -> Result<Vec<u32>> {
-    let mut out = Vec::with_capacity(view.nr_blocks as usize);
-    array::walk(r, view.era_array_root, ERA_VALUE_SIZE, |_, v| {
-        if out.len() >= view.nr_blocks as usize {
-            return Err(pdata::Error::corrupt(
-                view.era_array_root,
-                "era array",
-                "longer than nr_blocks",
-            ));
-        }
-        out.push(le32(v, 0));
-        Ok(())
-    })?;
-    if out.len() != view.nr_blocks as usize {
-        return Err(EraError::Invalid(format!(
-            "the era array has {} entries for {} blocks",
-            out.len(),
-            view.nr_blocks
-        )));
-    }
-    Ok(out)
 }
 
 /// The era array's events, equal entries in runs.

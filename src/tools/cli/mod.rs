@@ -20,4 +20,4 @@ pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
 pub use opts::{ASYNC_IO, HELP, QUIET, VERSION};
 pub use progress::{CountingReader, Progress};
 pub use report::print_steps;
-pub use status::{exit_status, number};
+pub use status::{checker_status, exit_status, number};

@@ -24,3 +24,12 @@ pub fn exit_status(prefix: &str, outcome: Result<bool>) -> ExitCode {
         }
     }
 }
+
+/// A checker's exit status: as [`exit_status`], but with `quiet` (`-q`)
+/// only the status speaks, even of an error.
+pub fn checker_status(quiet: bool, outcome: Result<bool>) -> ExitCode {
+    match outcome {
+        Err(_) if quiet => ExitCode::from(1),
+        r => exit_status("", r),
+    }
+}

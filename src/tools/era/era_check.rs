@@ -5,7 +5,7 @@
 //! `--ignore-non-fatal-errors`).
 
 use crate::tools::cli::{
-    exit_status, open_device, print_steps, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
+    checker_status, open_device, print_steps, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
 };
 use anyhow::Result;
 use era::check::{check, CheckOptions, CheckReport, Section};
@@ -60,11 +60,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(status) => return status,
     };
-    let outcome = match execute(&o) {
-        Err(_) if o.quiet => Ok(false),
-        r => r,
-    };
-    exit_status("", outcome)
+    checker_status(o.quiet, execute(&o))
 }
 
 fn execute(o: &Options) -> Result<bool> {

@@ -6,8 +6,8 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    exit_status, number, open_device, print_steps, GetOpt, HasArg, Opt, Progress, ASYNC_IO, HELP,
-    QUIET, VERSION,
+    checker_status, number, open_device, print_steps, GetOpt, HasArg, Opt, Progress, ASYNC_IO,
+    HELP, QUIET, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -104,12 +104,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(status) => return status,
     };
-    let outcome = match execute(&o) {
-        // -q: only the exit status speaks.
-        Err(_) if o.quiet => Ok(false),
-        r => r,
-    };
-    exit_status("", outcome)
+    checker_status(o.quiet, execute(&o))
 }
 
 fn execute(o: &Options) -> Result<bool> {

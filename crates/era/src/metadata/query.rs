@@ -114,12 +114,16 @@ impl EraView {
         let n = u64::from(self.nr_blocks);
         let mut marks = vec![0u64; bitset::nr_words(n) as usize];
         let mut seen = 0u64;
-        array::walk(r, self.era_array_root, ERA_VALUE_SIZE, |b, v| {
-            let era = le32(v, 0);
-            if b < n && era >= since && era != 0 {
-                marks[(b / BITS_PER_WORD) as usize] |= 1 << (b % BITS_PER_WORD);
+        // A block of entries at a time: no call per entry.
+        array::walk_blocks(r, self.era_array_root, ERA_VALUE_SIZE, |first, values| {
+            for (i, v) in values.chunks_exact(ERA_VALUE_SIZE).enumerate() {
+                let b = first + i as u64;
+                let era = le32(v, 0);
+                if b < n && era >= since && era != 0 {
+                    marks[(b / BITS_PER_WORD) as usize] |= 1 << (b % BITS_PER_WORD);
+                }
             }
-            seen = b + 1;
+            seen = first + (values.len() / ERA_VALUE_SIZE) as u64;
             Ok(())
         })?;
         if seen != n {
@@ -159,25 +163,28 @@ fn or_writeset(r: &impl BlockRead, ws: &WritesetDisk, limit: u64, marks: &mut [u
     let words = bitset::nr_words(nr_bits);
     let end = limit.min(nr_bits);
     let mut seen = 0u64;
-    array::walk(r, ws.root, WORD_SIZE, |i, v| {
-        if i >= words {
-            return Err(pdata::Error::corrupt(
-                ws.root,
-                "bitset",
-                "longer than its bits need",
-            ));
+    array::walk_blocks(r, ws.root, WORD_SIZE, |first_word, values| {
+        for (k, v) in values.chunks_exact(WORD_SIZE).enumerate() {
+            let i = first_word + k as u64;
+            if i >= words {
+                return Err(pdata::Error::corrupt(
+                    ws.root,
+                    "bitset",
+                    "longer than its bits need",
+                ));
+            }
+            let first = i * BITS_PER_WORD;
+            if first < end {
+                let live = (end - first).min(BITS_PER_WORD);
+                let mask = if live == BITS_PER_WORD {
+                    !0
+                } else {
+                    (1u64 << live) - 1
+                };
+                marks[i as usize] |= le64(v, 0) & mask;
+            }
+            seen = i + 1;
         }
-        let first = i * BITS_PER_WORD;
-        if first < end {
-            let live = (end - first).min(BITS_PER_WORD);
-            let mask = if live == BITS_PER_WORD {
-                !0
-            } else {
-                (1u64 << live) - 1
-            };
-            marks[i as usize] |= le64(v, 0) & mask;
-        }
-        seen = i + 1;
         Ok(())
     })?;
     if seen != words {
