@@ -7,7 +7,9 @@
 
 mod trees;
 
-use crate::format::superblock::{Superblock, SUPERBLOCK_LOCATION, SUPERBLOCK_VALIDATOR};
+use crate::format::superblock::{
+    Superblock, MAX_NR_BLOCKS, SUPERBLOCK_LOCATION, SUPERBLOCK_VALIDATOR,
+};
 use crate::format::writeset::{WritesetDisk, NO_WRITESET};
 use crate::metadata::ERA_VALUE_SIZE;
 use pdata::block_manager::{le32, Validator};
@@ -63,7 +65,18 @@ pub fn read_superblock(dev: &dyn BlockDevice, loc: u64) -> Result<Superblock, St
     SUPERBLOCK_VALIDATOR
         .check(loc, &b)
         .map_err(|e| e.to_string())?;
-    Ok(Superblock::unpack(&b))
+    let sb = Superblock::unpack(&b);
+    // The era array needs a block per `per_block` origin blocks: a larger
+    // count is damage (and would size the tools' memory).
+    let per_block = pdata::array::max_entries(ERA_VALUE_SIZE) as u64;
+    let most = dev.nr_blocks().saturating_mul(per_block);
+    if u64::from(sb.nr_blocks) > most.min(u64::from(MAX_NR_BLOCKS)) {
+        return Err(format!(
+            "says {} origin blocks, more than the metadata device's era array could hold",
+            sb.nr_blocks
+        ));
+    }
+    Ok(sb)
 }
 
 /// Checks the era metadata on `dev`.
