@@ -8,6 +8,7 @@ pub mod check;
 pub mod dump;
 pub mod error;
 pub mod format;
+pub mod invalidate;
 pub mod ir;
 pub mod metadata;
 pub mod repair;

@@ -12,7 +12,6 @@ use crate::tools::xml::XmlOut;
 use anyhow::{anyhow, bail, Context, Result};
 use era::check::read_superblock;
 use era::EraView;
-use pdata::block_manager::BlockManager;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,8 +79,7 @@ fn invalidate(input: &Path, output: Option<&Path>, snap: bool, since: u32) -> Re
     } else {
         EraView::live(&sb)
     };
-    let bm = BlockManager::new(dev, era::dump::CACHE_BLOCKS, false);
-    let runs = view.written_since(&bm, since)?;
+    let runs = era::invalidate::written_since(dev, &view, since)?;
     let out: Box<dyn Write> = match output {
         Some(p) => Box::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,

@@ -199,7 +199,7 @@ fn or_writeset(r: &impl BlockRead, ws: &WritesetDisk, limit: u64, marks: &mut [u
 }
 
 /// Appends block `b` (increasing) to `runs`, extending the last run.
-fn push_block(runs: &mut Vec<Run>, b: u64) {
+pub(crate) fn push_block(runs: &mut Vec<Run>, b: u64) {
     match runs.last_mut() {
         Some(r) if r.end == b => r.end = b + 1,
         _ => runs.push(b..b + 1),

@@ -185,7 +185,7 @@ fn reference_block<C: Client>(
 
 /// What is wrong with array block `b` read from `loc`, which should hold
 /// `nr` values of `value_size` bytes; None if nothing.
-fn verify_block(loc: u64, b: &Block, value_size: usize, nr: usize) -> Option<String> {
+pub fn verify_block(loc: u64, b: &Block, value_size: usize, nr: usize) -> Option<String> {
     let found = le64(b, BLOCKNR_OFFSET);
     if found != loc {
         return Some(format!("claims to be block {found}"));
