@@ -7,7 +7,6 @@
 
 use crate::dump::CACHE_BLOCKS;
 use crate::error::{EraError, Result};
-use crate::format::writeset::WritesetDisk;
 use crate::metadata::query::{push_block, EraView, Run};
 use crate::metadata::ERA_VALUE_SIZE;
 use pdata::array::{max_entries, ArrayBlock};
@@ -36,15 +35,7 @@ struct Job {
 pub fn written_since(dev: Arc<dyn BlockDevice>, view: &EraView, since: u32) -> Result<Vec<Run>> {
     let bm = BlockManager::new(dev.clone(), CACHE_BLOCKS, false);
     let n = u64::from(view.nr_blocks);
-    let mut sets: Vec<WritesetDisk> = view
-        .writesets(&bm)?
-        .into_iter()
-        .filter(|(era, _)| *era >= since)
-        .map(|(_, ws)| ws)
-        .collect();
-    if view.current_era >= since {
-        sets.extend(view.current_writeset);
-    }
+    let sets = view.writesets_since(&bm, since)?;
     let mut jobs = Vec::new();
     spine(&bm, view.era_array_root, ERA_VALUE_SIZE, n, None, &mut jobs)?;
     for (i, ws) in sets.iter().enumerate() {

@@ -69,6 +69,20 @@ impl EraView {
         Ok(out)
     }
 
+    /// The writesets of era `since` or later: archived, then the current one.
+    pub fn writesets_since(&self, r: &impl BlockRead, since: u32) -> Result<Vec<WritesetDisk>> {
+        let mut sets: Vec<WritesetDisk> = self
+            .writesets(r)?
+            .into_iter()
+            .filter(|(era, _)| *era >= since)
+            .map(|(_, ws)| ws)
+            .collect();
+        if self.current_era >= since {
+            sets.extend(self.current_writeset);
+        }
+        Ok(sets)
+    }
+
     /// The runs of set bits of a writeset, below `limit` as well as its
     /// own size.
     pub fn writeset_runs(
@@ -131,16 +145,7 @@ impl EraView {
                 "the era array has {seen} entries for {n} blocks"
             )));
         }
-        let mut sets: Vec<WritesetDisk> = self
-            .writesets(r)?
-            .into_iter()
-            .filter(|(era, _)| *era >= since)
-            .map(|(_, ws)| ws)
-            .collect();
-        if self.current_era >= since {
-            sets.extend(self.current_writeset);
-        }
-        for ws in &sets {
+        for ws in &self.writesets_since(r, since)? {
             or_writeset(r, ws, n, &mut marks)?;
         }
         let mut runs = Vec::new();
