@@ -10,11 +10,12 @@
 //! mutations reach the code behind the checksums.
 
 use crate::tools::cache::xml as cache_xml;
+use crate::tools::era::xml as era_xml_mod;
 use crate::tools::thin::xml as thin_xml;
 use cache::ir::{CacheInfo, MappingEvent};
 use pdata::checksum::{
-    seal, SALT_ARRAY, SALT_BITMAP, SALT_BTREE_NODE, SALT_CACHE_SUPERBLOCK, SALT_INDEX,
-    SALT_THIN_SUPERBLOCK,
+    seal, SALT_ARRAY, SALT_BITMAP, SALT_BTREE_NODE, SALT_CACHE_SUPERBLOCK, SALT_ERA_SUPERBLOCK,
+    SALT_INDEX, SALT_THIN_SUPERBLOCK,
 };
 use pdata::io::{BlockDevice, MemoryDevice};
 use pdata::BLOCK_SIZE;
@@ -81,16 +82,110 @@ impl Kind {
 
 /// A device from sparse records (later records win).
 pub fn device_from_records(data: &[u8]) -> MemoryDevice {
+    device_sealed_with(data, |kind| Kind::from_byte(kind).salt())
+}
+
+/// A device from sparse records, each block sealed with `salt(kind byte)`.
+fn device_sealed_with(data: &[u8], salt: impl Fn(u8) -> Option<u32>) -> MemoryDevice {
     let mut image = vec![0u8; FUZZ_NR_BLOCKS as usize * BLOCK_SIZE];
     for rec in data.chunks_exact(RECORD) {
         let at = rec[0] as usize % FUZZ_NR_BLOCKS as usize * BLOCK_SIZE;
         let block = &mut image[at..at + BLOCK_SIZE];
         block.copy_from_slice(&rec[2..]);
-        if let Some(salt) = Kind::from_byte(rec[1]).salt() {
+        if let Some(salt) = salt(rec[1]) {
             seal(block, salt);
         }
     }
     MemoryDevice::from_image(image)
+}
+
+/// Era's record kinds: 0 raw, then the era superblock, B-tree node, space
+/// map bitmap and index, array block.
+const ERA_SALTS: [Option<u32>; 6] = [
+    None,
+    Some(SALT_ERA_SUPERBLOCK),
+    Some(SALT_BTREE_NODE),
+    Some(SALT_BITMAP),
+    Some(SALT_INDEX),
+    Some(SALT_ARRAY),
+];
+
+/// An era device from sparse records.
+pub fn era_device_from_records(data: &[u8]) -> MemoryDevice {
+    device_sealed_with(data, |k| ERA_SALTS[k as usize % ERA_SALTS.len()])
+}
+
+/// The sparse records of an era image's non-zero blocks.
+pub fn era_records_from_image(image: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, block) in image.chunks_exact(BLOCK_SIZE).enumerate() {
+        if i as u64 >= FUZZ_NR_BLOCKS || block.iter().all(|&b| b == 0) {
+            continue;
+        }
+        let kind = ERA_SALTS
+            .iter()
+            .position(|s| s.is_some_and(|s| pdata::checksum::verify(block, s)))
+            .unwrap_or(0);
+        out.push(i as u8);
+        out.push(kind as u8);
+        out.extend_from_slice(block);
+    }
+    out
+}
+
+/// Drops every era event.
+struct EraNull;
+
+impl era::ir::Sink for EraNull {
+    fn event(&mut self, _: &era::ir::Event) -> era::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks, dumps, answers era_invalidate and repairs the era metadata in
+/// `data` (sparse records); what repair writes must check clean.
+pub fn era_metadata(data: &[u8]) {
+    let dev: Arc<dyn BlockDevice> = Arc::new(era_device_from_records(data));
+    let opts = era::check::CheckOptions::default();
+    let _ = era::check::check(dev.as_ref(), &opts, &pdata::progress::NoProgress);
+    for logical in [false, true] {
+        let _ = era::dump::dump(dev.clone(), logical, &mut EraNull);
+    }
+    if let Ok(sb) = era::check::read_superblock(dev.as_ref(), 0) {
+        let bm = pdata::block_manager::BlockManager::new(dev.clone(), 64, false);
+        for since in [0, 1, sb.current_era] {
+            let _ = era::EraView::live(&sb).written_since(&bm, since);
+        }
+    }
+    let out = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+    if let Ok(mut restorer) = era::restore::Restorer::new(out.clone()) {
+        if era::repair::recover(dev, &mut restorer).is_ok() {
+            let report = era::check::check(out.as_ref(), &opts, &pdata::progress::NoProgress);
+            assert!(
+                report.is_clean(),
+                "era_repair wrote bad metadata: {:?}",
+                report.errors
+            );
+        }
+    }
+}
+
+/// Parses `data` as era XML and restores it onto a small device; what
+/// restores must check clean.
+pub fn era_xml(data: &[u8]) {
+    let _ = era_xml_mod::parse(data, &mut EraNull);
+    let out = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+    if let Ok(mut restorer) = era::restore::Restorer::new(out.clone()) {
+        if era_xml_mod::parse(data, &mut restorer).is_ok() {
+            let opts = era::check::CheckOptions::default();
+            let report = era::check::check(out.as_ref(), &opts, &pdata::progress::NoProgress);
+            assert!(
+                report.is_clean(),
+                "era_restore wrote bad metadata: {:?}",
+                report.errors
+            );
+        }
+    }
 }
 
 /// The sparse records of an image's non-zero blocks (for seeding the corpus).

@@ -205,3 +205,129 @@ fn mutate_cache() {
         }
     }
 }
+
+#[test]
+fn era_metadata_corpus() {
+    let n = replay("era_metadata", fuzzing::era_metadata);
+    eprintln!("era_metadata: {n} inputs");
+}
+
+#[test]
+fn era_xml_corpus() {
+    let n = replay("era_xml", fuzzing::era_xml);
+    eprintln!("era_xml: {n} inputs");
+}
+
+/// Era metadata small enough for the fuzzer: (name, image).
+fn seed_era() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, writes, snap) in [
+        ("fresh", 0u64, false),
+        ("writesets", 6, false),
+        ("snapshot", 4, true),
+    ] {
+        let dev = Arc::new(MemoryDevice::new(FUZZ_NR_BLOCKS));
+        let bdev: Arc<dyn BlockDevice> = dev.clone();
+        let mut md = era::EraMetadata::format(bdev, 1100, 128, true).expect("format");
+        for e in 0..writes {
+            md.write_range(e * 150, e * 150 + 70 + e).expect("write");
+            md.write(1099 - e).expect("write");
+            md.checkpoint().expect("checkpoint");
+        }
+        if writes > 0 {
+            md.digest(2).expect("digest");
+            md.write(7).expect("write");
+        }
+        md.commit().expect("commit");
+        if snap {
+            md.take_metadata_snap().expect("snap");
+            md.write_range(100, 900).expect("write");
+            md.commit().expect("commit");
+        }
+        drop(md);
+        out.push((name, dev.image()));
+    }
+    out
+}
+
+/// Deterministic mutants of `bytes`: a few bytes flipped (the kept corpus
+/// reaches the error paths without a fuzzer run).
+fn mutants(bytes: &[u8], n: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let mut m = bytes.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % m.len().max(1) as u64) as usize;
+                if let Some(b) = m.get_mut(at) {
+                    *b ^= 1 << (next() % 8);
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "writes the era seed corpus"]
+fn seed_era_corpus() {
+    for (name, image) in seed_era() {
+        let records = fuzzing::era_records_from_image(&image);
+        let dir = corpus("era_metadata");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(name), &records).expect("write");
+        for (i, m) in mutants(&records, 8, 7 + name.len() as u64)
+            .into_iter()
+            .enumerate()
+        {
+            std::fs::write(dir.join(format!("{name}-m{i}")), m).expect("write");
+        }
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(image));
+        for (form, compact) in [("bits", false), ("compact", true)] {
+            let mut xml = Vec::new();
+            let mut w = pdt::tools::era::xml::XmlWriter::new(&mut xml, compact);
+            era::dump::dump(dev.clone(), false, &mut w).expect("dump");
+            drop(w);
+            let dir = corpus("era_xml");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            std::fs::write(dir.join(format!("{name}-{form}.xml")), &xml).expect("write");
+            // Text mutants of the compact form only (the bit form is large).
+            if compact {
+                for (i, m) in mutants(&xml, 8, 3 + name.len() as u64)
+                    .into_iter()
+                    .enumerate()
+                {
+                    std::fs::write(dir.join(format!("{name}-{form}-m{i}.xml")), m).expect("write");
+                }
+            }
+        }
+    }
+}
+
+/// A poor man's fuzzing run without cargo-fuzz: many deterministic mutants
+/// of the era seeds through both entry points (minutes; run by hand).
+#[test]
+#[ignore = "long: run by hand"]
+fn era_mutants_smoke() {
+    let n: usize = std::env::var("ERA_MUTANTS").map_or(2000, |v| v.parse().expect("a number"));
+    for (name, image) in seed_era() {
+        let records = fuzzing::era_records_from_image(&image);
+        for m in mutants(&records, n, 99 + name.len() as u64) {
+            fuzzing::era_metadata(&m);
+        }
+        let dev: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(image));
+        let mut xml = Vec::new();
+        let mut w = pdt::tools::era::xml::XmlWriter::new(&mut xml, true);
+        era::dump::dump(dev, false, &mut w).expect("dump");
+        drop(w);
+        for m in mutants(&xml, n, 5 + name.len() as u64) {
+            fuzzing::era_xml(&m);
+        }
+    }
+}

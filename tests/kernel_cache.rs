@@ -213,9 +213,8 @@ fn restore_cache(meta: &Path, version: u32, dir: &Path) {
     );
     for (c, o) in maps() {
         let dirty = DIRTY.contains(&c);
-        xml += &format!(
-            "    <mapping cache_block=\"{c}\" origin_block=\"{o}\" dirty=\"{dirty}\"/>\n"
-        );
+        xml +=
+            &format!("    <mapping cache_block=\"{c}\" origin_block=\"{o}\" dirty=\"{dirty}\"/>\n");
     }
     xml += "  </mappings>\n</superblock>\n";
     let path = dir.join("cache.xml");

@@ -1,10 +1,11 @@
-//! The tools `pdt` dispatches to: one folder per client (`thin`, `cache`;
-//! `era` to come) over the shared command-line layer (`cli`) and XML
+//! The tools `pdt` dispatches to: one folder per client (`thin`, `cache`,
+//! `era`) over the shared command-line layer (`cli`) and XML
 //! layer (`xml`); `demo` and `torture` work on the engine itself.
 
 pub mod cache;
 mod cli;
 mod demo;
+pub mod era;
 pub mod thin;
 mod torture;
 pub mod xml;
@@ -117,6 +118,36 @@ pub const TOOLS: &[Tool] = &[
         name: "cache_writeback",
         about: "copy a cache's dirty blocks to the origin device, offline",
         run: cache::cache_writeback::run,
+    },
+    Tool {
+        name: "era_check",
+        about: "validate era metadata",
+        run: era::era_check::run,
+    },
+    Tool {
+        name: "era_dump",
+        about: "dump era metadata as XML",
+        run: era::era_dump::run,
+    },
+    Tool {
+        name: "era_restore",
+        about: "build era metadata from era_dump XML",
+        run: era::era_restore::run,
+    },
+    Tool {
+        name: "era_invalidate",
+        about: "list the origin blocks written since an era",
+        run: era::era_invalidate::run,
+    },
+    Tool {
+        name: "era_repair",
+        about: "recover damaged era metadata into another device or file",
+        run: era::era_repair::run,
+    },
+    Tool {
+        name: "era_exec",
+        about: "apply era target operations to era metadata, one per line",
+        run: era::era_exec::run,
     },
 ];
 

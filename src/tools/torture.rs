@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 use torture::Config;
 
-const USAGE: &str = "usage: pdt torture [--workload btree|thin|cache] [--seed S] [--ops N]
+const USAGE: &str = "usage: pdt torture [--workload btree|thin|era|cache] [--seed S] [--ops N]
                     [--transactions T] [--max-states N] [--self-test]
 
 Runs a seeded workload once, recording it, and checks every crash state a
@@ -24,7 +24,8 @@ the k-th flush, and drops every write from the k-th on, for every k.
   --workload W       thin (default): pool operations over several
                      transactions; btree: raw B-trees and the metadata space
                      map through a small cache; cache: dm-cache metadata,
-                     versions 1 and 2, commits clean and unclean
+                     versions 1 and 2, commits clean and unclean; era: dm-era
+                     writes, checkpoints, digests, metadata snapshots, resizes
   --seed S           seed of the workload and of the sampling (default 1)
   --ops N            operations per transaction, on average (default 12)
   --transactions T   transactions (default 20)

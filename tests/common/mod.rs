@@ -7,6 +7,7 @@ pub mod cache;
 pub mod damage;
 pub mod damage_cases;
 pub mod dump;
+pub mod era;
 pub mod exec_model;
 pub mod kernel;
 pub mod kernel_host;

@@ -4,9 +4,15 @@
 //! the archived writesets (a B-tree keyed by era) and the era array they
 //! are digested into.
 
+pub mod check;
+pub mod dump;
 pub mod error;
 pub mod format;
+pub mod invalidate;
+pub mod ir;
 pub mod metadata;
+pub mod repair;
+pub mod restore;
 
 pub use error::{EraError, Result};
 pub use format::superblock::Superblock;

@@ -17,6 +17,7 @@
 pub mod btree_workload;
 pub mod cache_workload;
 pub mod crash;
+pub mod era_workload;
 pub mod image;
 pub mod inject;
 pub mod rng;
@@ -101,6 +102,7 @@ pub enum WorkloadKind {
     Btree,
     Thin,
     Cache,
+    Era,
 }
 
 impl FromStr for WorkloadKind {
@@ -110,7 +112,10 @@ impl FromStr for WorkloadKind {
             "btree" => Ok(WorkloadKind::Btree),
             "thin" => Ok(WorkloadKind::Thin),
             "cache" => Ok(WorkloadKind::Cache),
-            _ => Err(format!("unknown workload '{s}' (btree, thin or cache)")),
+            "era" => Ok(WorkloadKind::Era),
+            _ => Err(format!(
+                "unknown workload '{s}' (btree, thin, cache or era)"
+            )),
         }
     }
 }
@@ -243,6 +248,16 @@ pub fn run(config: &Config, progress: &ProgressFn<'_>) -> Report {
             }
             report
         }
+        WorkloadKind::Era => run_workload(
+            &Scripted::new(
+                era_workload::Era,
+                config.seed,
+                config.ops,
+                config.transactions,
+            ),
+            config,
+            progress,
+        ),
     }
 }
 

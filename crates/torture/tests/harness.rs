@@ -86,3 +86,16 @@ fn cache_self_test_finds_the_seed_bug() {
     let v = r.injection.violations_by_mode;
     assert!(v.iter().all(|&n| n > 0), "violations by mode: {v:?}");
 }
+
+#[test]
+fn era_workload_has_no_violations() {
+    assert_clean(&run_quiet(&small(WorkloadKind::Era, false)));
+}
+
+#[test]
+fn era_self_test_finds_the_seed_bug() {
+    let r = run_quiet(&small(WorkloadKind::Era, true));
+    assert!(r.crash_violations > 0, "crash states missed the seed bug");
+    let v = r.injection.violations_by_mode;
+    assert!(v.iter().all(|&n| n > 0), "violations by mode: {v:?}");
+}

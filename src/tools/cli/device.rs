@@ -80,3 +80,15 @@ pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>> {
         None => Box::new(std::io::stdout().lock()),
     })
 }
+
+/// Opens the output of a restore, which must exist (a block device, or a
+/// file large enough), with the established tools' message otherwise.
+pub fn open_restore_output(path: &Path) -> Result<Arc<dyn BlockDevice>> {
+    if !path.exists() {
+        bail!(
+            "{} does not exist.\n\nThe output file should either be a block device,\nor an existing file.  The file needs to be large\nenough to hold the metadata.",
+            path.display()
+        );
+    }
+    open_shared(path, true)
+}

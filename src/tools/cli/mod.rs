@@ -10,12 +10,13 @@ mod getopt;
 mod in_out;
 mod opts;
 mod progress;
+mod report;
 mod status;
 pub mod units;
 
 pub use device::{
-    distinct, open_device, open_exclusive, open_output, open_reader, open_shared, open_text_input,
-    same_file, warn_live,
+    distinct, open_device, open_exclusive, open_output, open_reader, open_restore_output,
+    open_shared, open_text_input, same_file, warn_live,
 };
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
@@ -24,6 +25,7 @@ pub use opts::{
     SUPER_BLOCK_ONLY, VERSION,
 };
 pub use progress::{CountingReader, Progress};
+pub use report::print_steps;
 pub use status::{check_status, describe, exit_status, number};
 
 /// What `-V` prints, bare on its own line: the project's version, 2.0.0 and

@@ -6,9 +6,9 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    check_status, number, open_device, warn_live, GetOpt, HasArg, Opt, Progress, ASYNC_IO,
-    AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY,
-    VERSION,
+    check_status, number, open_device, print_steps, warn_live, GetOpt, HasArg, Opt, Progress,
+    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
+    SUPER_BLOCK_ONLY, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -176,21 +176,8 @@ fn print_report(o: &Options, r: &CheckReport) {
             }
         }
     }
-    let mut err = String::new();
-    for (section, heading) in steps {
-        err += heading;
-        err.push('\n');
-        for p in r.problems.iter().filter(|p| p.section == section) {
-            err += "  ";
-            err += &p.text;
-            err.push('\n');
-        }
-        if section == Section::SpaceMaps && !r.counts_compared {
-            err += "  reference counts not compared: the trees above are damaged\n";
-        }
-    }
-    if r.nr_hidden() > 0 {
-        err += &format!("  ... and {} more problems\n", r.nr_hidden());
-    }
-    eprint!("{err}");
+    print_steps(&steps, &r.log, |section| {
+        (section == Section::SpaceMaps && !r.counts_compared)
+            .then_some("reference counts not compared: the trees above are damaged")
+    });
 }

@@ -3,9 +3,9 @@
 use super::in_out::{self, Args};
 use super::xml::parse_in_background;
 use crate::tools::cli::{
-    distinct, exit_status, open_shared, open_text_input, CountingReader, Progress,
+    distinct, exit_status, open_restore_output, open_text_input, CountingReader, Progress,
 };
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::process::ExitCode;
 use thin::restore::{Overrides, Restorer};
 
@@ -32,13 +32,7 @@ fn restore(args: &Args) -> Result<()> {
     let o = &args.io;
     distinct(&o.input, &o.output)?;
     let input = open_text_input(&o.input)?;
-    if !o.output.exists() {
-        bail!(
-            "{} does not exist.\n\nThe output file should either be a block device,\nor an existing file.  The file needs to be large\nenough to hold the metadata.",
-            o.output.display()
-        );
-    }
-    let dev = open_shared(&o.output, true)?;
+    let dev = open_restore_output(&o.output)?;
     let mut restorer = Restorer::new(dev).with_overrides(Overrides {
         transaction_id: args.overrides.transaction_id,
         data_block_size: args.overrides.data_block_size,

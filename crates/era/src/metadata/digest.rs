@@ -6,7 +6,7 @@
 
 use super::{EraMetadata, ERA_VALUE_SIZE};
 use crate::error::{EraError, Result};
-use crate::format::writeset::{WritesetDisk, WritesetValue};
+use crate::format::writeset::{WritesetDisk, WritesetValue, WRITESET_DISK_SIZE};
 use pdata::bitset::{BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::le64;
 use pdata::live::LiveMetadata;
@@ -62,6 +62,12 @@ impl EraMetadata {
                 else {
                     return Ok((false, false));
                 };
+                if v.len() != WRITESET_DISK_SIZE {
+                    return Err(EraError::Invalid(format!(
+                        "writeset tree values of {} bytes, not {WRITESET_DISK_SIZE}",
+                        v.len()
+                    )));
+                }
                 let ws = WritesetDisk::unpack(&v);
                 let era = u32::try_from(key).map_err(|_| {
                     EraError::Invalid(format!("writeset tree key {key} is not an era"))

@@ -38,8 +38,8 @@ pub struct EraMetadata {
 
 impl EraMetadata {
     /// Formats new metadata as the kernel does (empty writeset tree, empty
-    /// era array, era 0, committed), then resizes it to `nr_blocks` as the
-    /// target's first resume does (which starts era 1) and commits again.
+    /// era array, era 0), resized to `nr_blocks` as the target's first
+    /// resume does (which starts era 1), in one commit.
     /// Refuses a device whose block 0 is not all zero unless `force`.
     pub fn format(
         dev: Arc<dyn BlockDevice>,
@@ -78,7 +78,8 @@ impl EraMetadata {
             sb,
             digest: None,
         };
-        md.commit()?;
+        // One commit: a crash mid-format leaves the device unformatted or
+        // formatted, never the kernel's intermediate empty-origin state.
         md.resize(nr_blocks)?;
         md.commit()?;
         Ok(md)

@@ -9,7 +9,7 @@
 use super::{EraMetadata, ERA_VALUE_SIZE};
 use crate::error::{EraError, Result};
 use crate::format::superblock::Superblock;
-use crate::format::writeset::{WritesetDisk, NO_WRITESET};
+use crate::format::writeset::{WritesetDisk, NO_WRITESET, WRITESET_DISK_SIZE};
 use pdata::bitset::{BITS_PER_WORD, WORD_SIZE};
 use pdata::block_manager::{le32, le64, BlockRead};
 use pdata::{array, bitset, btree};
@@ -56,10 +56,31 @@ impl EraView {
             let era = u32::try_from(k).map_err(|_| {
                 pdata::Error::corrupt(self.writeset_tree_root, "writeset tree", "key past 2^32")
             })?;
+            if v.len() != WRITESET_DISK_SIZE {
+                return Err(pdata::Error::corrupt(
+                    self.writeset_tree_root,
+                    "writeset tree",
+                    format!("values of {} bytes, not {WRITESET_DISK_SIZE}", v.len()),
+                ));
+            }
             out.push((era, WritesetDisk::unpack(v)));
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// The writesets of era `since` or later: archived, then the current one.
+    pub fn writesets_since(&self, r: &impl BlockRead, since: u32) -> Result<Vec<WritesetDisk>> {
+        let mut sets: Vec<WritesetDisk> = self
+            .writesets(r)?
+            .into_iter()
+            .filter(|(era, _)| *era >= since)
+            .map(|(_, ws)| ws)
+            .collect();
+        if self.current_era >= since {
+            sets.extend(self.current_writeset);
+        }
+        Ok(sets)
     }
 
     /// The runs of set bits of a writeset, below `limit` as well as its
@@ -107,12 +128,16 @@ impl EraView {
         let n = u64::from(self.nr_blocks);
         let mut marks = vec![0u64; bitset::nr_words(n) as usize];
         let mut seen = 0u64;
-        array::walk(r, self.era_array_root, ERA_VALUE_SIZE, |b, v| {
-            let era = le32(v, 0);
-            if b < n && era >= since && era != 0 {
-                marks[(b / BITS_PER_WORD) as usize] |= 1 << (b % BITS_PER_WORD);
+        // A block of entries at a time: no call per entry.
+        array::walk_blocks(r, self.era_array_root, ERA_VALUE_SIZE, |first, values| {
+            for (i, v) in values.chunks_exact(ERA_VALUE_SIZE).enumerate() {
+                let b = first + i as u64;
+                let era = le32(v, 0);
+                if b < n && era >= since && era != 0 {
+                    marks[(b / BITS_PER_WORD) as usize] |= 1 << (b % BITS_PER_WORD);
+                }
             }
-            seen = b + 1;
+            seen = first + (values.len() / ERA_VALUE_SIZE) as u64;
             Ok(())
         })?;
         if seen != n {
@@ -120,16 +145,7 @@ impl EraView {
                 "the era array has {seen} entries for {n} blocks"
             )));
         }
-        let mut sets: Vec<WritesetDisk> = self
-            .writesets(r)?
-            .into_iter()
-            .filter(|(era, _)| *era >= since)
-            .map(|(_, ws)| ws)
-            .collect();
-        if self.current_era >= since {
-            sets.extend(self.current_writeset);
-        }
-        for ws in &sets {
+        for ws in &self.writesets_since(r, since)? {
             or_writeset(r, ws, n, &mut marks)?;
         }
         let mut runs = Vec::new();
@@ -152,25 +168,28 @@ fn or_writeset(r: &impl BlockRead, ws: &WritesetDisk, limit: u64, marks: &mut [u
     let words = bitset::nr_words(nr_bits);
     let end = limit.min(nr_bits);
     let mut seen = 0u64;
-    array::walk(r, ws.root, WORD_SIZE, |i, v| {
-        if i >= words {
-            return Err(pdata::Error::corrupt(
-                ws.root,
-                "bitset",
-                "longer than its bits need",
-            ));
+    array::walk_blocks(r, ws.root, WORD_SIZE, |first_word, values| {
+        for (k, v) in values.chunks_exact(WORD_SIZE).enumerate() {
+            let i = first_word + k as u64;
+            if i >= words {
+                return Err(pdata::Error::corrupt(
+                    ws.root,
+                    "bitset",
+                    "longer than its bits need",
+                ));
+            }
+            let first = i * BITS_PER_WORD;
+            if first < end {
+                let live = (end - first).min(BITS_PER_WORD);
+                let mask = if live == BITS_PER_WORD {
+                    !0
+                } else {
+                    (1u64 << live) - 1
+                };
+                marks[i as usize] |= le64(v, 0) & mask;
+            }
+            seen = i + 1;
         }
-        let first = i * BITS_PER_WORD;
-        if first < end {
-            let live = (end - first).min(BITS_PER_WORD);
-            let mask = if live == BITS_PER_WORD {
-                !0
-            } else {
-                (1u64 << live) - 1
-            };
-            marks[i as usize] |= le64(v, 0) & mask;
-        }
-        seen = i + 1;
         Ok(())
     })?;
     if seen != words {
@@ -185,7 +204,7 @@ fn or_writeset(r: &impl BlockRead, ws: &WritesetDisk, limit: u64, marks: &mut [u
 }
 
 /// Appends block `b` (increasing) to `runs`, extending the last run.
-fn push_block(runs: &mut Vec<Run>, b: u64) {
+pub(crate) fn push_block(runs: &mut Vec<Run>, b: u64) {
     match runs.last_mut() {
         Some(r) if r.end == b => r.end = b + 1,
         _ => runs.push(b..b + 1),

@@ -209,6 +209,23 @@ pub fn walk(
     value_size: usize,
     mut f: impl FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
+    walk_blocks(r, root, value_size, |first, values| {
+        for (i, v) in values.chunks_exact(value_size).enumerate() {
+            f(first + i as u64, v)?;
+        }
+        Ok(())
+    })
+}
+
+/// As [`walk`], a block at a time: `f(first index, values)` gets each
+/// array block's values (`value_size` bytes each), so a caller can loop
+/// over them without a call per value.
+pub fn walk_blocks(
+    r: &(impl BlockRead + ?Sized),
+    root: u64,
+    value_size: usize,
+    mut f: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
     let g = Geometry::new(value_size)?;
     walk::walk(r, root, g, &mut f)
 }

@@ -7,6 +7,7 @@ use crate::block_manager::BlockRead;
 use crate::btree;
 use crate::{Error, Result};
 
+/// Calls `f(first index, values)` for each array block's values, in order.
 pub fn walk(
     r: &(impl BlockRead + ?Sized),
     root: u64,
@@ -53,9 +54,7 @@ pub fn walk(
             if nr < g.max as usize {
                 short = Some((bloc, nr));
             }
-            for s in 0..nr {
-                f(key * g.max + s as u64, a.value(s))?;
-            }
+            f(key * g.max, a.values())?;
             next_key += 1;
         }
         Ok(())
