@@ -44,18 +44,6 @@ fn blocks_in_use(img: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// (cache block -> (origin block, dirty)) of a dump.
-fn mappings(xml: &str) -> BTreeMap<u64, (u64, bool)> {
-    xml.lines()
-        .filter(|l| l.contains("<mapping "))
-        .map(|l| {
-            let a = |k| common::oracle::xml_num(l, k);
-            let dirty = common::oracle::xml_attr(l, "dirty") == Some("true");
-            (a("cache_block"), (a("origin_block"), dirty))
-        })
-        .collect()
-}
-
 /// Repairs `img` and holds it to the rules; the number of mappings kept.
 fn repair_keeps_the_rules(
     img: &Path,

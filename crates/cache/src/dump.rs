@@ -15,8 +15,8 @@ use crate::format::superblock::{
     Superblock, CACHE_MAGIC, HINT_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, SUPERBLOCK_LOCATION,
 };
 use crate::ir::{CacheInfo, MappingEvent, Visitor};
-pub use crate::lost_sb::LostSuperblock;
 use crate::lost_sb::rebuild;
+pub use crate::lost_sb::LostSuperblock;
 use crate::read::{read_array, read_entries, spine, Lost};
 use crate::scan::orphan_entries;
 use crate::{CacheError, Result};
@@ -49,6 +49,7 @@ pub fn dump_with(
     let mut report = DumpReport::default();
     let mut sb_damaged = false;
     let mut found = None;
+    let mut disputed = FxHashSet::default();
     let sb = match read_superblock(dev) {
         Ok(sb) => sb,
         Err(e) if repair => {
@@ -63,6 +64,7 @@ pub fn dump_with(
                     .map_err(|x| CacheError::Invalid(format!("superblock: {e}; {x}")))?;
                 report.warnings.extend(r.warnings);
                 found = Some(r.entries);
+                disputed = r.disputed;
                 r.sb
             }
         }
@@ -81,6 +83,7 @@ pub fn dump_with(
         repair,
         all_dirty: repair && (sb_damaged || !sb.clean_shutdown()),
         found,
+        disputed,
         report: &mut report,
     };
     d.run(out)?;
@@ -107,6 +110,8 @@ struct Dumper<'a> {
     /// The mapping array's spine entries, found by scanning for a lost
     /// superblock.
     found: Option<Vec<(u64, u64)>>,
+    /// Cache blocks recovery leaves unmapped (see `crate::lost_sb`).
+    disputed: FxHashSet<u64>,
     report: &'a mut DumpReport,
 }
 
@@ -246,6 +251,9 @@ impl Dumper<'_> {
                     continue;
                 }
                 junk += u64::from(flags & !(FLAG_VALID | FLAG_DIRTY) != 0);
+                if self.disputed.contains(&c) {
+                    continue;
+                }
                 if self.repair && !seen.insert(oblock) {
                     twice += 1;
                     continue;

@@ -43,6 +43,8 @@ pub struct LostSuperblock {
 pub(crate) struct Rebuilt {
     pub sb: Superblock,
     pub entries: Vec<(u64, u64)>,
+    /// Cache blocks to leave unmapped.
+    pub disputed: FxHashSet<u64>,
     pub warnings: Vec<String>,
 }
 
@@ -76,7 +78,9 @@ fn array_blocks(dev: &dyn BlockDevice, mut locs: Vec<u64>) -> FxHashMap<u64, Fou
             let (mut mapped, mut all, mut dirty_flag) = (0u64, true, false);
             for v in a.values().chunks_exact(8) {
                 let (oblock, flags) = unpack(le64(v, 0));
-                if flags & !(FLAG_VALID | FLAG_DIRTY) != 0 || (flags & FLAG_VALID == 0 && oblock != 0) {
+                if flags & !(FLAG_VALID | FLAG_DIRTY) != 0
+                    || (flags & FLAG_VALID == 0 && oblock != 0)
+                {
                     all = false;
                     break;
                 }
@@ -119,7 +123,10 @@ pub(crate) fn rebuild(dev: &dyn BlockDevice, o: &LostSuperblock) -> Result<Rebui
     let leaves: Vec<Leaf> = all_leaves(dev);
     let blocks = array_blocks(
         dev,
-        leaves.iter().flat_map(|l| l.1.iter().map(|e| e.1)).collect(),
+        leaves
+            .iter()
+            .flat_map(|l| l.1.iter().map(|e| e.1))
+            .collect(),
     );
     // Mapping leaves with their mappings, the fullest first.
     let mut mapping_leaves: Vec<(u64, &Leaf)> = leaves
@@ -134,11 +141,11 @@ pub(crate) fn rebuild(dev: &dyn BlockDevice, o: &LostSuperblock) -> Result<Rebui
         .collect();
     mapping_leaves.sort_by_key(|(total, leaf)| (std::cmp::Reverse(*total), leaf.0));
     let mut chosen: FxHashMap<u64, u64> = FxHashMap::default();
-    let mut shadowed = 0u64;
+    let mut rivals: Vec<(u64, u64)> = Vec::new();
     for (_, leaf) in &mapping_leaves {
         for &(k, loc) in &leaf.1 {
             match chosen.get(&k) {
-                Some(&l) if l != loc => shadowed += 1,
+                Some(&l) if l != loc => rivals.push((k, loc)),
                 Some(_) => {}
                 None => {
                     chosen.insert(k, loc);
@@ -146,9 +153,11 @@ pub(crate) fn rebuild(dev: &dyn BlockDevice, o: &LostSuperblock) -> Result<Rebui
             }
         }
     }
-    if shadowed > 0 {
+    let disputed = disputed(dev, &chosen, rivals);
+    if !disputed.is_empty() {
         warnings.push(format!(
-            "{shadowed} mapping array blocks of other transactions offered an index a fuller set holds: not used"
+            "{} cache blocks are mapped differently by mapping arrays of different transactions, and which is the newest is recorded nowhere but the superblock: they come back unmapped",
+            disputed.len()
         ));
     }
     let Some(&last) = chosen.keys().max() else {
@@ -157,9 +166,19 @@ pub(crate) fn rebuild(dev: &dyn BlockDevice, o: &LostSuperblock) -> Result<Rebui
         ));
     };
     let per = max_entries(8) as u64;
-    let found_n = last * per + blocks.get(&chosen[&last]).map_or(0, |b| b.nr_entries as u64);
+    let found_n = last * per
+        + blocks
+            .get(&chosen[&last])
+            .map_or(0, |b| b.nr_entries as u64);
     let n = match o.nr_cache_blocks {
-        Some(n) => u64::from(n),
+        Some(n) => {
+            if u64::from(n) != found_n {
+                warnings.push(format!(
+                    "--nr-cache-blocks {n}, but the mapping array found holds {found_n} entries: its blocks of another length are lost"
+                ));
+            }
+            u64::from(n)
+        }
         None => {
             warnings.push(format!(
                 "{found_n} cache blocks, as far as the mapping array found reaches (give --nr-cache-blocks if there were more)"
@@ -186,7 +205,11 @@ pub(crate) fn rebuild(dev: &dyn BlockDevice, o: &LostSuperblock) -> Result<Rebui
             };
             warnings.push(format!(
                 "metadata version {v} taken ({}; give --metadata-version to say otherwise)",
-                if v == 2 { "a dirty bitset of the cache's size was found" } else { "no dirty bitset was found" }
+                if v == 2 {
+                    "a dirty bitset of the cache's size was found"
+                } else {
+                    "no dirty bitset was found"
+                }
             ));
             v
         }
@@ -213,6 +236,7 @@ pub(crate) fn rebuild(dev: &dyn BlockDevice, o: &LostSuperblock) -> Result<Rebui
     Ok(Rebuilt {
         sb,
         entries,
+        disputed,
         warnings,
     })
 }
@@ -235,4 +259,39 @@ fn has_bitset(
                 .sum::<u64>()
                 == words
     })
+}
+
+/// A mapping entry as the rival arrays are compared: the origin block if
+/// mapped (the dirty flag aside: all come back dirty).
+fn mapping_at(b: &[u8; BLOCK_SIZE], i: usize) -> Option<u64> {
+    let a = ArrayBlock(b);
+    (i < a.nr_entries())
+        .then(|| unpack(le64(a.value(i), 0)))
+        .and_then(|(o, f)| (f & FLAG_VALID != 0).then_some(o))
+}
+
+/// The cache blocks on which the chosen array block of an index and a
+/// rival one (of another transaction) disagree.
+fn disputed(
+    dev: &dyn BlockDevice,
+    chosen: &FxHashMap<u64, u64>,
+    rivals: Vec<(u64, u64)>,
+) -> FxHashSet<u64> {
+    let per = max_entries(8) as usize;
+    let mut out = FxHashSet::default();
+    let (mut a, mut b) = ([0u8; BLOCK_SIZE], [0u8; BLOCK_SIZE]);
+    for (k, loc) in rivals {
+        let Some(&mine) = chosen.get(&k) else {
+            continue;
+        };
+        if dev.read_block(mine, &mut a).is_err() || dev.read_block(loc, &mut b).is_err() {
+            continue;
+        }
+        for i in 0..per {
+            if mapping_at(&a, i) != mapping_at(&b, i) {
+                out.insert(k * per as u64 + i as u64);
+            }
+        }
+    }
+    out
 }

@@ -59,10 +59,7 @@ pub fn orphan_entries(
     let mut found: FxHashMap<u64, Option<u64>> = FxHashMap::default();
     for (_, entries) in leaves_among(dev, &blocks) {
         for (k, v) in entries {
-            found
-                .entry(k)
-                .and_modify(|v| *v = None)
-                .or_insert(Some(v));
+            found.entry(k).and_modify(|v| *v = None).or_insert(Some(v));
         }
     }
     found
@@ -93,7 +90,10 @@ pub fn leaves_among(dev: &dyn BlockDevice, blocks: &[u64]) -> Vec<Leaf> {
                 continue;
             }
             let n = pdata::btree::node::Node(&bufs[i]);
-            out.push((loc, (0..shape.nr).map(|e| (n.key(e), n.value_u64(e))).collect()));
+            out.push((
+                loc,
+                (0..shape.nr).map(|e| (n.key(e), n.value_u64(e))).collect(),
+            ));
         }
     }
     out

@@ -9,8 +9,8 @@ use crate::tools::cli::{
     exit_status, number, open_device, open_shared, parse_in_out, same_file, HasArg, Opt, ASYNC_IO,
     HELP, INPUT, OUTPUT, QUIET, VERSION,
 };
-use cache::dump::LostSuperblock;
 use anyhow::{bail, Result};
+use cache::dump::LostSuperblock;
 use cache::restore::{RestoreOptions, Restorer};
 use std::process::ExitCode;
 use std::sync::Arc;
