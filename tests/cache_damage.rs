@@ -9,6 +9,7 @@
 mod common;
 
 use common::cache::*;
+use common::damage::{le32, le64};
 use common::oracle::run;
 use common::tool::{new_file, pdt, s};
 use pdata::checksum::{seal, SALT_ARRAY, SALT_CACHE_SUPERBLOCK};
@@ -16,14 +17,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const BS: usize = 4096;
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// The array blocks of the array whose spine is the single leaf at `root`.
 fn array_blocks(img: &[u8], root: u64) -> Vec<u64> {

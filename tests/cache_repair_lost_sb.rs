@@ -7,20 +7,13 @@
 mod common;
 
 use common::cache::*;
+use common::damage::{le32, le64};
 use common::oracle::run;
 use common::tool::{new_file, pdt, s};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 const BS: usize = 4096;
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 fn repair(img: &Path, extra: &[&str]) -> (Output, PathBuf) {
     let out = img.with_extension("repaired");

@@ -37,7 +37,7 @@ const OPTS: &[Opt] = &[
     OUTPUT,
     ASYNC_IO,
     Opt::long("block-size", HasArg::Required, "block-size"),
-    Opt::long("metadata-version", HasArg::Required, "metadata-version"),
+    super::METADATA_VERSION,
     Opt::long("nr-cache-blocks", HasArg::Required, "nr-cache-blocks"),
     Opt::long("policy", HasArg::Required, "policy"),
 ];
@@ -47,10 +47,7 @@ pub fn run(args: &[String]) -> ExitCode {
     let io = parse_in_out("cache_repair", USAGE, OPTS, args, |id, value| {
         match id {
             "block-size" => lost.block_size = Some(number(id, value)?),
-            "metadata-version" => match number::<u32>(id, value)? {
-                v @ (1 | 2) => lost.version = Some(v),
-                v => return Err(format!("--metadata-version {v}: only 1 and 2 exist")),
-            },
+            "metadata-version" => lost.version = Some(super::metadata_version(id, value)?),
             "nr-cache-blocks" => lost.nr_cache_blocks = Some(number(id, value)?),
             "policy" => lost.policy = Some(value.to_string()),
             _ => {}
