@@ -9,6 +9,7 @@
 mod common;
 
 use common::cache::*;
+use common::damage::{le32, le64};
 use common::oracle::run;
 use common::tool::{new_file, pdt, s};
 use pdata::checksum::{seal, SALT_ARRAY, SALT_CACHE_SUPERBLOCK};
@@ -16,14 +17,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const BS: usize = 4096;
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// The array blocks of the array whose spine is the single leaf at `root`.
 fn array_blocks(img: &[u8], root: u64) -> Vec<u64> {
@@ -41,18 +34,6 @@ fn blocks_in_use(img: &[u8]) -> Vec<u64> {
     (0..nr)
         .filter(|&e| (b[16 + e / 4] >> (2 * (e % 4))) & 3 != 0)
         .map(|e| e as u64)
-        .collect()
-}
-
-/// (cache block -> (origin block, dirty)) of a dump.
-fn mappings(xml: &str) -> BTreeMap<u64, (u64, bool)> {
-    xml.lines()
-        .filter(|l| l.contains("<mapping "))
-        .map(|l| {
-            let a = |k| common::oracle::xml_num(l, k);
-            let dirty = common::oracle::xml_attr(l, "dirty") == Some("true");
-            (a("cache_block"), (a("origin_block"), dirty))
-        })
         .collect()
 }
 

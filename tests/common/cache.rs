@@ -106,3 +106,15 @@ pub fn dump(img: &Path, ours: bool) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// (cache block -> (origin block, dirty)) of a dump.
+pub fn mappings(xml: &str) -> std::collections::BTreeMap<u64, (u64, bool)> {
+    xml.lines()
+        .filter(|l| l.contains("<mapping "))
+        .map(|l| {
+            let a = |k| super::oracle::xml_num(l, k);
+            let dirty = super::oracle::xml_attr(l, "dirty") == Some("true");
+            (a("cache_block"), (a("origin_block"), dirty))
+        })
+        .collect()
+}

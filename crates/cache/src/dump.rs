@@ -15,6 +15,8 @@ use crate::format::superblock::{
     Superblock, CACHE_MAGIC, HINT_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, SUPERBLOCK_LOCATION,
 };
 use crate::ir::{CacheInfo, MappingEvent, Visitor};
+use crate::lost_sb::rebuild;
+pub use crate::lost_sb::LostSuperblock;
 use crate::read::{read_array, read_entries, spine, Lost};
 use crate::scan::orphan_entries;
 use crate::{CacheError, Result};
@@ -33,24 +35,43 @@ pub struct DumpReport {
 /// Walks the metadata on `dev` into `out`; with `repair`, damage is
 /// worked around (and told in the report) instead of failing the dump.
 pub fn dump(dev: &dyn BlockDevice, repair: bool, out: &mut dyn Visitor) -> Result<DumpReport> {
+    dump_with(dev, repair, &LostSuperblock::default(), out)
+}
+
+/// As [`dump`]; when repairing a superblock that is wholly lost, `lost`
+/// stands in for its fields (see `crate::lost_sb`).
+pub fn dump_with(
+    dev: &dyn BlockDevice,
+    repair: bool,
+    lost: &LostSuperblock,
+    out: &mut dyn Visitor,
+) -> Result<DumpReport> {
     let mut report = DumpReport::default();
     let mut sb_damaged = false;
+    let mut found = None;
+    let mut disputed = FxHashSet::default();
     let sb = match read_superblock(dev) {
         Ok(sb) => sb,
         Err(e) if repair => {
-            let sb = damaged_superblock(dev).ok_or_else(|| {
-                CacheError::Invalid(format!("superblock: {e}; nothing to recover it from"))
-            })?;
-            report.warnings.push(format!(
-                "superblock: {e}; its fields are used as they read, every mapping dirty"
-            ));
             sb_damaged = true;
-            sb
+            if let Some(sb) = damaged_superblock(dev) {
+                report.warnings.push(format!(
+                    "superblock: {e}; its fields are used as they read, every mapping dirty"
+                ));
+                sb
+            } else {
+                let r = rebuild(dev, lost)
+                    .map_err(|x| CacheError::Invalid(format!("superblock: {e}; {x}")))?;
+                report.warnings.extend(r.warnings);
+                found = Some(r.entries);
+                disputed = r.disputed;
+                r.sb
+            }
         }
         Err(e) => return Err(CacheError::Invalid(format!("superblock: {e}"))),
     };
     let problems = superblock_problems(&sb);
-    if let Some(p) = problems.first() {
+    if let (Some(p), None) = (problems.first(), &found) {
         if !repair || sb.mapping_root == 0 || sb.incompat_flags != 0 {
             return Err(CacheError::Invalid(format!("superblock: {p}")));
         }
@@ -61,6 +82,8 @@ pub fn dump(dev: &dyn BlockDevice, repair: bool, out: &mut dyn Visitor) -> Resul
         sb: &sb,
         repair,
         all_dirty: repair && (sb_damaged || !sb.clean_shutdown()),
+        found,
+        disputed,
         report: &mut report,
     };
     d.run(out)?;
@@ -84,6 +107,11 @@ struct Dumper<'a> {
     repair: bool,
     /// The dirty bits cannot be trusted: every mapping comes back dirty.
     all_dirty: bool,
+    /// The mapping array's spine entries, found by scanning for a lost
+    /// superblock.
+    found: Option<Vec<(u64, u64)>>,
+    /// Cache blocks recovery leaves unmapped (see `crate::lost_sb`).
+    disputed: FxHashSet<u64>,
     report: &'a mut DumpReport,
 }
 
@@ -109,6 +137,9 @@ impl Dumper<'_> {
     /// the other arrays of 8-byte values read (so their leaves are known
     /// and cannot pass for the mapping array's).
     fn mapping_spine(&mut self) -> (Vec<(u64, u64)>, Vec<String>) {
+        if let Some(entries) = self.found.take() {
+            return (entries, Vec::new());
+        }
         let sb = self.sb;
         let (mut problems, mut leaves) = (Vec::new(), Vec::new());
         let mut entries = spine(self.dev, sb.mapping_root, &mut problems, &mut leaves);
@@ -160,7 +191,7 @@ impl Dumper<'_> {
 
         // Version 2's dirty bits first: the mappings carry them.
         let all_dirty = self.all_dirty;
-        if all_dirty && !sb.clean_shutdown() {
+        if all_dirty && !sb.clean_shutdown() && self.found.is_none() {
             self.report.warnings.push(
                 "the cache was not shut down cleanly: every mapping is taken as dirty".into(),
             );
@@ -220,6 +251,9 @@ impl Dumper<'_> {
                     continue;
                 }
                 junk += u64::from(flags & !(FLAG_VALID | FLAG_DIRTY) != 0);
+                if self.disputed.contains(&c) {
+                    continue;
+                }
                 if self.repair && !seen.insert(oblock) {
                     twice += 1;
                     continue;

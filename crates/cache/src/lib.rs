@@ -8,6 +8,7 @@ pub mod dump;
 pub mod error;
 pub mod format;
 pub mod ir;
+mod lost_sb;
 pub mod metadata;
 mod oblocks;
 mod read;

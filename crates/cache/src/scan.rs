@@ -57,6 +57,24 @@ pub fn orphan_entries(
     };
     let blocks: Vec<u64> = blocks.into_iter().filter(|b| !known.contains(b)).collect();
     let mut found: FxHashMap<u64, Option<u64>> = FxHashMap::default();
+    for (_, entries) in leaves_among(dev, &blocks) {
+        for (k, v) in entries {
+            found.entry(k).and_modify(|v| *v = None).or_insert(Some(v));
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
+/// A spine leaf found by scanning: its location and (key, value) entries.
+pub type Leaf = (u64, Vec<(u64, u64)>);
+
+/// The B-tree leaves of 8-byte values among `blocks` (sorted), each
+/// verified where it lies.
+pub fn leaves_among(dev: &dyn BlockDevice, blocks: &[u64]) -> Vec<Leaf> {
+    let mut out = Vec::new();
     let mut bufs = vec![[0u8; BLOCK_SIZE]; BATCH];
     for chunk in blocks.chunks(BATCH) {
         let mut ok = vec![false; chunk.len()];
@@ -72,16 +90,28 @@ pub fn orphan_entries(
                 continue;
             }
             let n = pdata::btree::node::Node(&bufs[i]);
-            for e in 0..shape.nr {
-                found
-                    .entry(n.key(e))
-                    .and_modify(|v| *v = None)
-                    .or_insert(Some(n.value_u64(e)));
-            }
+            out.push((
+                loc,
+                (0..shape.nr).map(|e| (n.key(e), n.value_u64(e))).collect(),
+            ));
         }
     }
-    found
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect()
+    out
+}
+
+/// Every B-tree leaf of 8-byte values on the device (the superblock's
+/// block excepted), whatever reaches it: for a lost superblock, when
+/// there is no space map to say which blocks are in use.
+pub fn all_leaves(dev: &dyn BlockDevice) -> Vec<Leaf> {
+    let mut out = Vec::new();
+    // Chunks of the device, so the block list stays small.
+    let step = 1u64 << 16;
+    let mut first = 1u64;
+    while first < dev.nr_blocks() {
+        let end = (first + step).min(dev.nr_blocks());
+        let blocks: Vec<u64> = (first..end).collect();
+        out.extend(leaves_among(dev, &blocks));
+        first = end;
+    }
+    out
 }

@@ -2,8 +2,8 @@
 //! in bulk (version 2 unless `--metadata-version 1`).
 
 use crate::tools::cli::{
-    exit_status, number, open_shared, parse_in_out, CountingReader, HasArg, Opt, Progress,
-    ASYNC_IO, HELP, INPUT, OUTPUT, QUIET, VERSION,
+    exit_status, open_shared, parse_in_out, CountingReader, HasArg, Opt, Progress, ASYNC_IO, HELP,
+    INPUT, OUTPUT, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use cache::restore::{RestoreOptions, Restorer};
@@ -27,7 +27,7 @@ const OPTS: &[Opt] = &[
     QUIET,
     INPUT,
     OUTPUT,
-    Opt::long("metadata-version", HasArg::Required, "metadata-version"),
+    super::METADATA_VERSION,
     // 0.9.0's debugging spelling: any version, unchecked there; 1 or 2 here.
     Opt::long(
         "debug-override-metadata-version",
@@ -42,10 +42,7 @@ pub fn run(args: &[String]) -> ExitCode {
     let mut opts = RestoreOptions::default();
     let io = parse_in_out("cache_restore", USAGE, OPTS, args, |id, value| {
         match id {
-            "metadata-version" => match number::<u32>(id, value)? {
-                v @ (1 | 2) => opts.version = Some(v),
-                v => return Err(format!("--metadata-version {v}: only 1 and 2 exist")),
-            },
+            "metadata-version" => opts.version = Some(super::metadata_version(id, value)?),
             "omit-clean-shutdown" => opts.omit_clean_shutdown = true,
             _ => {}
         }

@@ -14,3 +14,19 @@ pub mod xml;
 pub(crate) fn drop_empty(operands: &mut Vec<String>) {
     operands.retain(|a| !a.is_empty());
 }
+
+/// `--metadata-version 1|2` (cache_restore; cache_repair for a lost
+/// superblock).
+pub(crate) const METADATA_VERSION: crate::tools::cli::Opt = crate::tools::cli::Opt::long(
+    "metadata-version",
+    crate::tools::cli::HasArg::Required,
+    "metadata-version",
+);
+
+/// `--metadata-version`'s value: 1 or 2.
+pub(crate) fn metadata_version(id: &str, value: &str) -> Result<u32, String> {
+    match crate::tools::cli::number::<u32>(id, value)? {
+        v @ (1 | 2) => Ok(v),
+        v => Err(format!("--metadata-version {v}: only 1 and 2 exist")),
+    }
+}
