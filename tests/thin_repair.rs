@@ -5,6 +5,7 @@
 
 use pdata::btree::node::Node;
 use pdata::io::{BlockDevice, FileDevice, MemoryDevice};
+use pdata::live::LiveMetadata;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;

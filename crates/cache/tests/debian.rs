@@ -8,6 +8,7 @@ mod oracle;
 use cache::{CacheMetadata, Mapping, Policy};
 use oracle::{debian, run, xml_attr as attr, xml_num as num};
 use pdata::io::{BlockDevice, MemoryDevice};
+use pdata::live::LiveMetadata;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;

@@ -10,6 +10,7 @@ use cache::format::superblock::{
 use cache::{CacheError, CacheMetadata, Mapping, Policy};
 use pdata::block_manager::{le32, put_le32, Validator};
 use pdata::io::{BlockDevice, FlakeyDevice, IoKinds, MemoryDevice, Rule, Trigger};
+use pdata::live::LiveMetadata;
 use std::sync::Arc;
 
 fn new_cache(version: u32, nr: u32) -> (Arc<MemoryDevice>, CacheMetadata) {

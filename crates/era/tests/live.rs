@@ -10,6 +10,7 @@ use era::format::superblock::{SUPERBLOCK_LOCATION, VERSION};
 use era::{EraError, EraMetadata, Run};
 use pdata::block_manager::{le32, put_le32, Validator};
 use pdata::io::{BlockDevice, FlakeyDevice, IoKinds, MemoryDevice, Rule, Trigger};
+use pdata::live::LiveMetadata;
 use std::sync::Arc;
 
 fn new_era(nr: u32) -> (Arc<MemoryDevice>, EraMetadata) {

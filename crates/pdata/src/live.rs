@@ -7,15 +7,29 @@ use crate::transaction_manager::TransactionManager;
 use crate::{Error, Result};
 
 pub trait LiveMetadata {
-    fn live_tm(&self) -> &TransactionManager;
-    fn live_tm_mut(&mut self) -> &mut TransactionManager;
+    fn transaction_manager(&self) -> &TransactionManager;
+
+    /// Test-only access for fault injection.
+    #[doc(hidden)]
+    fn transaction_manager_mut(&mut self) -> &mut TransactionManager;
+
+    /// Test-only: the kernel's pre-fix commit (the torture harness's seed
+    /// bug).
+    #[doc(hidden)]
+    fn enable_seed_bug_mutation(&mut self) {
+        self.transaction_manager_mut().enable_seed_bug_mutation();
+    }
+
+    fn is_writable(&self) -> bool {
+        self.transaction_manager().bm().is_writable()
+    }
 
     /// Before a change: writable, and the transaction alive.
     fn require_writable(&self) -> Result<()> {
-        if !self.live_tm().bm().is_writable() {
+        if !self.transaction_manager().bm().is_writable() {
             return Err(Error::ReadOnly);
         }
-        self.live_tm().check_alive()
+        self.transaction_manager().check_alive()
     }
 
     /// Runs a changing step: refuses if the transaction is dead, and kills
@@ -28,10 +42,10 @@ pub trait LiveMetadata {
         Self: Sized,
         E: From<Error> + std::fmt::Display,
     {
-        self.live_tm().check_alive()?;
+        self.transaction_manager().check_alive()?;
         let r = f(self);
         if let Err(e) = &r {
-            self.live_tm_mut()
+            self.transaction_manager_mut()
                 .poison(format!("a metadata operation failed: {e}"));
         }
         r

@@ -7,6 +7,7 @@ use crate::restore::Overrides;
 use crate::{Result, ThinError, ThinMetadata};
 use pdata::btree::node::{Node, NODE_VALIDATOR};
 use pdata::io::will_need_sorted;
+use pdata::live::LiveMetadata;
 
 /// Deepest tree [`will_need_tree`] descends (a B-tree of 2^64 keys is far
 /// shallower).

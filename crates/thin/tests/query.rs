@@ -2,6 +2,7 @@
 //! pools whose snapshots share sub-trees and data blocks.
 
 use pdata::io::{BlockDevice, MemoryDevice};
+use pdata::live::LiveMetadata;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -16,6 +16,7 @@ use crate::script::{e2s, Client, Scripted, Step};
 use cache::format::superblock::{Policy, Stats};
 use cache::CacheMetadata;
 use pdata::io::BlockDevice;
+use pdata::live::LiveMetadata;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

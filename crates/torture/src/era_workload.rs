@@ -11,6 +11,7 @@ use era::check::{check, CheckOptions};
 use era::{EraMetadata, EraView};
 use pdata::block_manager::BlockRead;
 use pdata::io::BlockDevice;
+use pdata::live::LiveMetadata;
 use pdata::progress::NoProgress;
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ use crate::rng::Rng;
 use crate::script::{e2s, Client, Disk, Scripted, Step};
 use pdata::btree;
 use pdata::io::BlockDevice;
+use pdata::live::LiveMetadata;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use thin::check::check;

@@ -19,6 +19,7 @@ use crate::tools::cli::{
 use anyhow::{bail, Context, Result};
 use cache::CacheMetadata;
 use pdata::io::{refuse_fifo, write_all_vectored_at};
+use pdata::live::LiveMetadata;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;

@@ -9,6 +9,7 @@
 
 use crate::tools::cli::{describe, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{bail, Context, Result};
+use pdata::live::LiveMetadata;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

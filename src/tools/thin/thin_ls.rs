@@ -4,6 +4,7 @@
 
 use crate::tools::cli::{exit_status, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{Context, Result};
+use pdata::live::LiveMetadata;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -10,6 +10,7 @@
 use super::introsort;
 use crate::tools::cli::{exit_status, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{bail, Result};
+use pdata::live::LiveMetadata;
 use std::io::Write;
 use std::ops::Range;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@
 
 use crate::tools::cli::{exit_status, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
 use anyhow::{bail, Context, Result};
+use pdata::live::LiveMetadata;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::ops::Range;

@@ -175,26 +175,6 @@ impl CacheMetadata {
         &self.sb
     }
 
-    pub fn transaction_manager(&self) -> &TransactionManager {
-        &self.tm
-    }
-
-    /// Test-only access for fault injection.
-    #[doc(hidden)]
-    pub fn transaction_manager_mut(&mut self) -> &mut TransactionManager {
-        &mut self.tm
-    }
-
-    /// Test-only: the kernel's pre-fix commit (the torture harness's seed bug).
-    #[doc(hidden)]
-    pub fn enable_seed_bug_mutation(&mut self) {
-        self.tm.enable_seed_bug_mutation();
-    }
-
-    pub fn is_writable(&self) -> bool {
-        self.tm.bm().is_writable()
-    }
-
     pub fn version(&self) -> u32 {
         self.sb.version
     }
@@ -347,11 +327,11 @@ impl CacheMetadata {
 }
 
 impl LiveMetadata for CacheMetadata {
-    fn live_tm(&self) -> &TransactionManager {
+    fn transaction_manager(&self) -> &TransactionManager {
         &self.tm
     }
 
-    fn live_tm_mut(&mut self) -> &mut TransactionManager {
+    fn transaction_manager_mut(&mut self) -> &mut TransactionManager {
         &mut self.tm
     }
 }

@@ -110,26 +110,6 @@ impl EraMetadata {
         &self.sb
     }
 
-    pub fn transaction_manager(&self) -> &TransactionManager {
-        &self.tm
-    }
-
-    /// Test-only access for fault injection.
-    #[doc(hidden)]
-    pub fn transaction_manager_mut(&mut self) -> &mut TransactionManager {
-        &mut self.tm
-    }
-
-    /// Test-only: the kernel's pre-fix commit (the torture harness's seed bug).
-    #[doc(hidden)]
-    pub fn enable_seed_bug_mutation(&mut self) {
-        self.tm.enable_seed_bug_mutation();
-    }
-
-    pub fn is_writable(&self) -> bool {
-        self.tm.bm().is_writable()
-    }
-
     /// Origin block size, in sectors.
     pub fn data_block_size(&self) -> u32 {
         self.sb.data_block_size
@@ -207,11 +187,11 @@ impl EraMetadata {
 }
 
 impl LiveMetadata for EraMetadata {
-    fn live_tm(&self) -> &TransactionManager {
+    fn transaction_manager(&self) -> &TransactionManager {
         &self.tm
     }
 
-    fn live_tm_mut(&mut self) -> &mut TransactionManager {
+    fn transaction_manager_mut(&mut self) -> &mut TransactionManager {
         &mut self.tm
     }
 }

@@ -159,16 +159,6 @@ impl ThinMetadata {
         &self.sb
     }
 
-    pub fn transaction_manager(&self) -> &TransactionManager {
-        &self.tm
-    }
-
-    /// Test-only access for fault injection.
-    #[doc(hidden)]
-    pub fn transaction_manager_mut(&mut self) -> &mut TransactionManager {
-        &mut self.tm
-    }
-
     pub fn data_block_size(&self) -> u32 {
         self.sb.data_block_size
     }
@@ -326,11 +316,11 @@ pub fn read_superblock(bm: &BlockManager, writable: bool) -> Result<Superblock> 
 }
 
 impl LiveMetadata for ThinMetadata {
-    fn live_tm(&self) -> &TransactionManager {
+    fn transaction_manager(&self) -> &TransactionManager {
         &self.tm
     }
 
-    fn live_tm_mut(&mut self) -> &mut TransactionManager {
+    fn transaction_manager_mut(&mut self) -> &mut TransactionManager {
         &mut self.tm
     }
 }
