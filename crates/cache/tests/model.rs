@@ -240,7 +240,12 @@ fn run(version: u32, nr: u32, ops: Vec<Op>) {
     }
     md.commit(true).unwrap();
     common::audit::audit(dev.clone());
-    debian_check(&dev);
+    // Debian's 0.9.0 cache_check refuses empty arrays ("missing mappings
+    // [1, 0]"), which the kernel writes for a cache of no blocks: only a
+    // cache with blocks goes to it.
+    if md.nr_cache_blocks() > 0 {
+        debian_check(&dev);
+    }
 }
 
 fn debian_check(dev: &MemoryDevice) {
