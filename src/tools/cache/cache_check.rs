@@ -6,7 +6,6 @@
 //! `--ignore-non-fatal-errors`; `--auto-repair` and
 //! `--clear-needs-check-flag` set leaks free).
 
-use super::drop_empty;
 use crate::tools::cli::{
     check_status, open_device, GetOpt, HasArg, Opt, Progress, ASYNC_IO, AUTO_REPAIR,
     CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
@@ -71,7 +70,6 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             _ => {} // async-io
         }
     }
-    drop_empty(&mut g.operands);
     o.input = g.single_input()?;
     // 1.x: clearing the flag repairs leaks too.
     o.check.repair_leaks = auto_repair || o.clear_needs_check;

@@ -2,7 +2,6 @@
 //! version 2's real dirty bits, where Debian's 0.9.0 prints every block
 //! clean). `-r`/`--repair` dumps what recovery reads of damaged metadata.
 
-use super::drop_empty;
 use super::xml::XmlWriter;
 use crate::tools::cli::{
     exit_status, open_device, open_output, GetOpt, HasArg, Opt, ASYNC_IO, HELP, QUIET, VERSION,
@@ -52,7 +51,6 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             _ => {}
         }
     }
-    drop_empty(&mut g.operands);
     o.input = g.single_input()?;
     Ok(o)
 }

@@ -18,7 +18,7 @@ use crate::tools::cli::{
 };
 use anyhow::{bail, Context, Result};
 use cache::CacheMetadata;
-use pdata::io::{refuse_fifo, write_all_vectored_at};
+use pdata::io::{check_file_or_block_device, write_all_vectored_at};
 use pdata::live::LiveMetadata;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -163,15 +163,12 @@ fn size_of(f: &mut File) -> std::io::Result<u64> {
 }
 
 fn open_data(path: &PathBuf, writable: bool) -> Result<File> {
-    refuse_fifo(path).with_context(|| format!("cannot open {}", path.display()))?;
+    check_file_or_block_device(path).with_context(|| format!("cannot open {}", path.display()))?;
     let f = OpenOptions::new()
         .read(true)
         .write(writable)
         .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    if f.metadata()?.is_dir() {
-        bail!("{} is a directory", path.display());
-    }
     Ok(f)
 }
 

@@ -10,11 +10,6 @@ pub mod cache_restore;
 pub(super) mod cache_writeback;
 pub mod xml;
 
-/// Older LVM passes a stray empty argument: it names no file.
-pub(crate) fn drop_empty(operands: &mut Vec<String>) {
-    operands.retain(|a| !a.is_empty());
-}
-
 /// `--metadata-version 1|2` (cache_restore; cache_repair for a lost
 /// superblock).
 pub(crate) const METADATA_VERSION: crate::tools::cli::Opt = crate::tools::cli::Opt::long(

@@ -13,6 +13,6 @@ mod tokenizer;
 mod writer;
 
 pub use escape::{escape_attr, unescape_attr};
-pub use pipe::{parse_in_background, Batcher};
+pub use pipe::{parse_in_background, parse_lines_in_background, Batcher};
 pub use tokenizer::{parse_u64, Kind, Tag, Tokenizer};
 pub use writer::XmlOut;

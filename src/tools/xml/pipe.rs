@@ -82,6 +82,24 @@ where
     })
 }
 
+/// [`parse_in_background`] for readers that give each event with the input
+/// line it came from (for the applier's messages).
+pub fn parse_lines_in_background<E, R, F, A>(input: R, read: F, mut apply: A) -> Result<()>
+where
+    E: Send,
+    R: Read + Send,
+    F: FnOnce(R, &mut dyn FnMut(E, usize) -> Result<()>) -> Result<()> + Send,
+    A: FnMut(&E, usize) -> Result<()>,
+{
+    parse_in_background(
+        input,
+        |input, events: &mut Batcher<(E, usize)>| {
+            read(input, &mut |ev, line| events.push((ev, line)))
+        },
+        |(ev, line)| apply(ev, *line),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

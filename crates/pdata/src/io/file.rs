@@ -176,20 +176,6 @@ impl BlockDevice for FileDevice {
     }
 }
 
-/// A FIFO or socket is no device: opening a FIFO to read would wait for a
-/// writer forever.
-pub fn refuse_fifo(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = std::fs::metadata(path)?.file_type();
-    if t.is_fifo() || t.is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a FIFO or socket, not a file or block device",
-        ));
-    }
-    Ok(())
-}
-
 /// Writes `bufs` one after the other to `file` from byte `offset` on, with
 /// as few pwritev calls as IOV_MAX allows (for tools that copy data).
 pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {

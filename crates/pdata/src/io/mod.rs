@@ -13,12 +13,12 @@ mod recording;
 
 pub use batch::{BatchWriter, DEFAULT_BATCH_BLOCKS};
 pub use batch_read::{read_sorted, will_need_sorted};
-pub use file::{refuse_fifo, write_all_vectored_at, FileDevice};
+pub use file::{write_all_vectored_at, FileDevice};
 pub use flakey::{
     Fault, FlakeyDevice, Injection, InjectionHook, IoCounts, IoKind, IoKinds, Rule, Trigger,
 };
 pub use memory::MemoryDevice;
-pub use open::same_file;
+pub use open::{check_file_or_block_device, same_file};
 pub use recording::{
     apply_sectors, crash_image, durable_prefix, image_at, in_flight, Event, RecordingDevice,
     SECTORS_PER_BLOCK, SECTOR_SIZE, WHOLE_BLOCK,

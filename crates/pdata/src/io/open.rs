@@ -43,6 +43,12 @@ pub(super) fn check_kind(path: &Path) -> io::Result<Kind> {
     )))
 }
 
+/// For tools that read or write data devices themselves: `path` is a
+/// regular file or a block device (the refusal says what it is instead).
+pub fn check_file_or_block_device(path: &Path) -> io::Result<()> {
+    check_kind(path).map(|_| ())
+}
+
 /// Metadata is whole 4 KiB blocks, at least one. A block device's tail
 /// past its last whole block is ignored, as the kernel ignores it.
 pub(super) fn check_size(bytes: u64, regular: bool) -> io::Result<()> {

@@ -3,7 +3,7 @@
 //! tag has a fast path, as both tools write it.
 
 use crate::tools::xml::fast::{empty_tag_end, number_field};
-use crate::tools::xml::{self, base64, Batcher, Kind, Tag, Tokenizer};
+use crate::tools::xml::{self, base64, Kind, Tag, Tokenizer};
 use anyhow::{anyhow, bail, Result};
 use cache::ir::{CacheInfo, MappingEvent, Visitor};
 use std::io::Read;
@@ -191,13 +191,7 @@ pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
 
 /// As [`parse`], with the parsing on another thread.
 pub fn parse_in_background<R: Read + Send>(input: R, out: &mut dyn Visitor) -> Result<()> {
-    xml::parse_in_background(
-        input,
-        |input, events: &mut Batcher<(Event, usize)>| {
-            read_events(input, &mut |ev, line| events.push((ev, line)))
-        },
-        |(ev, line)| apply(out, ev, *line),
-    )
+    xml::parse_lines_in_background(input, read_events, |ev, line| apply(out, ev, line))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! `<ref name="…"/>` inside a device (or a later def) replays it.
 
 use super::fast;
-use crate::tools::xml::{self, parse_u64, Batcher, Kind, Tag, Tokenizer};
+use crate::tools::xml::{self, parse_u64, Kind, Tag, Tokenizer};
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
 use std::io::Read;
@@ -252,13 +252,7 @@ pub fn parse<R: Read>(input: R, out: &mut dyn Visitor) -> Result<()> {
 
 /// As [`parse`], with the parsing on another thread.
 pub fn parse_in_background<R: Read + Send>(input: R, out: &mut dyn Visitor) -> Result<()> {
-    xml::parse_in_background(
-        input,
-        |input, events: &mut Batcher<(Event, usize)>| {
-            read_events(input, &mut |ev, line| events.push((ev, line)))
-        },
-        |(ev, line)| apply(out, ev, *line),
-    )
+    xml::parse_lines_in_background(input, read_events, |ev, line| apply(out, ev, line))
 }
 
 #[cfg(test)]
