@@ -215,15 +215,42 @@ fn output_text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
+/// A committed state may leak data blocks: dm-thin counts a block when it
+/// allocates it for a write, and inserts the mapping only when the write's
+/// I/O completes; a commit in between makes the count durable without the
+/// mapping. Leaks are non-fatal (pdt exits 1 without
+/// `--ignore-non-fatal-errors`, as 1.x does; Debian's 0.9.0 does not report
+/// data leaks), so data leaks pass and anything else fails.
 fn pdt_check(img: &Path) -> Result<(), String> {
     if run(pdt("thin_check").arg("-q").arg(img)).status.success() {
         return Ok(());
     }
     let r = run(pdt("thin_check").arg(img));
-    Err(format!(
-        "pdt thin_check failed:\n    {}",
-        head(&output_text(&r))
-    ))
+    let text = output_text(&r);
+    let only_data_leaks = text
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .all(|l| is_data_leak_line(l.trim()));
+    let lenient = run(pdt("thin_check")
+        .args(["-q", "--ignore-non-fatal-errors"])
+        .arg(img));
+    if only_data_leaks && lenient.status.success() {
+        return Ok(());
+    }
+    Err(format!("pdt thin_check failed:\n    {}", head(&text)))
+}
+
+/// "data block N is counted once but nothing references it", or
+/// "N data blocks have leaked".
+fn is_data_leak_line(line: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = line.strip_prefix("data block ") {
+        return rest
+            .strip_suffix(" is counted once but nothing references it")
+            .is_some_and(number);
+    }
+    line.strip_suffix(" data blocks have leaked")
+        .is_some_and(number)
 }
 
 fn debian_check(img: &Path) -> Result<(), String> {
