@@ -2,10 +2,8 @@
 //! established tool's XML (`same`, `different`, `left_only`, `right_only`
 //! ranges of thin blocks; `--verbose` adds where the data is).
 //!
-//! Both devices' mappings are streamed side by side as runs (consecutive
-//! thin blocks on consecutive data blocks) and merged; nothing is held per
-//! mapping. A leaf the two devices share is read twice but from the cache,
-//! since both streams reach it together.
+//! The diff itself is `thin::query::delta`: both devices' mappings streamed
+//! side by side as runs and merged, nothing held per mapping.
 
 use crate::tools::cli::{describe, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
 use anyhow::{bail, Context, Result};
@@ -13,7 +11,7 @@ use pdata::live::LiveMetadata;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use thin::query::cursor::{Run, RunCursor};
+use thin::query::delta::{DeltaCursor, Kind, Piece};
 use thin::query::device_root;
 use thin::ThinMetadata;
 
@@ -160,46 +158,24 @@ fn delta(o: &Options) -> Result<()> {
         side(o.left, "left"),
         side(o.right, "right")
     )?;
-    let mut left = RunCursor::new(tm, left_root);
-    let mut right = RunCursor::new(tm, right_root);
+    let mut diff = DeltaCursor::new(tm, left_root, right_root);
     if o.verbose {
-        merge(&mut left, &mut right, &mut Verbose::new(&mut out))?;
+        merge(&mut diff, &mut Verbose::new(&mut out))?;
     } else {
-        merge(&mut left, &mut right, &mut Simple::new(&mut out))?;
+        merge(&mut diff, &mut Simple::new(&mut out))?;
     }
     writeln!(out, "  </diff>\n</superblock>")?;
     out.flush()?;
     Ok(())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    LeftOnly,
-    RightOnly,
-    Different,
-    Same,
-}
-
-impl Kind {
-    fn tag(self) -> &'static str {
-        match self {
-            Kind::LeftOnly => "left_only",
-            Kind::RightOnly => "right_only",
-            Kind::Different => "different",
-            Kind::Same => "same",
-        }
+fn tag(kind: Kind) -> &'static str {
+    match kind {
+        Kind::LeftOnly => "left_only",
+        Kind::RightOnly => "right_only",
+        Kind::Different => "different",
+        Kind::Same => "same",
     }
-}
-
-/// One piece of the diff: `len` thin blocks from `begin`, with the data
-/// blocks each side maps them to (right_data only for `Different`).
-#[derive(Clone, Copy)]
-struct Piece {
-    kind: Kind,
-    begin: u64,
-    data: u64,
-    right_data: u64,
-    len: u64,
 }
 
 trait Emit {
@@ -207,90 +183,15 @@ trait Emit {
     fn finish(&mut self) -> Result<()>;
 }
 
-/// Walks both run streams in thin-block order, cutting runs where the
-/// other side starts or ends.
+/// Hands every piece of the diff, in thin-block order, to `e`.
 fn merge<R: pdata::block_manager::BlockRead>(
-    left: &mut RunCursor<R>,
-    right: &mut RunCursor<R>,
+    diff: &mut DeltaCursor<R>,
     e: &mut dyn Emit,
 ) -> Result<()> {
-    let mut l = left.next_run()?;
-    let mut r = right.next_run()?;
-    let piece = |kind, begin, data, right_data, len| Piece {
-        kind,
-        begin,
-        data,
-        right_data,
-        len,
-    };
-    while let (Some(lm), Some(rm)) = (l, r) {
-        let len;
-        if lm.thin_begin < rm.thin_begin {
-            len = lm.len.min(rm.thin_begin - lm.thin_begin);
-            e.piece(piece(Kind::LeftOnly, lm.thin_begin, lm.data_begin, 0, len))?;
-            l = consume(left, lm, len)?;
-            continue;
-        }
-        if rm.thin_begin < lm.thin_begin {
-            len = rm.len.min(lm.thin_begin - rm.thin_begin);
-            e.piece(piece(Kind::RightOnly, rm.thin_begin, rm.data_begin, 0, len))?;
-            r = consume(right, rm, len)?;
-            continue;
-        }
-        len = lm.len.min(rm.len);
-        let kind = if lm.data_begin == rm.data_begin {
-            Kind::Same
-        } else {
-            Kind::Different
-        };
-        e.piece(piece(
-            kind,
-            lm.thin_begin,
-            lm.data_begin,
-            rm.data_begin,
-            len,
-        ))?;
-        l = consume(left, lm, len)?;
-        r = consume(right, rm, len)?;
-    }
-    while let Some(lm) = l {
-        e.piece(piece(
-            Kind::LeftOnly,
-            lm.thin_begin,
-            lm.data_begin,
-            0,
-            lm.len,
-        ))?;
-        l = left.next_run()?;
-    }
-    while let Some(rm) = r {
-        e.piece(piece(
-            Kind::RightOnly,
-            rm.thin_begin,
-            rm.data_begin,
-            0,
-            rm.len,
-        ))?;
-        r = right.next_run()?;
+    while let Some(p) = diff.next_piece()? {
+        e.piece(p)?;
     }
     e.finish()
-}
-
-/// What is left of `run` after its first `len` blocks (the next run when
-/// nothing is).
-fn consume<R: pdata::block_manager::BlockRead>(
-    c: &mut RunCursor<R>,
-    run: Run,
-    len: u64,
-) -> Result<Option<Run>> {
-    if len >= run.len {
-        return Ok(c.next_run()?);
-    }
-    Ok(Some(Run {
-        thin_begin: run.thin_begin + len,
-        data_begin: run.data_begin + len,
-        len: run.len - len,
-    }))
 }
 
 /// One element per stretch of contiguous thin blocks of one kind.
@@ -309,7 +210,7 @@ impl<'w> Simple<'w> {
             writeln!(
                 self.out,
                 "    <{} begin=\"{begin}\" length=\"{}\"/>",
-                kind.tag(),
+                tag(kind),
                 end.wrapping_sub(begin)
             )?;
         }
@@ -351,9 +252,9 @@ impl Emit for Verbose<'_> {
     fn piece(&mut self, p: Piece) -> Result<()> {
         if self.open != Some(p.kind) {
             if let Some(k) = self.open {
-                writeln!(self.out, "    </{}>", k.tag())?;
+                writeln!(self.out, "    </{}>", tag(k))?;
             }
-            writeln!(self.out, "    <{}>", p.kind.tag())?;
+            writeln!(self.out, "    <{}>", tag(p.kind))?;
             self.open = Some(p.kind);
         }
         if p.kind == Kind::Different {
@@ -374,7 +275,7 @@ impl Emit for Verbose<'_> {
 
     fn finish(&mut self) -> Result<()> {
         if let Some(k) = self.open.take() {
-            writeln!(self.out, "    </{}>", k.tag())?;
+            writeln!(self.out, "    </{}>", tag(k))?;
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
 //! Read-only questions about committed metadata, for the small tools:
 //! mappings as a stream of runs (`thin_delta`), data blocks shared or held
 //! by one device (`thin_ls`), reverse maps (`thin_rmap`), free data blocks
-//! (`thin_trim`). Nothing here changes the metadata.
+//! (`thin_trim`), two devices side by side (`thin_delta`, `thin_migrate`).
+//! Nothing here changes the metadata.
 
 pub mod cursor;
+pub mod delta;
 pub mod free_space;
 pub mod rmap;
 pub mod usage;
