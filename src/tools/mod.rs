@@ -149,6 +149,11 @@ pub const TOOLS: &[Tool] = &[
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,
     },
+    Tool {
+        name: "thin_migrate",
+        about: "copy a thin volume's content out of its pool (offline, live, or incrementally)",
+        run: thin::thin_migrate::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {

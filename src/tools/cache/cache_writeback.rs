@@ -14,14 +14,13 @@
 //! activation would count every block dirty again.
 
 use crate::tools::cli::{
-    exit_status, number, open_shared, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+    exit_status, number, open_data, open_shared, size_of, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use cache::CacheMetadata;
-use pdata::io::{check_file_or_block_device, write_all_vectored_at};
+use pdata::io::write_all_vectored_at;
 use pdata::live::LiveMetadata;
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,21 +154,6 @@ struct Failure {
     cblock: u32,
     oblock: u64,
     why: String,
-}
-
-/// The size of a regular file or block device.
-fn size_of(f: &mut File) -> std::io::Result<u64> {
-    f.seek(SeekFrom::End(0))
-}
-
-fn open_data(path: &PathBuf, writable: bool) -> Result<File> {
-    check_file_or_block_device(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    Ok(f)
 }
 
 fn writeback(a: &Args) -> Result<bool> {

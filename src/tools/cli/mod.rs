@@ -4,6 +4,7 @@
 //! metadata device named on the command line, the progress bar, and the
 //! exit status.
 
+mod data;
 mod device;
 pub mod exec;
 mod getopt;
@@ -14,6 +15,7 @@ mod report;
 mod status;
 pub mod units;
 
+pub use data::{discard, open_data, punch_hole, size_of, zero_out};
 pub use device::{
     distinct, open_device, open_exclusive, open_output, open_reader, open_restore_output,
     open_shared, open_text_input, same_file, warn_live,

@@ -4,12 +4,14 @@
 mod counted;
 mod in_out;
 mod introsort;
+mod live_pool;
 pub(super) mod thin_check;
 pub(super) mod thin_delta;
 pub(super) mod thin_dump;
 pub(super) mod thin_exec;
 pub(super) mod thin_ls;
 pub(super) mod thin_metadata_size;
+pub(super) mod thin_migrate;
 pub(super) mod thin_repair;
 pub(super) mod thin_restore;
 pub(super) mod thin_rmap;

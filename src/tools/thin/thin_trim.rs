@@ -7,14 +7,15 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use crate::tools::cli::{exit_status, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    discard, exit_status, open_exclusive, punch_hole, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use pdata::live::LiveMetadata;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use thin::query::device_roots;
@@ -41,8 +42,6 @@ const OPTS: &[Opt] = &[
 const SECTOR_BYTES: u64 = 512;
 /// Every node and bitmap is read once.
 const CACHE_BLOCKS: usize = 1024;
-/// `_IO(0x12, 119)`: discard a byte range of a block device.
-const BLKDISCARD: libc::c_ulong = 0x1277;
 
 struct Options {
     metadata: PathBuf,
@@ -138,13 +137,12 @@ fn trim(o: &Options) -> Result<()> {
         return Ok(());
     }
     let free = checked_free_ranges(&md)?;
-    let fd = data.as_raw_fd();
     for r in free {
         let (offset, len) = (r.start * block_bytes, (r.end - r.start) * block_bytes);
         let done = if is_block {
-            discard(fd, offset, len)
+            discard(&data, offset, len)
         } else {
-            punch_hole(fd, offset, len)
+            punch_hole(&data, offset, len)
         };
         done.with_context(|| format!("discarding data blocks {}..{} failed", r.start, r.end))?;
     }
@@ -180,34 +178,4 @@ fn checked_free_ranges(md: &ThinMetadata) -> Result<Vec<Range<u64>>> {
         }
     }
     Ok(free)
-}
-
-fn discard(fd: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
-    let range = [offset, len];
-    // SAFETY: BLKDISCARD reads two u64s from the pointer, which lives
-    // through the call.
-    let r = unsafe { libc::ioctl(fd, BLKDISCARD as _, range.as_ptr()) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn punch_hole(fd: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
-    let too_big = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large");
-    let off = libc::off_t::try_from(offset).map_err(|_| too_big())?;
-    let len = libc::off_t::try_from(len).map_err(|_| too_big())?;
-    // SAFETY: plain system call on an open descriptor.
-    let r = unsafe {
-        libc::fallocate(
-            fd,
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            len,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }

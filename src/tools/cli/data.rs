@@ -1,0 +1,78 @@
+//! Data devices and files the tools read or write themselves (thin_trim,
+//! thin_migrate, cache_writeback): opening one (a regular file or a block
+//! device, nothing else), its size, and the calls that zero or discard a
+//! byte range without writing it.
+
+use anyhow::{Context, Result};
+use pdata::io::check_file_or_block_device;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// `_IO(0x12, 119)`: discard a byte range of a block device.
+const BLKDISCARD: libc::c_ulong = 0x1277;
+/// `_IO(0x12, 127)`: write zeros over a byte range of a block device
+/// (offloaded when the device can, e.g. a thin volume unmaps it).
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+/// Opens a data device or file, refusing what is neither (a FIFO would
+/// block the open).
+pub fn open_data(path: &Path, writable: bool) -> Result<File> {
+    let what = || format!("cannot open {}", path.display());
+    check_file_or_block_device(path).with_context(what)?;
+    OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(path)
+        .with_context(what)
+}
+
+/// The size in bytes of a regular file or block device.
+pub fn size_of(f: &mut File) -> std::io::Result<u64> {
+    f.seek(SeekFrom::End(0))
+}
+
+/// Hands a byte range of a block device to `ioctl` (BLKDISCARD, BLKZEROOUT).
+fn range_ioctl(f: &File, request: libc::c_ulong, offset: u64, len: u64) -> std::io::Result<()> {
+    let range = [offset, len];
+    // SAFETY: both requests read two u64s from the pointer, which lives
+    // through the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), request as _, range.as_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Discards `len` bytes at `offset` of a block device.
+pub fn discard(f: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    range_ioctl(f, BLKDISCARD, offset, len)
+}
+
+/// Zeros `len` bytes at `offset` of a block device (offsets and lengths in
+/// whole 512-byte sectors).
+pub fn zero_out(f: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    range_ioctl(f, BLKZEROOUT, offset, len)
+}
+
+/// Turns `len` bytes at `offset` of a regular file into a hole, the file
+/// size kept.
+pub fn punch_hole(f: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let too_big = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large");
+    let off = libc::off_t::try_from(offset).map_err(|_| too_big())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_big())?;
+    // SAFETY: plain system call on an open descriptor.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
