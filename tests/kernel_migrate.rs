@@ -109,32 +109,79 @@ fn kernel_volumes_migrate_offline_and_live() {
     }
     g.files.push(bin);
 
-    let b = boot_with("migrate", dir, &[&meta, &data, &disk], "migrate.sh", &g.files);
+    let b = boot_with(
+        "migrate",
+        dir,
+        &[&meta, &data, &disk],
+        "migrate.sh",
+        &g.files,
+    );
     b.assert_ok();
     for dev in 1..=3 {
         let served = b.out_file(&format!("thin{dev}.img"));
-        same(&served, &m.vols[dev], &format!("the kernel serves volume {dev}"));
+        same(
+            &served,
+            &m.vols[dev],
+            &format!("the kernel serves volume {dev}"),
+        );
     }
 
     // The live form, in the guest.
-    same(&b.out_file("live2.img"), &m.vols[2], "live, snapshot to a file");
-    same(&std::fs::read(&disk).unwrap(), &m.vols[1], "live, origin to a disk");
+    same(
+        &b.out_file("live2.img"),
+        &m.vols[2],
+        "live, snapshot to a file",
+    );
+    same(
+        &std::fs::read(&disk).unwrap(),
+        &m.vols[1],
+        "live, origin to a disk",
+    );
     same(&b.out_file("delta.img"), &m.vols[1], "live, --delta-id 2");
     let held = String::from_utf8(b.out_file("held-after.txt")).unwrap();
-    assert_eq!(held.trim(), "-", "the snapshots were released\n{}", b.tail());
+    assert_eq!(
+        held.trim(),
+        "-",
+        "the snapshots were released\n{}",
+        b.tail()
+    );
     let err = String::from_utf8(b.out_file("held-err.txt")).unwrap();
     assert!(err.contains("cannot reserve a metadata snapshot"), "{err}");
 
     // Offline, on the host, from the committed pool.
     for dev in 1..=3 {
         let out = dir.join(format!("off{dev}.img"));
-        migrate(&meta, &data, &["--dev-id", &dev.to_string(), "--dest-file", s(&out)]);
-        same(&std::fs::read(&out).unwrap(), &m.vols[dev], &format!("offline, volume {dev}"));
+        migrate(
+            &meta,
+            &data,
+            &["--dev-id", &dev.to_string(), "--dest-file", s(&out)],
+        );
+        same(
+            &std::fs::read(&out).unwrap(),
+            &m.vols[dev],
+            &format!("offline, volume {dev}"),
+        );
     }
     let out = dir.join("off2.img");
-    migrate(&meta, &data, &["--dev-id", "1", "--delta-id", "2", "--dest-file", s(&out)]);
-    same(&std::fs::read(&out).unwrap(), &m.vols[1], "offline, --delta-id 2");
+    migrate(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--delta-id", "2", "--dest-file", s(&out)],
+    );
+    same(
+        &std::fs::read(&out).unwrap(),
+        &m.vols[1],
+        "offline, --delta-id 2",
+    );
     // And back: the origin's copy becomes the snapshot's again.
-    migrate(&meta, &data, &["--dev-id", "2", "--delta-id", "1", "--dest-file", s(&out)]);
-    same(&std::fs::read(&out).unwrap(), &m.vols[2], "offline, --delta-id 1");
+    migrate(
+        &meta,
+        &data,
+        &["--dev-id", "2", "--delta-id", "1", "--dest-file", s(&out)],
+    );
+    same(
+        &std::fs::read(&out).unwrap(),
+        &m.vols[2],
+        "offline, --delta-id 1",
+    );
 }

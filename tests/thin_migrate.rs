@@ -39,7 +39,9 @@ impl Pool {
                 m.len()
             );
             for (v, d) in m {
-                x += &format!("    <single_mapping origin_block=\"{v}\" data_block=\"{d}\" time=\"0\"/>\n");
+                x += &format!(
+                    "    <single_mapping origin_block=\"{v}\" data_block=\"{d}\" time=\"0\"/>\n"
+                );
             }
             x += "  </device>\n";
         }
@@ -145,32 +147,70 @@ fn extracts_each_volume_with_holes() {
     let (meta, data) = pool.build(dir.path());
     for dev in [1u64, 2, 4] {
         let out = dir.path().join(format!("vol{dev}"));
-        migrate_ok(&meta, &data, &["--dev-id", &dev.to_string(), "--dest-file", s(&out)]);
+        migrate_ok(
+            &meta,
+            &data,
+            &["--dev-id", &dev.to_string(), "--dest-file", s(&out)],
+        );
         let got = std::fs::read(&out).unwrap();
-        assert_same(&got, &pool.content(dev, pool.end(dev)), &format!("device {dev}"));
+        assert_same(
+            &got,
+            &pool.content(dev, pool.end(dev)),
+            &format!("device {dev}"),
+        );
         // Unmapped blocks are holes: only the mapped ones take space.
         let used = std::fs::metadata(&out).unwrap().blocks() * 512;
         let mapped = (pool.devs[&dev].len() * pool.block()) as u64;
-        assert!(used <= mapped + 65536, "device {dev}: {used} bytes used for {mapped} mapped");
+        assert!(
+            used <= mapped + 65536,
+            "device {dev}: {used} bytes used for {mapped} mapped"
+        );
     }
     // The empty device: an empty file; with --size, that many zeros.
     let out = dir.path().join("vol3");
     migrate_ok(&meta, &data, &["--dev-id", "3", "--dest-file", s(&out)]);
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 0);
-    migrate_ok(&meta, &data, &["--dev-id", "3", "--dest-file", s(&out), "--size", "300"]);
-    assert_same(&std::fs::read(&out).unwrap(), &vec![0; 300 * 512], "device 3");
+    migrate_ok(
+        &meta,
+        &data,
+        &["--dev-id", "3", "--dest-file", s(&out), "--size", "300"],
+    );
+    assert_same(
+        &std::fs::read(&out).unwrap(),
+        &vec![0; 300 * 512],
+        "device 3",
+    );
 
     // --size longer than the mappings, and one that cuts the last block.
     let out = dir.path().join("sized");
     for sectors in [10 * 128 + 5, 2000] {
-        migrate_ok(&meta, &data, &["--dev-id", "1", "--dest-file", s(&out), "--size", &sectors.to_string()]);
+        migrate_ok(
+            &meta,
+            &data,
+            &[
+                "--dev-id",
+                "1",
+                "--dest-file",
+                s(&out),
+                "--size",
+                &sectors.to_string(),
+            ],
+        );
         let want = pool.content(1, sectors * 512);
-        assert_same(&std::fs::read(&out).unwrap(), &want, &format!("--size {sectors}"));
+        assert_same(
+            &std::fs::read(&out).unwrap(),
+            &want,
+            &format!("--size {sectors}"),
+        );
     }
     // An old file is truncated first: nothing of it is left.
     std::fs::write(&out, vec![0xee; 3 << 20]).unwrap();
     migrate_ok(&meta, &data, &["--dev-id", "2", "--dest-file", s(&out)]);
-    assert_same(&std::fs::read(&out).unwrap(), &pool.content(2, pool.end(2)), "over an old file");
+    assert_same(
+        &std::fs::read(&out).unwrap(),
+        &pool.content(2, pool.end(2)),
+        "over an old file",
+    );
 }
 
 #[test]
@@ -184,10 +224,18 @@ fn dest_dev_gets_zeros_over_old_content() {
     let len = pool.end(4) + 3 * pool.block();
     std::fs::write(&dev, vec![0xab; len]).unwrap();
     migrate_ok(&meta, &data, &["--dev-id", "4", "--dest-dev", s(&dev)]);
-    assert_same(&std::fs::read(&dev).unwrap(), &pool.content(4, len), "device 4");
+    assert_same(
+        &std::fs::read(&dev).unwrap(),
+        &pool.content(4, len),
+        "device 4",
+    );
     // --size: only that much of the device is the volume.
     std::fs::write(&dev, vec![0xab; len]).unwrap();
-    migrate_ok(&meta, &data, &["--dev-id", "1", "--dest-dev", s(&dev), "--size", "1280"]);
+    migrate_ok(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-dev", s(&dev), "--size", "1280"],
+    );
     let got = std::fs::read(&dev).unwrap();
     assert_same(&got[..1280 * 512], &pool.content(1, 1280 * 512), "device 1");
     assert!(got[1280 * 512..].iter().all(|&b| b == 0xab), "past --size");
@@ -213,15 +261,26 @@ fn delta_turns_the_base_copy_into_the_device() {
             assert_same(
                 &std::fs::read(&out).unwrap(),
                 &pool.content(dev, len),
-                &format!("{base} -> {dev} ({})", if as_dev { "device" } else { "file" }),
+                &format!(
+                    "{base} -> {dev} ({})",
+                    if as_dev { "device" } else { "file" }
+                ),
             );
         }
     }
     // A file shorter than the device's mappings is grown to them.
     let out = dir.path().join("short");
     std::fs::write(&out, pool.content(1, pool.end(1))).unwrap();
-    migrate_ok(&meta, &data, &["--dev-id", "2", "--delta-id", "1", "--dest-file", s(&out)]);
-    assert_same(&std::fs::read(&out).unwrap(), &pool.content(2, pool.end(2)), "grown");
+    migrate_ok(
+        &meta,
+        &data,
+        &["--dev-id", "2", "--delta-id", "1", "--dest-file", s(&out)],
+    );
+    assert_same(
+        &std::fs::read(&out).unwrap(),
+        &pool.content(2, pool.end(2)),
+        "grown",
+    );
 }
 
 #[test]
@@ -257,19 +316,60 @@ fn random_pools_with_small_buffers() {
         }
         devs.insert(7, origin);
         devs.insert(9, snap);
-        let pool = Pool { bs: 128, nr_data, devs };
+        let pool = Pool {
+            bs: 128,
+            nr_data,
+            devs,
+        };
         let (meta, data) = pool.build(&sub);
         for dev in [7u64, 9] {
             let out = sub.join(format!("v{dev}"));
-            migrate_ok(&meta, &data, &["--dev-id", &dev.to_string(), "--dest-file", s(&out), "--buffer-size-meg", "1"]);
-            assert_same(&std::fs::read(&out).unwrap(), &pool.content(dev, pool.end(dev)), "full");
+            migrate_ok(
+                &meta,
+                &data,
+                &[
+                    "--dev-id",
+                    &dev.to_string(),
+                    "--dest-file",
+                    s(&out),
+                    "--buffer-size-meg",
+                    "1",
+                ],
+            );
+            assert_same(
+                &std::fs::read(&out).unwrap(),
+                &pool.content(dev, pool.end(dev)),
+                "full",
+            );
         }
         // The origin's copy, on a "device" large enough for the snapshot.
         let out = sub.join("v7");
         let len = pool.end(7).max(pool.end(9)) as u64;
-        std::fs::File::options().write(true).open(&out).unwrap().set_len(len).unwrap();
-        migrate_ok(&meta, &data, &["--dev-id", "9", "--delta-id", "7", "--dest-dev", s(&out), "--buffer-size-meg", "1"]);
-        assert_same(&std::fs::read(&out).unwrap(), &pool.content(9, len as usize), &format!("round {round}: delta"));
+        std::fs::File::options()
+            .write(true)
+            .open(&out)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        migrate_ok(
+            &meta,
+            &data,
+            &[
+                "--dev-id",
+                "9",
+                "--delta-id",
+                "7",
+                "--dest-dev",
+                s(&out),
+                "--buffer-size-meg",
+                "1",
+            ],
+        );
+        assert_same(
+            &std::fs::read(&out).unwrap(),
+            &pool.content(9, len as usize),
+            &format!("round {round}: delta"),
+        );
     }
 }
 
@@ -284,20 +384,62 @@ fn refusals() {
 
     // Too small, before anything is written.
     let small = file(d, "small", pool.end(4) as u64 - 512);
-    refused(&meta, &data, &["--dev-id", "4", "--dest-dev", s(&small)], "too small");
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "4", "--dest-dev", s(&small)],
+        "too small",
+    );
     assert!(std::fs::read(&small).unwrap().iter().all(|&b| b == 0));
-    refused(&meta, &data, &["--dev-id", "1", "--dest-file", o, "--size", "1024"], "too small");
-    refused(&meta, &data, &["--dev-id", "1", "--dest-dev", s(&small), "--size", "100000"], "too small");
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-file", o, "--size", "1024"],
+        "too small",
+    );
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-dev", s(&small), "--size", "100000"],
+        "too small",
+    );
 
     // Devices that are not there.
-    refused(&meta, &data, &["--dev-id", "5", "--dest-file", o], "thin device 5 does not exist");
-    refused(&meta, &data, &["--dev-id", "1", "--delta-id", "6", "--dest-file", o], "thin device 6 does not exist");
-    refused(&meta, &data, &["--dev-id", "2", "--delta-id", "1", "--dest-file", s(&d.join("none"))], "does not exist");
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "5", "--dest-file", o],
+        "thin device 5 does not exist",
+    );
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--delta-id", "6", "--dest-file", o],
+        "thin device 6 does not exist",
+    );
+    refused(
+        &meta,
+        &data,
+        &[
+            "--dev-id",
+            "2",
+            "--delta-id",
+            "1",
+            "--dest-file",
+            s(&d.join("none")),
+        ],
+        "does not exist",
+    );
 
     // A data device shorter than the mappings.
     let short = d.join("short-data");
     std::fs::write(&short, &std::fs::read(&data).unwrap()[..20 * pool.block()]).unwrap();
-    refused(&meta, &short, &["--dev-id", "4", "--dest-file", o], "past the end of the data device");
+    refused(
+        &meta,
+        &short,
+        &["--dev-id", "4", "--dest-file", o],
+        "past the end of the data device",
+    );
 
     // Bad input: not metadata, not a data device, not a file.
     let fifo = d.join("fifo");
@@ -305,15 +447,45 @@ fn refusals() {
     // SAFETY: a plain syscall on a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     refused(d, &data, &["--dev-id", "1", "--dest-file", o], "directory");
-    refused(&data, &data, &["--dev-id", "1", "--dest-file", o], "superblock");
+    refused(
+        &data,
+        &data,
+        &["--dev-id", "1", "--dest-file", o],
+        "superblock",
+    );
     refused(&meta, &fifo, &["--dev-id", "1", "--dest-file", o], "FIFO");
-    refused(&meta, &data, &["--dev-id", "1", "--dest-file", s(d)], "not a regular file");
-    refused(&meta, &data, &["--dev-id", "1", "--dest-dev", s(&fifo)], "FIFO");
-    refused(&meta, &data, &["--dev-id", "1", "--dest-dev", s(&data)], "source device");
-    refused(&meta, &data, &["--dev-id", "1", "--dest-file", s(&meta)], "metadata device");
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-file", s(d)],
+        "not a regular file",
+    );
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-dev", s(&fifo)],
+        "FIFO",
+    );
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-dev", s(&data)],
+        "source device",
+    );
+    refused(
+        &meta,
+        &data,
+        &["--dev-id", "1", "--dest-file", s(&meta)],
+        "metadata device",
+    );
     let garbage = file(d, "garbage", 1 << 20);
     std::fs::write(&garbage, vec![0x5a; 1 << 20]).unwrap();
-    refused(&garbage, &data, &["--dev-id", "1", "--dest-file", o], "superblock");
+    refused(
+        &garbage,
+        &data,
+        &["--dev-id", "1", "--dest-file", o],
+        "superblock",
+    );
 }
 
 #[test]
@@ -326,17 +498,35 @@ fn command_line() {
         (&[], "No source"),
         (&["--metadata-dev", "m", "--data-dev", "d"], "--dev-id"),
         (&["--metadata-dev", "m", "--dev-id", "1"], "--data-dev"),
-        (&["--metadata-dev", "m", "--data-dev", "d", "--dev-id", "1"], "No destination"),
-        (&["--source-dev", "x", "--dest-file", "a", "--dest-dev", "b"], "one destination"),
-        (&["--source-dev", "x", "--dev-id", "1", "--dest-file", "a"], "goes without"),
+        (
+            &["--metadata-dev", "m", "--data-dev", "d", "--dev-id", "1"],
+            "No destination",
+        ),
+        (
+            &["--source-dev", "x", "--dest-file", "a", "--dest-dev", "b"],
+            "one destination",
+        ),
+        (
+            &["--source-dev", "x", "--dev-id", "1", "--dest-file", "a"],
+            "goes without",
+        ),
         (&["--dev-id", "x"], "needs a number"),
         (&["--buffer-size-meg", "0"], "between 1 and 65536"),
         (&["--size", "0"], "above 0"),
         (&["--size", "99999999999999999999"], "needs a number"),
         (&["--bogus"], "unrecognized option"),
-        (&["--source-dev", "x", "--dest-file", "a", "extra"], "unexpected argument"),
-        (&["--source-dev", s(&img), "--dest-file", "a"], "not a block device"),
-        (&["--source-dev", s(&none), "--dest-file", "a"], "cannot open"),
+        (
+            &["--source-dev", "x", "--dest-file", "a", "extra"],
+            "unexpected argument",
+        ),
+        (
+            &["--source-dev", s(&img), "--dest-file", "a"],
+            "not a block device",
+        ),
+        (
+            &["--source-dev", s(&none), "--dest-file", "a"],
+            "cannot open",
+        ),
     ];
     for (args, want) in cases {
         let o = run(pdt("thin_migrate").args(*args));

@@ -47,7 +47,10 @@ fn table(name: &str, target: &str) -> Result<Vec<String>> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let fields: Vec<String> = match lines.as_slice() {
         [line] => line.split_whitespace().map(str::to_string).collect(),
-        _ => bail!("{name} has {} table lines, not one {target} target", lines.len()),
+        _ => bail!(
+            "{name} has {} table lines, not one {target} target",
+            lines.len()
+        ),
     };
     if fields.get(2).map(String::as_str) != Some(target) || fields.len() < 5 {
         bail!("{name} is not a {target} device (its table: {})", lines[0]);
@@ -68,19 +71,23 @@ fn node_of(dev: &str) -> Result<PathBuf> {
     if same(&by_number) {
         return Ok(by_number);
     }
-    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{dev}/uevent")).unwrap_or_default();
+    let uevent =
+        std::fs::read_to_string(format!("/sys/dev/block/{dev}/uevent")).unwrap_or_default();
     if let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) {
         let p = Path::new("/dev").join(name);
         if same(&p) {
             return Ok(p);
         }
     }
-    bail!("no device node found for block device {dev} (neither /dev/block/{dev} nor its /dev name)")
+    bail!(
+        "no device node found for block device {dev} (neither /dev/block/{dev} nor its /dev name)"
+    )
 }
 
 /// The pool, device id and metadata device of the thin volume `source`.
 pub fn find(source: &Path) -> Result<LiveThin> {
-    let m = std::fs::metadata(source).with_context(|| format!("cannot open {}", source.display()))?;
+    let m =
+        std::fs::metadata(source).with_context(|| format!("cannot open {}", source.display()))?;
     if !m.file_type().is_block_device() {
         bail!(
             "--source-dev {} is not a block device (a live thin volume); for pool images give --metadata-dev, --data-dev and --dev-id",
@@ -89,14 +96,18 @@ pub fn find(source: &Path) -> Result<LiveThin> {
     }
     let dev = format!("{}:{}", libc::major(m.rdev()), libc::minor(m.rdev()));
     let name = dm_name(&dev).with_context(|| {
-        format!("{} is not a device-mapper device (a thin volume)", source.display())
+        format!(
+            "{} is not a device-mapper device (a thin volume)",
+            source.display()
+        )
     })?;
     // start length thin POOL DEV_ID [EXTERNAL_ORIGIN]
     let thin = table(&name, "thin")?;
     let dev_id: u64 = thin[4]
         .parse()
         .with_context(|| format!("{name}: bad device id '{}' in its table", thin[4]))?;
-    let pool = dm_name(&thin[3]).with_context(|| format!("the pool of {name} ({}) is not found", thin[3]))?;
+    let pool = dm_name(&thin[3])
+        .with_context(|| format!("the pool of {name} ({}) is not found", thin[3]))?;
     // start length thin-pool METADATA DATA BLOCK_SIZE LOW_WATER ...
     let pool_table = table(&pool, "thin-pool")?;
     Ok(LiveThin {

@@ -62,7 +62,7 @@ const DEFAULT_BUFFER_MEG: u64 = 64;
 /// A walk or two side by side: a small cache holds their paths.
 const CACHE_BLOCKS: usize = 1024;
 /// Zeros written where a range cannot be zeroed otherwise.
-const ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
 const OPTS: &[Opt] = &[
     HELP,
@@ -113,46 +113,48 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
         let v = value.unwrap_or_default();
         let path = Some(PathBuf::from(&v));
         let r: Result<(), String> = match id {
-            "metadata-dev" => Ok(metadata = path),
-            "data-dev" => Ok(data = path),
-            "source-dev" => Ok(source = path),
+            "metadata-dev" => set(&mut metadata, path),
+            "data-dev" => set(&mut data, path),
+            "source-dev" => set(&mut source, path),
             "dest-dev" | "dest-file" if dest.is_some() => {
                 Err("give one destination: --dest-dev or --dest-file".into())
             }
-            "dest-dev" => Ok(dest = path.map(Dest::Device)),
-            "dest-file" => Ok(dest = path.map(Dest::File)),
-            "dev-id" => number(id, &v).map(|n| dev_id = Some(n)),
-            "delta-id" => number(id, &v).map(|n| delta_id = Some(n)),
+            "dest-dev" => set(&mut dest, path.map(Dest::Device)),
+            "dest-file" => set(&mut dest, path.map(Dest::File)),
+            "dev-id" => number(id, &v).and_then(|n| set(&mut dev_id, Some(n))),
+            "delta-id" => number(id, &v).and_then(|n| set(&mut delta_id, Some(n))),
             "size" => match number::<u64>(id, &v).map(|n| n.checked_mul(SECTOR)) {
-                Ok(Some(b)) if b > 0 => Ok(size = Some(b)),
+                Ok(Some(b)) if b > 0 => set(&mut size, Some(b)),
                 Ok(_) => Err("--size must be a number of sectors above 0".into()),
                 Err(e) => Err(e),
             },
             "buffer-size-meg" => match number::<u64>(id, &v) {
-                Ok(n @ 1..=65536) => Ok(buffer_meg = n),
+                Ok(n @ 1..=65536) => set(&mut buffer_meg, n),
                 Ok(_) => Err("--buffer-size-meg must be between 1 and 65536".into()),
                 Err(e) => Err(e),
             },
-            _ => Ok(quiet = true),
+            _ => set(&mut quiet, true),
         };
         r.map_err(|e| g.usage_error(e))?;
     }
     if let Some(extra) = g.operands.first() {
         return Err(g.usage_error(format!("unexpected argument '{extra}'")));
     }
-    let source = match (source, metadata, data, dev_id) {
-        (Some(s), None, None, None) => Source::Live(s),
-        (Some(_), ..) => {
-            return Err(g.usage_error(
+    let source =
+        match (source, metadata, data, dev_id) {
+            (Some(s), None, None, None) => Source::Live(s),
+            (Some(_), ..) => return Err(g.usage_error(
                 "--source-dev (a live volume) goes without --metadata-dev, --data-dev and --dev-id",
-            ))
-        }
-        (None, m, d, id) => Source::Offline {
-            metadata: g.need(m, "No source: give --source-dev, or --metadata-dev, --data-dev and --dev-id.")?,
-            data: g.need(d, "No data device provided (--data-dev).")?,
-            dev_id: g.need(id, "No thin device id provided (--dev-id).")?,
-        },
-    };
+            )),
+            (None, m, d, id) => Source::Offline {
+                metadata: g.need(
+                    m,
+                    "No source: give --source-dev, or --metadata-dev, --data-dev and --dev-id.",
+                )?,
+                data: g.need(d, "No data device provided (--data-dev).")?,
+                dev_id: g.need(id, "No thin device id provided (--dev-id).")?,
+            },
+        };
     Ok(Options {
         source,
         dest: g.need(dest, "No destination: give --dest-dev or --dest-file.")?,
@@ -161,6 +163,12 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
         buffer_bytes: buffer_meg << 20,
         quiet,
     })
+}
+
+/// An option's value taken (the last one given wins).
+fn set<T>(slot: &mut T, value: T) -> Result<(), String> {
+    *slot = value;
+    Ok(())
 }
 
 pub fn run(args: &[String]) -> ExitCode {
@@ -197,7 +205,8 @@ fn migrate(o: &Options) -> Result<()> {
         }
     }
 
-    let md = ThinMetadata::open_with_cache(open_reader(PROG, &metadata, live)?, false, CACHE_BLOCKS)?;
+    let md =
+        ThinMetadata::open_with_cache(open_reader(PROG, &metadata, live)?, false, CACHE_BLOCKS)?;
     let sb = if live {
         md.metadata_snap()?
             .context("the pool holds no metadata snapshot after reserving one")?
@@ -266,7 +275,8 @@ struct Out {
 fn open_dest(dest: &Dest, size: Option<u64>, need: u64, delta: bool) -> Result<Out> {
     match dest {
         Dest::Device(p) => {
-            check_file_or_block_device(p).with_context(|| format!("cannot open {}", p.display()))?;
+            check_file_or_block_device(p)
+                .with_context(|| format!("cannot open {}", p.display()))?;
             let block_device = std::fs::metadata(p)?.file_type().is_block_device();
             let mut opts = OpenOptions::new();
             opts.read(true).write(true);
@@ -389,11 +399,7 @@ impl Copier<'_> {
         cap: usize,
         zeroed: bool,
     ) -> Result<()> {
-        let mut buffers = Buffers {
-            free,
-            made: 0,
-            cap,
-        };
+        let mut buffers = Buffers { free, made: 0, cap };
         let mut batch = Batch::default();
         let mut done = 0u64;
         while let Some(e) = plan.next_extent()? {
@@ -477,28 +483,43 @@ impl Copier<'_> {
     fn send(&self, batch: &mut Batch, to_writer: &SyncSender<Batch>) -> Result<()> {
         let b = std::mem::take(batch);
         if b.segs.is_empty() && b.zeros.is_empty() {
-            *batch = Batch { buf: b.buf, ..Batch::default() };
+            *batch = Batch {
+                buf: b.buf,
+                ..Batch::default()
+            };
             return Ok(());
         }
         let mut b = b;
-        let (mut off, mut i) = (0usize, 0);
-        while i < b.segs.len() {
-            let (start, mut len) = (b.segs[i].src, b.segs[i].len);
-            let mut j = i + 1;
-            while j < b.segs.len() && b.segs[j].src == start + len {
-                len += b.segs[j].len;
-                j += 1;
-            }
+        for (start, len, off) in runs(&b.segs, |s| s.src) {
             self.src
                 .read_exact_at(&mut b.buf[off..off + len as usize], start)
-                .with_context(|| format!("reading {len} bytes at byte {start} of the source failed"))?;
-            off += len as usize;
-            i = j;
+                .with_context(|| {
+                    format!("reading {len} bytes at byte {start} of the source failed")
+                })?;
         }
         to_writer
             .send(b)
             .map_err(|_| anyhow::anyhow!("the writer stopped"))
     }
+}
+
+/// Runs of segments adjacent by `key` (source or destination offset): the
+/// run's first offset, its length, and where its bytes start in the buffer
+/// (segments fill it in order).
+fn runs(segs: &[Seg], key: fn(&Seg) -> u64) -> impl Iterator<Item = (u64, u64, usize)> + '_ {
+    let (mut i, mut off) = (0, 0usize);
+    std::iter::from_fn(move || {
+        let first = segs.get(i)?;
+        let (start, mut len) = (key(first), first.len);
+        i += 1;
+        while let Some(s) = segs.get(i).filter(|s| key(s) == start + len) {
+            len += s.len;
+            i += 1;
+        }
+        let at = off;
+        off += len as usize;
+        Some((start, len, at))
+    })
 }
 
 /// The two copy buffers: made on first use, then taken back from the writer.
@@ -524,23 +545,17 @@ impl Buffers {
 /// write), then its zero ranges; the buffer goes back to the reader.
 fn write_batches(out: &Out, batches: Receiver<Batch>, recycle: Sender<Vec<u8>>) -> Result<()> {
     for b in batches {
-        let (mut off, mut i) = (0usize, 0);
-        while i < b.segs.len() {
-            let (start, mut len) = (b.segs[i].dst, b.segs[i].len);
-            let mut j = i + 1;
-            while j < b.segs.len() && b.segs[j].dst == start + len {
-                len += b.segs[j].len;
-                j += 1;
-            }
+        for (start, len, off) in runs(&b.segs, |s| s.dst) {
             out.file
                 .write_all_at(&b.buf[off..off + len as usize], start)
-                .with_context(|| format!("writing {len} bytes at byte {start} of the destination failed"))?;
-            off += len as usize;
-            i = j;
+                .with_context(|| {
+                    format!("writing {len} bytes at byte {start} of the destination failed")
+                })?;
         }
         for &(at, len) in &b.zeros {
-            zero(out, at, len)
-                .with_context(|| format!("zeroing {len} bytes at byte {at} of the destination failed"))?;
+            zero(out, at, len).with_context(|| {
+                format!("zeroing {len} bytes at byte {at} of the destination failed")
+            })?;
         }
         if !b.buf.is_empty() {
             // The reader may be done and gone: then the buffer is not needed.

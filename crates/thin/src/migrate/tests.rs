@@ -34,7 +34,11 @@ fn extents(mut p: Plan<impl BlockRead>) -> Result<Vec<Extent>> {
 }
 
 fn root(md: &ThinMetadata, dev: u64) -> Result<u64> {
-    device_root(md.transaction_manager(), md.superblock().data_mapping_root, dev)
+    device_root(
+        md.transaction_manager(),
+        md.superblock().data_mapping_root,
+        dev,
+    )
 }
 
 #[test]
@@ -49,9 +53,17 @@ fn full_plan_covers_the_volume() {
         got,
         vec![
             Zero { begin: 0, len: 2 },
-            Copy { begin: 2, data: 10, len: 4 },
+            Copy {
+                begin: 2,
+                data: 10,
+                len: 4
+            },
             Zero { begin: 6, len: 1 },
-            Copy { begin: 7, data: 20, len: 1 },
+            Copy {
+                begin: 7,
+                data: 20,
+                len: 1
+            },
             Zero { begin: 8, len: 2 },
         ]
     );
@@ -72,17 +84,33 @@ fn delta_plan_turns_the_base_into_the_device() {
     assert_eq!(
         extents(Plan::delta(tm, 2, r2, r1, 10)).unwrap(),
         vec![
-            Copy { begin: 3, data: 30, len: 1 },
+            Copy {
+                begin: 3,
+                data: 30,
+                len: 1
+            },
             Zero { begin: 7, len: 1 },
-            Copy { begin: 9, data: 31, len: 1 },
+            Copy {
+                begin: 9,
+                data: 31,
+                len: 1
+            },
         ]
     );
     // The other way, and a volume that ends before the base's last block.
     assert_eq!(
         extents(Plan::delta(tm, 1, r1, r2, 8)).unwrap(),
         vec![
-            Copy { begin: 3, data: 11, len: 1 },
-            Copy { begin: 7, data: 20, len: 1 },
+            Copy {
+                begin: 3,
+                data: 11,
+                len: 1
+            },
+            Copy {
+                begin: 7,
+                data: 20,
+                len: 1
+            },
         ]
     );
     assert!(extents(Plan::delta(tm, 2, r2, r1, 9)).is_err());

@@ -98,7 +98,11 @@ impl<'a, R: BlockRead> DeltaCursor<'a, R> {
 
 /// What is left of `run` after its first `len` blocks (the next run when
 /// nothing is).
-fn consume<R: BlockRead>(c: &mut RunCursor<R>, run: Option<Run>, len: u64) -> pdata::Result<Option<Run>> {
+fn consume<R: BlockRead>(
+    c: &mut RunCursor<R>,
+    run: Option<Run>,
+    len: u64,
+) -> pdata::Result<Option<Run>> {
     match run {
         Some(run) if len < run.len => Ok(Some(Run {
             thin_begin: run.thin_begin + len,
