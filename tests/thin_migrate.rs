@@ -86,11 +86,15 @@ impl Pool {
     }
 }
 
-/// Data block `d`: text naming the block and the offset, every 16 bytes.
+/// Data block `d`: every 16 bytes name the block (plus one: never zero)
+/// and the offset.
 fn data_block(d: u64, len: usize) -> Vec<u8> {
-    (0..len / 16)
-        .flat_map(|i| format!("d{d:06}@{i:07x}\n").into_bytes())
-        .collect()
+    let mut v = vec![0u8; len];
+    for (i, cell) in v.chunks_exact_mut(16).enumerate() {
+        cell[..8].copy_from_slice(&(d + 1).to_le_bytes());
+        cell[8..].copy_from_slice(&(i as u64).to_le_bytes());
+    }
+    v
 }
 
 /// Devices 1 (runs, gaps), 2 (its snapshot with blocks remapped, one
