@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use pdata::io::check_file_or_block_device;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -17,15 +18,23 @@ const BLKDISCARD: libc::c_ulong = 0x1277;
 const BLKZEROOUT: libc::c_ulong = 0x127f;
 
 /// Opens a data device or file, refusing what is neither (a FIFO would
-/// block the open).
+/// block the open). A block device's cached pages are dropped: the
+/// kernel's targets write it beneath the page cache, so they may be stale.
 pub fn open_data(path: &Path, writable: bool) -> Result<File> {
     let what = || format!("cannot open {}", path.display());
     check_file_or_block_device(path).with_context(what)?;
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .write(writable)
         .open(path)
-        .with_context(what)
+        .with_context(what)?;
+    if f.metadata()?.file_type().is_block_device() {
+        // SAFETY: a plain syscall on a descriptor we own; only advice.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    Ok(f)
 }
 
 /// The size in bytes of a regular file or block device.

@@ -9,6 +9,7 @@ mod device;
 pub mod exec;
 mod getopt;
 mod in_out;
+mod interrupt;
 mod opts;
 mod progress;
 mod report;
@@ -22,6 +23,7 @@ pub use device::{
 };
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
+pub use interrupt::{catch_interrupts, interrupted};
 pub use opts::{
     ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
     SUPER_BLOCK_ONLY, VERSION,

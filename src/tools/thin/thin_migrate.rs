@@ -29,8 +29,8 @@
 
 use super::live_pool::{self, HeldSnapshot};
 use crate::tools::cli::{
-    exit_status, number, open_data, open_reader, punch_hole, same_file, size_of, zero_out, GetOpt,
-    HasArg, Opt, Progress, HELP, QUIET, VERSION,
+    catch_interrupts, exit_status, interrupted, number, open_data, open_reader, punch_hole,
+    same_file, size_of, zero_out, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use pdata::io::{check_file_or_block_device, write_all_vectored_at};
@@ -187,6 +187,8 @@ fn migrate(o: &Options) -> Result<()> {
             dev_id,
         } => (metadata.clone(), data.clone(), *dev_id, None),
         Source::Live(thin) => {
+            // An interrupted copy still releases the snapshot.
+            catch_interrupts();
             let live = live_pool::find(thin)?;
             let held = HeldSnapshot::reserve(&live.pool)?;
             (live.metadata, thin.clone(), live.dev_id, Some(held))
@@ -403,6 +405,9 @@ impl Copier<'_> {
         let mut batch = Batch::default();
         let mut done = 0u64;
         while let Some(e) = plan.next_extent()? {
+            if interrupted() {
+                bail!("interrupted");
+            }
             match e {
                 Extent::Zero { begin, len } => {
                     let (dst, n) = self.clip(begin, len);
@@ -481,6 +486,9 @@ impl Copier<'_> {
     /// Reads the batch's segments (adjacent sources in one read) and hands
     /// it to the writer.
     fn send(&self, batch: &mut Batch, to_writer: &SyncSender<Batch>) -> Result<()> {
+        if interrupted() {
+            bail!("interrupted");
+        }
         let b = std::mem::take(batch);
         if b.segs.is_empty() && b.zeros.is_empty() {
             *batch = Batch {
