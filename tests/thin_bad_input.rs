@@ -89,6 +89,7 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
     let data = file(d, "data", 0);
     let xml = d.join("pool.xml");
     std::fs::write(&xml, pdt_ok(pdt("thin_dump").arg(&good))).unwrap();
+    let mig = d.join("migrated");
     let bad = bad_inputs(d);
     for (what, b) in &bad {
         let b = s(b);
@@ -106,6 +107,17 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
             vec!["thin_restore", "-i", s(&xml), "-o", b],
             vec!["thin_trim", "--metadata-dev", b, "--data-dev", s(&data)],
             vec!["thin_exec", b],
+            vec![
+                "thin_migrate",
+                "--metadata-dev",
+                b,
+                "--data-dev",
+                s(&data),
+                "--dev-id",
+                "1",
+                "--dest-file",
+                s(&mig),
+            ],
         ];
         for args in runs {
             let o = bounded(Command::new(PDT).args(&args));
@@ -226,6 +238,7 @@ fn version_is_one_lvm_accepts() {
         "thin_trim",
         "thin_metadata_size",
         "thin_exec",
+        "thin_migrate",
     ] {
         for flag in ["-V", "--version"] {
             let out = pdt_ok(pdt(tool).arg(flag));

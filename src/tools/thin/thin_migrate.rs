@@ -180,7 +180,7 @@ pub fn run(args: &[String]) -> ExitCode {
 
 fn migrate(o: &Options) -> Result<()> {
     // Live: the snapshot is held until this function returns, however.
-    let (metadata, data, dev_id, _held) = match &o.source {
+    let (metadata, data, dev_id, held) = match &o.source {
         Source::Offline {
             metadata,
             data,
@@ -194,7 +194,7 @@ fn migrate(o: &Options) -> Result<()> {
             (live.metadata, thin.clone(), live.dev_id, Some(held))
         }
     };
-    let live = _held.is_some();
+    let live = held.is_some();
     let dest_path = match &o.dest {
         Dest::Device(p) | Dest::File(p) => p,
     };
@@ -235,9 +235,14 @@ fn migrate(o: &Options) -> Result<()> {
     let live_size = live.then_some(src_size);
     let out = open_dest(&o.dest, o.size.or(live_size), need, o.delta_id.is_some())?;
     if need > out.size {
+        let limit = match (o.size, &o.dest) {
+            (Some(_), _) => "--size gives",
+            (None, _) if live => "the live volume holds",
+            (None, Dest::Device(_)) => "the destination holds",
+            (None, Dest::File(_)) => "the file holds",
+        };
         bail!(
-            "the destination is too small: thin device {dev_id} maps blocks up to byte {need}, the volume {} {} bytes",
-            if o.size.is_some() { "(--size) has" } else { "here has" },
+            "the destination is too small: thin device {dev_id} maps blocks up to byte {need}, {limit} {} bytes",
             out.size
         );
     }
