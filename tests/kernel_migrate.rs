@@ -4,10 +4,10 @@
 //! In the guest, our live form (`--source-dev`, under a metadata snapshot
 //! it reserves and releases) copies volumes to a file and to a disk, and
 //! `--delta-id 2` turns the snapshot's copy into the origin's; with a
-//! snapshot already held it refuses and leaves it held. On the host, our
-//! offline form extracts each volume from the pool's images to a file
-//! equal to what the kernel served, and the incremental form turns the
-//! snapshot's copy into the origin's.
+//! snapshot already held it refuses and leaves it held, and interrupted it
+//! leaves none held. On the host, our offline form extracts each volume
+//! from the pool's images to a file equal to what the kernel served, and
+//! the incremental form turns the snapshot's copy into the origin's.
 
 mod common;
 use common::kernel::{boot_with, diff_at, pattern, Scratch, BLOCK, BS};
@@ -145,6 +145,11 @@ fn kernel_volumes_migrate_offline_and_live() {
         "the snapshots were released\n{}",
         b.tail()
     );
+    // Interrupted (rc 1) or done (0) first: nothing held either way.
+    let int = String::from_utf8(b.out_file("int-rc.txt")).unwrap();
+    let int: Vec<&str> = int.lines().collect();
+    assert!(["rc=0", "rc=1"].contains(&int[0]), "{int:?}\n{}", b.tail());
+    assert_eq!(int[1], "-", "held after an interrupt\n{}", b.tail());
     let err = String::from_utf8(b.out_file("held-err.txt")).unwrap();
     assert!(err.contains("cannot reserve a metadata snapshot"), "{err}");
 

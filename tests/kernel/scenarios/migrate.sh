@@ -42,6 +42,15 @@ must cp "$OUT/live2.img" "$OUT/delta.img"
 must "$P" thin_migrate -q --source-dev /dev/mapper/thin1 --delta-id 2 --dest-file "$OUT/delta.img"
 pool_field pool 4 > "$OUT/held-after.txt"
 
+step "an interrupted live copy: whenever the signal lands, no snapshot is left held"
+"$P" thin_migrate -q --source-dev /dev/mapper/thin1 --dest-file /tmp/int.img --buffer-size-meg 1 &
+_pid=$!
+sleep 0.3
+kill -INT "$_pid"
+wait "$_pid"
+echo "rc=$?" > "$OUT/int-rc.txt"
+pool_field pool 4 >> "$OUT/int-rc.txt"
+
 step "a snapshot already held: refused, and left held"
 must dmsetup message pool 0 reserve_metadata_snap
 if "$P" thin_migrate -q --source-dev /dev/mapper/thin3 --dest-file "$OUT/no.img" 2> "$OUT/held-err.txt"; then
