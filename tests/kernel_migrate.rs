@@ -152,6 +152,8 @@ fn kernel_volumes_migrate_offline_and_live() {
     assert_eq!(int[1], "-", "held after an interrupt\n{}", b.tail());
     let err = String::from_utf8(b.out_file("held-err.txt")).unwrap();
     assert!(err.contains("cannot reserve a metadata snapshot"), "{err}");
+    let err = String::from_utf8(b.out_file("not-thin.txt")).unwrap();
+    assert!(err.contains("is not a thin device"), "{err}");
 
     // Offline, on the host, from the committed pool.
     for dev in 1..=3 {

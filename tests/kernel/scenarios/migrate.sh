@@ -58,6 +58,11 @@ if "$P" thin_migrate -q --source-dev /dev/mapper/thin3 --dest-file "$OUT/no.img"
 fi
 must dmsetup message pool 0 release_metadata_snap
 
+step "the pool is no thin volume"
+if "$P" thin_migrate -q --source-dev /dev/mapper/pool --dest-file /tmp/no.img 2> "$OUT/not-thin.txt"; then
+    fail "thin_migrate copied a pool"
+fi
+
 step "remove the devices (the pool commits)"
 deactivate 1 2 3
 exit 0
