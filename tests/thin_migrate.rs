@@ -120,6 +120,20 @@ fn migrate(meta: &Path, data: &Path, args: &[&str]) -> std::process::Output {
         .args(args))
 }
 
+/// As [`migrate_ok`], through the copy buffers (file to file, the copy is
+/// otherwise done inside the kernel).
+fn migrate_buffered(meta: &Path, data: &Path, args: &[&str]) {
+    let o = run(pdt("thin_migrate")
+        .env("PDT_NO_COPY_RANGE", "1")
+        .args(["-q", "--metadata-dev", s(meta), "--data-dev", s(data)])
+        .args(args));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 fn migrate_ok(meta: &Path, data: &Path, args: &[&str]) {
     let o = migrate(meta, data, args);
     assert!(
@@ -227,7 +241,7 @@ fn dest_dev_gets_zeros_over_old_content() {
     let dev = dir.path().join("dev");
     let len = pool.end(4) + 3 * pool.block();
     std::fs::write(&dev, vec![0xab; len]).unwrap();
-    migrate_ok(&meta, &data, &["--dev-id", "4", "--dest-dev", s(&dev)]);
+    migrate_buffered(&meta, &data, &["--dev-id", "4", "--dest-dev", s(&dev)]);
     assert_same(
         &std::fs::read(&dev).unwrap(),
         &pool.content(4, len),
@@ -261,7 +275,12 @@ fn delta_turns_the_base_copy_into_the_device() {
             let baseid = base.to_string();
             args.extend(["--delta-id", &baseid]);
             args.extend([if as_dev { "--dest-dev" } else { "--dest-file" }, s(&out)]);
-            migrate_ok(&meta, &data, &args);
+            // Through the buffers too.
+            if as_dev {
+                migrate_buffered(&meta, &data, &args);
+            } else {
+                migrate_ok(&meta, &data, &args);
+            }
             assert_same(
                 &std::fs::read(&out).unwrap(),
                 &pool.content(dev, len),
@@ -328,7 +347,12 @@ fn random_pools_with_small_buffers() {
         let (meta, data) = pool.build(&sub);
         for dev in [7u64, 9] {
             let out = sub.join(format!("v{dev}"));
-            migrate_ok(
+            let copy = if dev == 7 {
+                migrate_buffered
+            } else {
+                migrate_ok
+            };
+            copy(
                 &meta,
                 &data,
                 &[
@@ -355,7 +379,7 @@ fn random_pools_with_small_buffers() {
             .unwrap()
             .set_len(len)
             .unwrap();
-        migrate_ok(
+        migrate_buffered(
             &meta,
             &data,
             &[

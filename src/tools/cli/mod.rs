@@ -16,7 +16,7 @@ mod report;
 mod status;
 pub mod units;
 
-pub use data::{discard, open_data, punch_hole, size_of, zero_out};
+pub use data::{copy_range, discard, no_copy_range, open_data, punch_hole, size_of, zero_out};
 pub use device::{
     distinct, open_device, open_exclusive, open_output, open_reader, open_restore_output,
     open_shared, open_text_input, same_file, warn_live,

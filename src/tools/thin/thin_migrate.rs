@@ -23,18 +23,23 @@
 //! with `--delta-id`. A destination smaller than the mapped blocks is
 //! refused before anything is copied.
 //!
-//! Reading and writing overlap: this thread reads the plan's extents into
-//! one of two buffers, adjacent data in one read, while a writer thread
-//! writes the other, adjacent destination ranges in one write.
+//! File to file, mapped runs are copied inside the kernel (copy_file_range:
+//! no trip through user memory, a reflink where the file system can).
+//! Otherwise, or with PDT_NO_COPY_RANGE set in the environment, reading
+//! and writing overlap: this thread reads the plan's extents into one of
+//! two buffers, adjacent data in one read, while a writer thread writes
+//! the other, adjacent destination ranges in one write.
 
 use super::live_pool::{self, HeldSnapshot};
 use crate::tools::cli::{
-    catch_interrupts, exit_status, interrupted, number, open_data, open_reader, punch_hole,
-    same_file, size_of, zero_out, GetOpt, HasArg, Opt, Progress, HELP, QUIET, VERSION,
+    catch_interrupts, copy_range, exit_status, interrupted, no_copy_range, number, open_data,
+    open_reader, punch_hole, same_file, size_of, zero_out, GetOpt, HasArg, Opt, Progress, HELP,
+    QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use pdata::io::{check_file_or_block_device, write_all_vectored_at};
 use pdata::live::LiveMetadata;
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -259,6 +264,7 @@ fn migrate(o: &Options) -> Result<()> {
         block,
         size: out.size,
         progress: &progress,
+        in_kernel: Cell::new(std::env::var_os("PDT_NO_COPY_RANGE").is_none()),
     };
     copier.run(plan, &out, (o.buffer_bytes / 2).max(block.min(1 << 20)))?;
     out.file
@@ -363,6 +369,9 @@ struct Batch {
     zeros: Vec<(u64, u64)>,
 }
 
+/// Bytes copied inside the kernel between checks for an interrupt.
+const IN_KERNEL_CHUNK: u64 = 64 << 20;
+
 /// Zero ranges a batch carries at most (they take no buffer).
 const MAX_ZEROS: usize = 4096;
 
@@ -375,6 +384,9 @@ struct Copier<'a> {
     block: u64,
     size: u64,
     progress: &'a Progress,
+    /// Copying inside the kernel (copy_file_range) while it works; the
+    /// first refusal switches to the buffers for good.
+    in_kernel: Cell<bool>,
 }
 
 impl Copier<'_> {
@@ -389,7 +401,7 @@ impl Copier<'_> {
         let (recycle, free) = channel::<Vec<u8>>();
         std::thread::scope(|s| {
             let writer = s.spawn(move || write_batches(out, batches, recycle));
-            let read = self.read_all(&mut plan, to_writer, free, buf_bytes as usize, out.zeroed);
+            let read = self.read_all(&mut plan, to_writer, free, buf_bytes as usize, out);
             let wrote = writer
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
@@ -404,7 +416,7 @@ impl Copier<'_> {
         to_writer: SyncSender<Batch>,
         free: Receiver<Vec<u8>>,
         cap: usize,
-        zeroed: bool,
+        out: &Out,
     ) -> Result<()> {
         let mut buffers = Buffers { free, made: 0, cap };
         let mut batch = Batch::default();
@@ -416,7 +428,7 @@ impl Copier<'_> {
             match e {
                 Extent::Zero { begin, len } => {
                     let (dst, n) = self.clip(begin, len);
-                    if n > 0 && !zeroed {
+                    if n > 0 && !out.zeroed {
                         match batch.zeros.last_mut() {
                             Some((at, l)) if *at + *l == dst => *l += n,
                             _ => batch.zeros.push((dst, n)),
@@ -441,7 +453,9 @@ impl Copier<'_> {
                             self.src_size
                         );
                     }
-                    self.add(&mut batch, &mut buffers, &to_writer, src, dst, n)?;
+                    if !self.copy_in_kernel(&out.file, src, dst, n)? {
+                        self.add(&mut batch, &mut buffers, &to_writer, src, dst, n)?;
+                    }
                 }
             }
             let reached = e.end().saturating_mul(self.block).min(self.size);
@@ -449,6 +463,32 @@ impl Copier<'_> {
             done = done.max(reached);
         }
         self.send(&mut batch, &to_writer)
+    }
+
+    /// Copies a range file to file inside the kernel; false when that
+    /// cannot work here (nothing was copied: the buffers do it).
+    fn copy_in_kernel(&self, dst: &File, src: u64, to: u64, n: u64) -> Result<bool> {
+        let mut done = 0;
+        while self.in_kernel.get() && done < n {
+            if interrupted() {
+                bail!("interrupted");
+            }
+            let k = (n - done).min(IN_KERNEL_CHUNK);
+            match copy_range(self.src, src + done, dst, to + done, k) {
+                Ok(()) => done += k,
+                Err(e) if done == 0 && no_copy_range(&e) => self.in_kernel.set(false),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "copying {k} bytes from byte {} of the source to byte {} failed",
+                            src + done,
+                            to + done
+                        )
+                    })
+                }
+            }
+        }
+        Ok(done == n && n > 0)
     }
 
     /// Destination offset and length of `len` blocks from thin block
