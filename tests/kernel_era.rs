@@ -11,9 +11,8 @@ use common::era::{exec, invalidated, our_invalidate, EraModel};
 use common::kernel::*;
 use common::kernel_host::GuestFiles;
 use common::oracle::{debian_cmd, xml_num};
-use common::tool::{file, ok, pdt, s, PDT};
+use common::tool::{file, ok, pdt, s};
 use std::collections::BTreeSet;
-use std::process::Command;
 
 const BS: u32 = 128;
 const NR_BLOCKS: u32 = 1024;
@@ -51,16 +50,7 @@ fn kernel_era_on_pdt_metadata() {
         let lines: Vec<String> = set.iter().map(|b| b.to_string()).collect();
         g.list(&format!("writes-{}.txt", i + 1), &lines);
     }
-    // Our binary, stripped when strip is there (smaller initramfs).
-    let bin = dir.join("guest").join("pdt");
-    let stripped = Command::new("strip")
-        .args(["-o", s(&bin), PDT])
-        .status()
-        .is_ok_and(|st| st.success());
-    if !stripped {
-        std::fs::copy(PDT, &bin).unwrap();
-    }
-    g.files.push(bin);
+    g.files.push(guest_pdt(&dir.join("guest").join("pdt")));
 
     let b = boot_ok("era-live", dir, &meta, &data, "era-live.sh", &g.files);
     let e0 = status_era(&b, "status-0.txt");

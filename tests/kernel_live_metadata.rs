@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::kernel::{boot_ok, Scratch};
-use common::tool::{file, pdt, run, s, PDT};
+use common::kernel::{boot_ok, guest_pdt, Scratch};
+use common::tool::{file, pdt, run};
 
 const POOL_XML: &str = r#"<superblock uuid="" time="0" transaction="9" flags="0" version="2" data_block_size="128" nr_data_blocks="1024">
   <device dev_id="7" mapped_blocks="2" transaction="0" creation_time="0" snap_time="0">
@@ -22,14 +22,7 @@ fn writers_refuse_a_live_pool_and_readers_warn() {
     let dir = scratch.path();
     let meta = file(dir, "meta.img", 8 << 20);
     let data = file(dir, "data.img", 1024 * 64 * 1024);
-    // The binary under test, without its debug sections (quicker to ship).
-    let bin = dir.join("pdt");
-    let stripped = run(std::process::Command::new("strip").args(["-o", s(&bin), PDT]))
-        .status
-        .success();
-    if !stripped {
-        std::fs::copy(PDT, &bin).expect("copy pdt");
-    }
+    let bin = guest_pdt(&dir.join("pdt"));
     let xml = dir.join("pool.xml");
     std::fs::write(&xml, POOL_XML).unwrap();
     let boot = boot_ok(

@@ -10,11 +10,10 @@
 //! the incremental form turns the snapshot's copy into the origin's.
 
 mod common;
-use common::kernel::{boot_with, diff_at, pattern, Scratch, BLOCK, BS};
+use common::kernel::{boot_with, diff_at, guest_pdt, pattern, Scratch, BLOCK, BS};
 use common::kernel_host::GuestFiles;
-use common::tool::{file, ok, pdt, run, s, PDT};
+use common::tool::{file, ok, pdt, s};
 use std::path::Path;
-use std::process::Command;
 
 /// 4 MiB volumes (64 blocks of 64 KiB) in a pool of 256 blocks.
 const THIN_SECTORS: u64 = 8192;
@@ -100,14 +99,7 @@ fn kernel_volumes_migrate_offline_and_live() {
     writes(&mut g, &mut m, "writes-2", &second);
     m.discard(1, 40, 4);
     m.discard(2, 8, 2);
-    let bin = dir.join("guest").join("pdt");
-    if !run(Command::new("strip").args(["-o", s(&bin), PDT]))
-        .status
-        .success()
-    {
-        std::fs::copy(PDT, &bin).unwrap();
-    }
-    g.files.push(bin);
+    g.files.push(guest_pdt(&dir.join("guest").join("pdt")));
 
     let b = boot_with(
         "migrate",

@@ -87,6 +87,22 @@ impl Drop for Scratch {
     }
 }
 
+/// Our binary for the guest, at `path`: stripped when `strip` is there
+/// (a smaller initramfs, quicker to ship), else copied.
+pub fn guest_pdt(path: &Path) -> PathBuf {
+    let tool = env!("CARGO_BIN_EXE_pdt");
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(path)
+        .arg(tool)
+        .status()
+        .is_ok_and(|st| st.success());
+    if !stripped {
+        fs::copy(tool, path).expect("copy pdt");
+    }
+    path.to_path_buf()
+}
+
 /// `len` bytes of text that differ for every tag and every 16-byte cell.
 pub fn pattern(tag: &str, len: usize) -> Vec<u8> {
     let mut v = String::with_capacity(len);
