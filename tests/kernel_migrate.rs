@@ -5,7 +5,8 @@
 //! it reserves and releases) copies volumes to a file and to a disk, and
 //! `--delta-id 2` turns the snapshot's copy into the origin's; with a
 //! snapshot already held it refuses and leaves it held, and interrupted it
-//! leaves none held. On the host, our offline form extracts each volume
+//! leaves none held; a volume over an external origin is copied whole,
+//! origin included. On the host, our offline form extracts each volume
 //! from the pool's images to a file equal to what the kernel served, and
 //! the incremental form turns the snapshot's copy into the origin's.
 
@@ -23,7 +24,7 @@ const PAGE: usize = 4096;
 
 /// The volumes' content as the writes and discards leave it.
 struct Model {
-    vols: [Vec<u8>; 4],
+    vols: [Vec<u8>; 5],
 }
 
 impl Model {
@@ -99,6 +100,9 @@ fn kernel_volumes_migrate_offline_and_live() {
     writes(&mut g, &mut m, "writes-2", &second);
     m.discard(1, 40, 4);
     m.discard(2, 8, 2);
+    // Thin 4 reads the origin's copy (on the disk) where it maps nothing.
+    m.vols[4] = m.vols[1].clone();
+    writes(&mut g, &mut m, "writes-3", &[(4, 8, 24), (4, 1000, 1)]);
     g.files.push(guest_pdt(&dir.join("guest").join("pdt")));
 
     let b = boot_with(
@@ -144,6 +148,18 @@ fn kernel_volumes_migrate_offline_and_live() {
     assert_eq!(int[1], "-", "held after an interrupt\n{}", b.tail());
     let err = String::from_utf8(b.out_file("held-err.txt")).unwrap();
     assert!(err.contains("cannot reserve a metadata snapshot"), "{err}");
+    same(
+        &b.out_file("thin4.img"),
+        &m.vols[4],
+        "the kernel serves volume 4",
+    );
+    same(
+        &b.out_file("live4.img"),
+        &m.vols[4],
+        "live, over an external origin",
+    );
+    let err = String::from_utf8(b.out_file("ext-delta.txt")).unwrap();
+    assert!(err.contains("external origin"), "{err}");
     let err = String::from_utf8(b.out_file("not-thin.txt")).unwrap();
     assert!(err.contains("is not a thin device"), "{err}");
 
@@ -161,6 +177,16 @@ fn kernel_volumes_migrate_offline_and_live() {
             &format!("offline, volume {dev}"),
         );
     }
+    // Offline there is no table naming the external origin: volume 4 is
+    // its own blocks (the ones written: 0, 1 and 62), zeros elsewhere.
+    let out = dir.join("off4.img");
+    migrate(&meta, &data, &["--dev-id", "4", "--dest-file", s(&out)]);
+    let mut own = vec![0; VOLUME];
+    for blk in [0, 1, 62] {
+        own[blk * BLOCK..(blk + 1) * BLOCK]
+            .copy_from_slice(&m.vols[4][blk * BLOCK..(blk + 1) * BLOCK]);
+    }
+    same(&std::fs::read(&out).unwrap(), &own, "offline, volume 4");
     let out = dir.join("off2.img");
     migrate(
         &meta,

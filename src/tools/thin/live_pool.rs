@@ -17,6 +17,8 @@ pub struct LiveThin {
     pub dev_id: u64,
     /// The pool's metadata device.
     pub metadata: PathBuf,
+    /// Unmapped blocks read from an external origin, not as zeros.
+    pub external_origin: bool,
 }
 
 /// Runs `dmsetup ARGS`; its standard output.
@@ -114,6 +116,7 @@ pub fn find(source: &Path) -> Result<LiveThin> {
         metadata: node_of(&pool_table[3])?,
         pool,
         dev_id,
+        external_origin: thin.len() > 5,
     })
 }
 

@@ -13,6 +13,9 @@
 //! without `--delta-id` is truncated) is known to be zeros, so they are
 //! holes; anything else gets them zeroed (a hole punched in a file,
 //! BLKZEROOUT on a block device, written zeros where neither works).
+//! A live volume with an external origin reads the origin where it maps
+//! nothing: those blocks are copied from the volume too. (Offline, where
+//! no table names the origin, unmapped blocks are zeros.)
 //! `--delta-id BASE` copies only what differs from device BASE
 //! (`thin::migrate`), so a destination holding BASE's content becomes a
 //! copy of N.
@@ -185,18 +188,26 @@ pub fn run(args: &[String]) -> ExitCode {
 
 fn migrate(o: &Options) -> Result<()> {
     // Live: the snapshot is held until this function returns, however.
-    let (metadata, data, dev_id, held) = match &o.source {
+    let (metadata, data, dev_id, held, external_origin) = match &o.source {
         Source::Offline {
             metadata,
             data,
             dev_id,
-        } => (metadata.clone(), data.clone(), *dev_id, None),
+        } => (metadata.clone(), data.clone(), *dev_id, None, false),
         Source::Live(thin) => {
             // An interrupted copy still releases the snapshot.
             catch_interrupts();
             let live = live_pool::find(thin)?;
+            let ext = live.external_origin;
+            if ext && o.delta_id.is_some() {
+                // Blocks neither device maps read from origins the
+                // metadata does not name: what differs there is unknown.
+                bail!(
+                    "--delta-id cannot be used on a volume with an external origin: copy it whole"
+                );
+            }
             let held = HeldSnapshot::reserve(&live.pool)?;
-            (live.metadata, thin.clone(), live.dev_id, Some(held))
+            (live.metadata, thin.clone(), live.dev_id, Some(held), ext)
         }
     };
     let live = held.is_some();
@@ -261,6 +272,7 @@ fn migrate(o: &Options) -> Result<()> {
         src: &src,
         src_size,
         src_is_volume: live,
+        unmapped_from_volume: external_origin,
         block,
         size: out.size,
         progress: &progress,
@@ -381,6 +393,9 @@ struct Copier<'a> {
     /// Reading the live volume itself (thin block b at b * block), not
     /// the data device (data block d at d * block).
     src_is_volume: bool,
+    /// A live volume with an external origin: its unmapped blocks are the
+    /// origin's, so they are copied from the volume too, not zeroed.
+    unmapped_from_volume: bool,
     block: u64,
     size: u64,
     progress: &'a Progress,
@@ -426,6 +441,10 @@ impl Copier<'_> {
                 bail!("interrupted");
             }
             match e {
+                Extent::Zero { begin, len } if self.unmapped_from_volume => {
+                    let (dst, n) = self.clip(begin, len);
+                    self.add(&mut batch, &mut buffers, &to_writer, dst, dst, n)?;
+                }
                 Extent::Zero { begin, len } => {
                     let (dst, n) = self.clip(begin, len);
                     if n > 0 && !out.zeroed {

@@ -6,7 +6,7 @@
 # snapshot's copy into the origin's with --delta-id. Removing the devices
 # commits, for the host's offline thin_migrate.
 # Files from the host: migrate.params (BS NR_BLOCKS THIN_SECTORS),
-# writes-1.txt and writes-2.txt (io lists), the blocks they write, pdt.
+# writes-1.txt to writes-3.txt (io lists), the blocks they write, pdt.
 . /lib/pdt-guest.sh
 . ./migrate.params
 P=./pdt
@@ -62,6 +62,17 @@ step "the pool is no thin volume"
 if "$P" thin_migrate -q --source-dev /dev/mapper/pool --dest-file /tmp/no.img 2> "$OUT/not-thin.txt"; then
     fail "thin_migrate copied a pool"
 fi
+
+step "thin 4 over an external origin (the origin's copy on $EXTRA1), partly overwritten"
+must dmsetup message pool 0 "create_thin 4"
+must dmsetup create thin4 --table "0 $THIN_SECTORS thin /dev/mapper/pool 4 $EXTRA1"
+io_list writes-3.txt
+must dd if=/dev/mapper/thin4 of="$OUT/thin4.img" bs=$((BS * 512)) iflag=direct status=none
+must "$P" thin_migrate -q --source-dev /dev/mapper/thin4 --dest-file "$OUT/live4.img"
+if "$P" thin_migrate -q --source-dev /dev/mapper/thin4 --delta-id 1 --dest-file "$OUT/live4.img" 2> "$OUT/ext-delta.txt"; then
+    fail "thin_migrate --delta-id ran on a volume with an external origin"
+fi
+down thin4
 
 step "remove the devices (the pool commits)"
 deactivate 1 2 3
