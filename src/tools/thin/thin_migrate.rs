@@ -443,7 +443,15 @@ impl Copier<'_> {
             match e {
                 Extent::Zero { begin, len } if self.unmapped_from_volume => {
                     let (dst, n) = self.clip(begin, len);
-                    self.add(&mut batch, &mut buffers, &to_writer, dst, dst, n)?;
+                    let what = || format!("thin blocks {begin}..{}", begin.saturating_add(len));
+                    self.copy(
+                        &mut batch,
+                        &mut buffers,
+                        &to_writer,
+                        out,
+                        (dst, dst, n),
+                        what,
+                    )?;
                 }
                 Extent::Zero { begin, len } => {
                     let (dst, n) = self.clip(begin, len);
@@ -464,17 +472,20 @@ impl Copier<'_> {
                     } else {
                         data.saturating_mul(self.block)
                     };
-                    if src.saturating_add(n) > self.src_size {
-                        bail!(
-                            "data blocks {data}..{} (thin blocks from {begin}) lie past the end of the {} ({} bytes)",
-                            data.saturating_add(len),
-                            if self.src_is_volume { "source volume" } else { "data device" },
-                            self.src_size
-                        );
-                    }
-                    if !self.copy_in_kernel(&out.file, src, dst, n)? {
-                        self.add(&mut batch, &mut buffers, &to_writer, src, dst, n)?;
-                    }
+                    let what = || {
+                        format!(
+                            "data blocks {data}..{} (thin blocks from {begin})",
+                            data.saturating_add(len)
+                        )
+                    };
+                    self.copy(
+                        &mut batch,
+                        &mut buffers,
+                        &to_writer,
+                        out,
+                        (src, dst, n),
+                        what,
+                    )?;
                 }
             }
             let reached = e.end().saturating_mul(self.block).min(self.size);
@@ -482,6 +493,35 @@ impl Copier<'_> {
             done = done.max(reached);
         }
         self.send(&mut batch, &to_writer)
+    }
+
+    /// Copies `n` bytes of the source at `src` to `dst`: inside the kernel
+    /// when it can, else through the buffers. `what` names them in errors.
+    fn copy(
+        &self,
+        batch: &mut Batch,
+        buffers: &mut Buffers,
+        to_writer: &SyncSender<Batch>,
+        out: &Out,
+        (src, dst, n): (u64, u64, u64),
+        what: impl Fn() -> String,
+    ) -> Result<()> {
+        if src.saturating_add(n) > self.src_size {
+            bail!(
+                "{} lie past the end of the {} ({} bytes)",
+                what(),
+                if self.src_is_volume {
+                    "source volume"
+                } else {
+                    "data device"
+                },
+                self.src_size
+            );
+        }
+        if self.copy_in_kernel(&out.file, src, dst, n)? {
+            return Ok(());
+        }
+        self.add(batch, buffers, to_writer, src, dst, n)
     }
 
     /// Copies a range file to file inside the kernel; false when that
