@@ -5,6 +5,7 @@ mod counted;
 mod in_out;
 mod introsort;
 mod live_pool;
+mod migrate_copy;
 pub(super) mod thin_check;
 pub(super) mod thin_delta;
 pub(super) mod thin_dump;
