@@ -131,6 +131,19 @@ pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Resul
     let mut m = MappedBlocks {
         counts: RefCounts::new(nr_blocks)?,
     };
+    visit_mapped_blocks(r, roots, &mut |b| m.set(b))?;
+    Ok(m)
+}
+
+/// Calls `f` with the data block of every mapping in the trees at `roots`,
+/// in no particular order; a node shared by several trees is read once, so
+/// a block comes once per leaf entry that maps it. Fails on any node that
+/// does not validate.
+pub fn visit_mapped_blocks(
+    r: &impl BlockRead,
+    roots: &[u64],
+    f: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<()> {
     let mut seen = rustc_hash::FxHashSet::default();
     let mut stack: Vec<(u64, usize)> = roots.iter().map(|&r| (r, 0)).collect();
     while let Some((loc, depth)) = stack.pop() {
@@ -144,11 +157,11 @@ pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Resul
         let n = pdata::btree::node::Node(&b);
         for i in 0..n.nr_entries() {
             if n.is_leaf() {
-                m.set(crate::format::block_time::BlockTime::unpack(n.value_u64(i)).block)?;
+                f(crate::format::block_time::BlockTime::unpack(n.value_u64(i)).block)?;
             } else {
                 stack.push((n.value_u64(i), depth + 1));
             }
         }
     }
-    Ok(m)
+    Ok(())
 }
