@@ -149,6 +149,11 @@ pub const TOOLS: &[Tool] = &[
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,
     },
+    Tool {
+        name: "thin_shrink",
+        about: "move a pool's data below a new size and write its shrunk metadata",
+        run: thin::thin_shrink::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
