@@ -10,8 +10,8 @@
 
 use super::counted::Counted;
 use crate::tools::cli::{
-    distinct, exit_status, number, open_data, open_exclusive, open_restore_output, parse_in_out, same_file,
-    HasArg, Opt, Progress, ASYNC_IO, HELP, INPUT, OUTPUT, QUIET, VERSION,
+    distinct, exit_status, number, open_data, open_exclusive, open_restore_output, parse_in_out,
+    same_file, HasArg, Opt, Progress, ASYNC_IO, HELP, INPUT, OUTPUT, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use std::io::Read;
@@ -146,7 +146,9 @@ fn shrink(a: &Args) -> Result<()> {
     let output = open_restore_output(&a.output)?;
     let plan = plan(&md, a.nr_blocks)?;
     if md.held_root().is_some() && !a.quiet {
-        eprintln!("thin_shrink: warning: the metadata snapshot is not carried over to the new metadata");
+        eprintln!(
+            "thin_shrink: warning: the metadata snapshot is not carried over to the new metadata"
+        );
     }
     if let Some(data) = &data {
         let block_bytes = u64::from(md.data_block_size()) * SECTOR_BYTES;

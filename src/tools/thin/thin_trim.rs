@@ -7,7 +7,9 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use crate::tools::cli::{exit_status, open_data, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_data, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use pdata::live::LiveMetadata;
 use std::io::{Seek, SeekFrom};
