@@ -49,7 +49,7 @@ fn the_kernel_reads_a_shrunk_pool_back() {
         .values()
         .flat_map(|d| d.map.values().map(|m| m.0))
         .collect();
-    let n = mapped.len() as u64 + 4;
+    let n = mapped.len() as u64 + 8;
     let above = mapped.iter().filter(|&&b| b >= n).count();
     assert!(above > 0, "nothing to move: {mapped:?}\n{}", written.tail());
     eprintln!(
