@@ -70,7 +70,9 @@ fn batches(plan: &Plan, block_bytes: u64, batch: u64) -> Result<Vec<Vec<Piece>>>
                 room = batch;
             }
             let n = left.min(room);
-            out.last_mut().map(|v| v.push(Piece { src, dst, len: n }));
+            if let Some(v) = out.last_mut() {
+                v.push(Piece { src, dst, len: n });
+            }
             (src, dst, left, room) = (src + n, dst + n, left - n, room - n);
         }
     }
