@@ -153,17 +153,20 @@ fn dump(meta: &Path) -> Dump {
     parse_dump(&xml).unwrap().0
 }
 
-fn shrink(c: &Case, n: u64) -> std::process::Output {
-    run(pdt("thin_shrink").args([
+/// `thin_shrink -i META -o OUT --data DATA --nr-blocks N`.
+fn shrink_cmd(meta: &Path, out: &Path, data: &Path, n: &str) -> std::process::Command {
+    let mut cmd = pdt("thin_shrink");
+    cmd.args([
         "-i",
-        s(&c.meta),
+        s(meta),
         "-o",
-        s(&c.out),
+        s(out),
         "--data",
-        s(&c.data),
+        s(data),
         "--nr-blocks",
-        &n.to_string(),
-    ]))
+        n,
+    ]);
+    cmd
 }
 
 fn check_shrink(seed: u64, mode: u64) -> Result<(), TestCaseError> {
@@ -181,7 +184,7 @@ fn check_shrink(seed: u64, mode: u64) -> Result<(), TestCaseError> {
     let meta_before = std::fs::read(&c.meta).unwrap();
     let data_before = block_digests(&c.data);
     let before = dump(&c.meta);
-    let o = shrink(&c, n);
+    let o = run(&mut shrink_cmd(&c.meta, &c.out, &c.data, &n.to_string()));
     let err = String::from_utf8_lossy(&o.stderr);
     prop_assert_eq!(
         std::fs::read(&c.meta).unwrap(),
@@ -298,17 +301,7 @@ fn no_copy_grow_and_1x_spelling() {
     assert_eq!(after.nr_data, Some(8));
     assert_eq!(after.devs[&2].map[&20].0, 6);
     // A larger size moves nothing and only rewrites the size.
-    ok(pdt("thin_shrink").args([
-        "--binary",
-        "-i",
-        s(&c.meta),
-        "-o",
-        s(&c.out),
-        "--data",
-        s(&c.data),
-        "--nr-blocks",
-        "100",
-    ]));
+    ok(shrink_cmd(&c.meta, &c.out, &c.data, "100").arg("--binary"));
     assert_eq!(std::fs::read(&c.data).unwrap(), data);
     let (before, after) = (dump(&c.meta), dump(&c.out));
     assert_eq!(after.nr_data, Some(100));
@@ -322,16 +315,7 @@ fn a_held_metadata_snapshot_is_dropped_with_a_warning() {
     let meta = common::pool::exec_pool(dir.path(), "meta", META_BYTES, script);
     let out = file(dir.path(), "out", META_BYTES);
     let data = file(dir.path(), "data", 64 * BLOCK);
-    let o = run(pdt("thin_shrink").args([
-        "-i",
-        s(&meta),
-        "-o",
-        s(&out),
-        "--data",
-        s(&data),
-        "--nr-blocks",
-        "4",
-    ]));
+    let o = run(&mut shrink_cmd(&meta, &out, &data, "4"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("metadata snapshot is not carried over"));
     ok(debian_cmd("thin_check").arg(&out));
@@ -343,11 +327,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     let (_, c) = small_case();
     let dir = c.meta.parent().unwrap().to_path_buf();
     let data = std::fs::read(&c.data).unwrap();
-    let shrink_to = |n: &str, i: &Path, o: &Path, d: &Path| {
-        let mut cmd = pdt("thin_shrink");
-        cmd.args(["-i", s(i), "-o", s(o), "--data", s(d), "--nr-blocks", n]);
-        cmd
-    };
+    let shrink_to = |n: &str, i: &Path, o: &Path, d: &Path| shrink_cmd(i, o, d, n);
     // 7 distinct blocks mapped: 4 blocks are 3 too few.
     fails_with(
         &mut shrink_to("4", &c.meta, &c.out, &c.data),

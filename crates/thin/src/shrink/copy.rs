@@ -182,47 +182,45 @@ fn read_batches(
     }
 }
 
-/// Pieces `i..j` whose `key` ranges follow each other, from `i`.
-fn joined(batch: &[Piece], i: usize, key: fn(&Piece) -> u64) -> usize {
-    let mut j = i + 1;
-    while j < batch.len() && key(&batch[j]) == key(&batch[j - 1]) + batch[j - 1].len {
-        j += 1;
+/// Calls `io` once for each run of pieces whose `key` ranges (source or
+/// target) follow each other: with the run's range in the buffer and its
+/// offset on the device. An error is `op`'s at that offset.
+fn for_each_joined(
+    batch: &[Piece],
+    key: fn(&Piece) -> u64,
+    op: &'static str,
+    mut io: impl FnMut(std::ops::Range<usize>, u64) -> io::Result<()>,
+) -> Result<()> {
+    let (mut i, mut at) = (0, 0usize);
+    while i < batch.len() {
+        let mut j = i + 1;
+        while j < batch.len() && key(&batch[j]) == key(&batch[j - 1]) + batch[j - 1].len {
+            j += 1;
+        }
+        let len: u64 = batch[i..j].iter().map(|p| p.len).sum();
+        let (end, offset) = (at + len as usize, key(&batch[i]));
+        io(at..end, offset).map_err(|source| ShrinkError::DataIo { op, offset, source })?;
+        (i, at) = (j, end);
     }
-    j
+    Ok(())
 }
 
 fn read_batch(dev: &dyn DataDevice, batch: &[Piece], buf: &mut [u8]) -> Result<()> {
-    let (mut i, mut at) = (0, 0usize);
-    while i < batch.len() {
-        let j = joined(batch, i, |p| p.src);
-        let len: u64 = batch[i..j].iter().map(|p| p.len).sum();
-        let end = at + len as usize;
-        dev.read_exact_at(&mut buf[at..end], batch[i].src)
-            .map_err(|source| ShrinkError::DataIo {
-                op: "reading",
-                offset: batch[i].src,
-                source,
-            })?;
-        (i, at) = (j, end);
-    }
-    Ok(())
+    for_each_joined(
+        batch,
+        |p| p.src,
+        "reading",
+        |r, at| dev.read_exact_at(&mut buf[r], at),
+    )
 }
 
 fn write_batch(dev: &dyn DataDevice, batch: &[Piece], buf: &[u8]) -> Result<()> {
-    let (mut i, mut at) = (0, 0usize);
-    while i < batch.len() {
-        let j = joined(batch, i, |p| p.dst);
-        let len: u64 = batch[i..j].iter().map(|p| p.len).sum();
-        let end = at + len as usize;
-        dev.write_all_at(&buf[at..end], batch[i].dst)
-            .map_err(|source| ShrinkError::DataIo {
-                op: "writing",
-                offset: batch[i].dst,
-                source,
-            })?;
-        (i, at) = (j, end);
-    }
-    Ok(())
+    for_each_joined(
+        batch,
+        |p| p.dst,
+        "writing",
+        |r, at| dev.write_all_at(&buf[r], at),
+    )
 }
 
 #[cfg(test)]
@@ -347,21 +345,18 @@ pub(super) mod tests {
     fn io_errors_stop_the_copy() {
         let bs = 512;
         let p = plan(&[(20, 1, 3), (40, 7, 1)]);
-        let mut dev = MemData::new(pattern(64, bs));
-        dev.fail_read_at = Some(40 * bs);
-        let e = copy_in_batches(&dev, &p, bs, bs, &NoProgress).unwrap_err();
-        assert!(
-            matches!(e, ShrinkError::DataIo { op: "reading", .. }),
-            "{e}"
-        );
-        assert!(!*dev.synced.lock().unwrap());
-        let mut dev = MemData::new(pattern(64, bs));
-        dev.fail_write_at = Some(2 * bs);
-        let e = copy_in_batches(&dev, &p, bs, bs, &NoProgress).unwrap_err();
-        assert!(
-            matches!(e, ShrinkError::DataIo { op: "writing", .. }),
-            "{e}"
-        );
-        assert!(!*dev.synced.lock().unwrap());
+        for (read, write, op) in [
+            (Some(40 * bs), None, "reading"),
+            (None, Some(2 * bs), "writing"),
+        ] {
+            let mut dev = MemData::new(pattern(64, bs));
+            (dev.fail_read_at, dev.fail_write_at) = (read, write);
+            let e = copy_in_batches(&dev, &p, bs, bs, &NoProgress).unwrap_err();
+            assert!(
+                matches!(e, ShrinkError::DataIo { op: o, .. } if o == op),
+                "{e}"
+            );
+            assert!(!*dev.synced.lock().unwrap());
+        }
     }
 }
