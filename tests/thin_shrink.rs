@@ -249,7 +249,7 @@ fn check_shrink(seed: u64, mode: u64) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
     fn shrunk_pools_read_back_the_same(seed in any::<u64>(), mode in 0..4u64) {
