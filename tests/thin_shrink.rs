@@ -102,6 +102,7 @@ impl Pool {
 /// Files of one case: metadata in, metadata out, data.
 struct Case {
     _dir: tempfile::TempDir,
+    xml: PathBuf,
     meta: PathBuf,
     out: PathBuf,
     data: PathBuf,
@@ -129,6 +130,7 @@ fn setup(pool: &Pool, seed: u64) -> Case {
     }
     Case {
         _dir: dir,
+        xml,
         meta,
         out,
         data,
@@ -203,6 +205,10 @@ fn check_shrink(seed: u64, mode: u64) -> Result<(), TestCaseError> {
         prop_assert_eq!(&data_after, &data_before, "data written");
         let out = std::fs::read(&c.out).unwrap();
         prop_assert!(out.iter().all(|&b| b == 0), "output written");
+        let out_xml = c.out.with_extension("xml");
+        let o = run(&mut shrink_cmd(&c.xml, &out_xml, &c.data, &n.to_string()));
+        prop_assert!(String::from_utf8_lossy(&o.stderr).contains(&missing));
+        prop_assert!(!out_xml.exists(), "XML output written");
         return Ok(());
     }
     prop_assert!(o.status.success(), "n {}, mapped {}: {}", n, d, err);
@@ -219,6 +225,12 @@ fn check_shrink(seed: u64, mode: u64) -> Result<(), TestCaseError> {
         (after.time, after.trans, after.block_size),
         (before.time, before.trans, before.block_size)
     );
+    // The XML form (1.x's default) makes the same moves.
+    let out_xml = c.out.with_extension("xml");
+    ok(shrink_cmd(&c.xml, &out_xml, &c.data, &n.to_string()).arg("--no-copy"));
+    let (from_xml, _) = parse_dump(&std::fs::read_to_string(&out_xml).unwrap()).unwrap();
+    prop_assert_eq!(&from_xml.devs, &after.devs);
+    prop_assert_eq!(from_xml.nr_data, Some(n));
     // Old block -> new block is one-to-one, for every mapping of every device.
     let (mut fwd, mut back) = (HashMap::new(), HashMap::new());
     prop_assert_eq!(after.devs.len(), before.devs.len());
@@ -361,7 +373,16 @@ fn bad_input_is_refused_and_nothing_is_written() {
         "--nr-blocks",
     );
     let xml = dir.join("pool.xml");
-    fails_with(&mut shrink_to("8", &xml, &c.out, &c.data), "is XML");
+    fails_with(
+        shrink_to("8", &xml, &c.out, &c.data).arg("--binary"),
+        "is XML",
+    );
+    // A superblock whose checksum starts with '<' is still binary.
+    let mut meta = std::fs::read(&c.meta).unwrap();
+    meta[0] = b'<';
+    let lt = dir.join("lt");
+    std::fs::write(&lt, meta).unwrap();
+    fails_with(&mut shrink_to("8", &lt, &c.out, &c.data), "checksum");
     let garbage = dir.join("garbage");
     std::fs::write(&garbage, vec![0x5au8; 8 * 4096]).unwrap();
     fails_with(&mut shrink_to("8", &garbage, &c.out, &c.data), "superblock");

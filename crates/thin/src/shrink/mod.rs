@@ -17,9 +17,11 @@
 
 mod copy;
 mod remap;
+mod stream;
 
 pub use copy::{copy_data, DataDevice};
 pub use remap::Remapped;
+pub use stream::MappedBlocks;
 
 use crate::ir::Run;
 use crate::query::device_roots;
@@ -221,13 +223,20 @@ pub fn plan(md: &ThinMetadata, new_nr_blocks: u64) -> Result<Plan> {
         return Err(ShrinkError::MappedButFree(b));
     }
 
-    // Pair sources and targets in ascending order, joining what runs on.
-    let mut src = new_nr_blocks;
+    pair(&mut plan, &moving, targets);
+    Ok(plan)
+}
+
+/// Pairs the blocks counted in `moving` at or above the new size with the
+/// blocks of `targets`, both in ascending order, into `plan`'s moves,
+/// joining what runs on.
+fn pair(plan: &mut Plan, moving: &RefCounts, targets: Vec<Range<u64>>) {
+    let mut src = plan.new_nr_blocks;
     for t in targets {
         let mut to = t.start;
         while to < t.end {
-            let Some(from) = moving.first_counted_in(src..old_nr_blocks) else {
-                break;
+            let Some(from) = moving.first_counted_in(src..plan.old_nr_blocks) else {
+                return;
             };
             match plan.moves.last_mut() {
                 Some(m) if m.from + m.len == from && m.to + m.len == to => m.len += 1,
@@ -237,7 +246,6 @@ pub fn plan(md: &ThinMetadata, new_nr_blocks: u64) -> Result<Plan> {
             to += 1;
         }
     }
-    Ok(plan)
 }
 
 #[cfg(test)]

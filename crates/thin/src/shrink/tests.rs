@@ -197,3 +197,26 @@ fn runs_split_where_the_moves_do() {
     };
     assert!(p.remap_run(&unplanned, &mut |_| Ok(())).is_err());
 }
+
+/// Planning from the event stream (XML) gives the plan the space map gives
+/// on metadata restored from the same stream.
+#[test]
+fn a_stream_plans_as_the_space_map_does() {
+    let pool = vec![
+        (1, vec![(0, 0), (1, 1), (2, 90), (3, 91), (4, 95), (9, 3)]),
+        (2, vec![(2, 90), (4, 95), (5, 60), (6, 5), (7, 6)]),
+    ];
+    let md = open(&pool, 100);
+    let mut seen = MappedBlocks::default();
+    dump(&md, &DumpOptions::default(), &mut seen).unwrap();
+    for n in [1, 4, 8, 9, 10, 50, 96, 100, 200] {
+        match (plan(&md, n), seen.plan(n)) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{n}"),
+            (
+                Err(ShrinkError::DoesNotFit { missing: a, .. }),
+                Err(ShrinkError::DoesNotFit { missing: b, .. }),
+            ) => assert_eq!(a, b, "{n}"),
+            other => panic!("{n}: {other:?}"),
+        }
+    }
+}
