@@ -37,6 +37,7 @@ Options:
   {--data} <the pool's data device or file>
   {--nr-blocks} <the new size, in data blocks>
   {--no-copy}
+  {--binary}
   {-q|--quiet}
   {-V|--version}
 ";
@@ -50,8 +51,8 @@ const OPTS: &[Opt] = &[
     Opt::long("data", HasArg::Required, "data"),
     Opt::long("nr-blocks", HasArg::Required, "nr-blocks"),
     Opt::long("no-copy", HasArg::No, "no-copy"),
-    // 1.x's switch from its XML mode to binary metadata, which is all
-    // this tool reads.
+    // 1.x's switch from its default XML form to binary metadata. Here the
+    // input tells which it is; with the switch, XML is refused.
     Opt::long("binary", HasArg::No, "binary"),
     ASYNC_IO,
 ];
