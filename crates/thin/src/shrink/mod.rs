@@ -25,11 +25,11 @@ pub use stream::MappedBlocks;
 
 use crate::ir::Run;
 use crate::query::device_roots;
-use crate::query::free_space::{free_ranges, visit_mapped_blocks};
+use crate::query::free_space::{free_ranges_until, visit_mapped_blocks};
 use crate::{ThinError, ThinMetadata};
 use pdata::live::LiveMetadata;
 use pdata::space_map::RefCounts;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShrinkError {
@@ -176,21 +176,19 @@ pub fn plan(md: &ThinMetadata, new_nr_blocks: u64) -> Result<Plan> {
         return Ok(plan);
     }
 
-    // The lowest free blocks below the new size take them.
+    // The lowest free blocks below the new size take them; the space map
+    // is read only as far as it takes to find them.
     let mut targets: Vec<Range<u64>> = Vec::new();
-    let (mut taken, mut free) = (0u64, 0u64);
-    free_ranges(tm, &sb.data_sm_root, &mut |r| {
-        let r = r.start..r.end.min(new_nr_blocks);
-        if r.is_empty() {
-            return Ok(());
-        }
-        free += r.end - r.start;
-        if taken < nr_moving {
-            let n = (r.end - r.start).min(nr_moving - taken);
-            targets.push(r.start..r.start + n);
-            taken += n;
-        }
-        Ok(())
+    let mut free = 0u64;
+    free_ranges_until(tm, &sb.data_sm_root, new_nr_blocks, &mut |r| {
+        let n = (r.end - r.start).min(nr_moving - free);
+        targets.push(r.start..r.start + n);
+        free += n;
+        Ok(if free == nr_moving {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
     })?;
     if free < nr_moving {
         return Err(ShrinkError::DoesNotFit {

@@ -220,3 +220,39 @@ fn a_stream_plans_as_the_space_map_does() {
         }
     }
 }
+
+/// A pool over several space-map bitmaps (16320 blocks each), free space
+/// split by mapped blocks on both sides of a bitmap boundary.
+#[test]
+fn plans_across_bitmaps() {
+    let mut maps: Vec<(u64, u64)> = (0..16330).map(|i| (i, i)).collect();
+    maps.retain(|&(_, d)| d % 100 != 7 && !(16310..16325).contains(&d));
+    maps.extend((0..40).map(|i| (20_000 + i, 39_000 + i * 3)));
+    let mapped: Vec<u64> = maps.iter().map(|m| m.1).collect();
+    let pool = vec![(1, maps)];
+    let md = open(&pool, 40_000);
+    let mut seen = MappedBlocks::default();
+    dump(&md, &DumpOptions::default(), &mut seen).unwrap();
+    for n in [1_000, 16_300, 16_315, 16_340, 16_400, 30_000] {
+        let above = mapped.iter().filter(|&&d| d >= n).count() as u64;
+        let free = n - (mapped.len() as u64 - above);
+        if above > free {
+            for r in [plan(&md, n), seen.plan(n)] {
+                assert!(
+                    matches!(r, Err(ShrinkError::DoesNotFit { missing, .. }) if missing == above - free),
+                    "{n}: {r:?}"
+                );
+            }
+            continue;
+        }
+        let p = plan(&md, n).unwrap();
+        assert_eq!(p, seen.plan(n).unwrap(), "{n}");
+        assert_eq!(p.blocks_moved(), above, "{n}");
+        let targets: Vec<u64> = p.moves.iter().flat_map(|m| m.to..m.to + m.len).collect();
+        let free_below: Vec<u64> = (0..n)
+            .filter(|b| !mapped.contains(b))
+            .take(targets.len())
+            .collect();
+        assert_eq!(targets, free_below, "{n}");
+    }
+}
