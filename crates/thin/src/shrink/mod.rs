@@ -78,6 +78,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Nothing moved (yet).
+    fn unmoved(old_nr_blocks: u64, new_nr_blocks: u64) -> Plan {
+        Plan {
+            old_nr_blocks,
+            new_nr_blocks,
+            moves: Vec::new(),
+        }
+    }
+
     pub fn blocks_moved(&self) -> u64 {
         self.moves.iter().map(|m| m.len).sum()
     }
@@ -144,11 +153,7 @@ pub fn plan(md: &ThinMetadata, new_nr_blocks: u64) -> Result<Plan> {
     let tm = md.transaction_manager();
     let sb = md.superblock();
     let old_nr_blocks = sb.data_sm_root.nr_blocks;
-    let mut plan = Plan {
-        old_nr_blocks,
-        new_nr_blocks,
-        moves: Vec::new(),
-    };
+    let mut plan = Plan::unmoved(old_nr_blocks, new_nr_blocks);
     if new_nr_blocks >= old_nr_blocks {
         return Ok(plan);
     }
@@ -190,14 +195,7 @@ pub fn plan(md: &ThinMetadata, new_nr_blocks: u64) -> Result<Plan> {
             ControlFlow::Continue(())
         })
     })?;
-    if free < nr_moving {
-        return Err(ShrinkError::DoesNotFit {
-            nr_blocks: new_nr_blocks,
-            moved: nr_moving,
-            free,
-            missing: nr_moving - free,
-        });
-    }
+    check_fits(new_nr_blocks, nr_moving, free)?;
 
     // A target some mapping points at would overwrite its data: the space
     // map is wrong, and nothing may be copied.
@@ -223,6 +221,20 @@ pub fn plan(md: &ThinMetadata, new_nr_blocks: u64) -> Result<Plan> {
 
     pair(&mut plan, &moving, targets);
     Ok(plan)
+}
+
+/// Refuses when `moved` blocks need a place and only `free` blocks below
+/// `new_nr_blocks` can take them.
+fn check_fits(new_nr_blocks: u64, moved: u64, free: u64) -> Result<()> {
+    if free < moved {
+        return Err(ShrinkError::DoesNotFit {
+            nr_blocks: new_nr_blocks,
+            moved,
+            free,
+            missing: moved - free,
+        });
+    }
+    Ok(())
 }
 
 /// Pairs the blocks counted in `moving` at or above the new size with the

@@ -1,7 +1,7 @@
 //! Planning a shrink from an event stream (a pool read from XML), which
 //! carries no space map: a block is free when no mapping points at it.
 
-use super::{pair, Plan, Result, ShrinkError};
+use super::{check_fits, pair, Plan, Result};
 use crate::ir::{PoolInfo, Run, Visitor};
 use crate::{DeviceDetails, ThinError};
 use pdata::space_map::RefCounts;
@@ -29,11 +29,7 @@ impl MappedBlocks {
             .as_ref()
             .ok_or_else(|| ThinError::Invalid("no superblock in the input".into()))?;
         let old_nr_blocks = counts.nr_blocks();
-        let mut plan = Plan {
-            old_nr_blocks,
-            new_nr_blocks,
-            moves: Vec::new(),
-        };
+        let mut plan = Plan::unmoved(old_nr_blocks, new_nr_blocks);
         if new_nr_blocks >= old_nr_blocks {
             return Ok(plan);
         }
@@ -42,14 +38,7 @@ impl MappedBlocks {
             return Ok(plan);
         }
         let free = new_nr_blocks - count_counted(counts, 0..new_nr_blocks);
-        if free < moving {
-            return Err(ShrinkError::DoesNotFit {
-                nr_blocks: new_nr_blocks,
-                moved: moving,
-                free,
-                missing: moving - free,
-            });
-        }
+        check_fits(new_nr_blocks, moving, free)?;
         let targets = uncounted(counts, new_nr_blocks, moving);
         pair(&mut plan, counts, targets);
         Ok(plan)
