@@ -318,6 +318,16 @@ fn no_copy_grow_and_1x_spelling() {
     let (before, after) = (dump(&c.meta), dump(&c.out));
     assert_eq!(after.nr_data, Some(100));
     assert_eq!(after.devs, before.devs);
+    // The XML form copies the data as the binary form does.
+    let xml_data = c.data.with_extension("xml-data");
+    std::fs::copy(&c.data, &xml_data).unwrap();
+    let out_xml = c.out.with_extension("xml");
+    ok(&mut shrink_cmd(&c.xml, &out_xml, &xml_data, "7"));
+    ok(&mut shrink_cmd(&c.meta, &c.out, &c.data, "7"));
+    assert_eq!(block_digests(&xml_data), block_digests(&c.data));
+    assert_ne!(std::fs::read(&c.data).unwrap(), data, "nothing copied");
+    let (from_xml, _) = parse_dump(&std::fs::read_to_string(&out_xml).unwrap()).unwrap();
+    assert_eq!(from_xml.devs, dump(&c.out).devs);
 }
 
 #[test]
