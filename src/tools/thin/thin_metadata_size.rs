@@ -239,14 +239,14 @@ impl State {
 mod tests {
     use super::*;
 
-    fn out(args: &[&str]) -> Result<Option<String>, String> {
+    fn out(args: &[&str]) -> Result<String, String> {
         execute(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
     fn examples() {
         assert_eq!(
-            out(&["-b64k", "-s1t", "-m1000"]).unwrap().unwrap(),
+            out(&["-b64k", "-s1t", "-m1000"]).unwrap(),
             "thin_metadata_size - 1073224 sectors estimated metadata area size for \"--block-size=64kibibytes --pool-size=1tebibytes --max-thins=1000\"\n"
         );
         assert_eq!(
@@ -257,12 +257,11 @@ mod tests {
                 "--unit=G",
                 "--numeric-only"
             ])
-            .unwrap()
             .unwrap(),
             "4.13\n"
         );
         assert_eq!(
-            out(&["-b", "64k", "-s", "1000000", "-m", "10", "-u", "Y"]).unwrap().unwrap(),
+            out(&["-b", "64k", "-s", "1000000", "-m", "10", "-u", "Y"]).unwrap(),
             "thin_metadata_size - 1.49e-13 yottabytes estimated metadata area size for \"--block-size=64kibibytes --pool-size=1000000sectors --max-thins=10\"\n"
         );
         assert!(out(&["-b", "127", "-s", "1000", "-m", "1"]).is_err());
