@@ -2,8 +2,9 @@
 //! `era`) over the shared command-line layer (`cli`) and XML
 //! layer (`xml`); `demo` and `torture` work on the engine itself.
 
-pub mod cache;
+#[macro_use]
 mod cli;
+pub mod cache;
 mod demo;
 pub mod era;
 pub mod thin;

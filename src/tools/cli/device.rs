@@ -81,7 +81,7 @@ pub fn open_reader(prog: &str, path: &Path, snapshot: bool) -> Result<Arc<dyn Bl
 
 /// The warning of [`open_reader`].
 pub fn warn_live(prog: &str, path: &Path) {
-    eprintln!(
+    errln!(
         "{prog}: warning: {} is in use by the kernel (an active pool): its live metadata may change while it is read, so the answer may be inconsistent; -m reads the metadata snapshot",
         path.display()
     );

@@ -4,6 +4,9 @@
 //! metadata device named on the command line, the progress bar, and the
 //! exit status.
 
+#[macro_use]
+pub mod out;
+
 mod device;
 pub mod exec;
 mod getopt;
@@ -31,6 +34,6 @@ pub use status::{check_status, describe, exit_status, number};
 /// What `-V` prints, bare on its own line: the project's version, 2.0.0 and
 /// up, which LVM's checks (`%u.%u.%u`, cache tools at least 0.7.0) accept
 /// and no thin-provisioning-tools release uses.
-pub fn print_version() {
-    println!("{}", env!("CARGO_PKG_VERSION"));
+pub fn print_version() -> std::io::Result<()> {
+    outln!("{}", env!("CARGO_PKG_VERSION"))
 }

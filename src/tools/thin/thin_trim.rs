@@ -62,13 +62,13 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(Some(("quiet", _))) => quiet = true,
             Ok(Some(("metadata", v))) => metadata = v.map(PathBuf::from),
             Ok(Some(("data", v))) => data = v.map(PathBuf::from),
-            Ok(Some(_)) => eprintln!(
+            Ok(Some(_)) => errln!(
                 "--pool-inactive no longer required since we ensure the metadata device is opened exclusively."
             ),
         }
     }
     let (Some(metadata), Some(data)) = (metadata, data) else {
-        eprint!("{USAGE}");
+        err!("{USAGE}");
         return ExitCode::from(1);
     };
     let o = Options {
@@ -101,7 +101,7 @@ fn trim(o: &Options) -> Result<()> {
     }
     if md.nr_free_data_blocks() == 0 {
         if !o.quiet {
-            println!("All data blocks allocated, nothing to discard");
+            outln!("All data blocks allocated, nothing to discard")?;
         }
         return Ok(());
     }
