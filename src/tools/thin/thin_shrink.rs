@@ -97,7 +97,7 @@ fn parse(args: &[String]) -> Result<Args, ExitCode> {
         Ok(())
     })?;
     let usage_error = |msg: &str| {
-        eprint!("{msg}\n{USAGE}");
+        err!("{msg}\n{USAGE}");
         ExitCode::from(1)
     };
     let Some(nr_blocks) = nr_blocks else {
@@ -200,7 +200,7 @@ fn shrink(a: &Args) -> Result<()> {
     let output = open_restore_output(&a.output)?;
     let plan = plan(&md, a.nr_blocks)?;
     if md.held_root().is_some() && !a.quiet {
-        eprintln!(
+        errln!(
             "thin_shrink: warning: the metadata snapshot is not carried over to the new metadata"
         );
     }
