@@ -171,8 +171,8 @@ fn writeback(a: &Args) -> Result<bool> {
         .filter(|(_, m)| m.dirty)
         .map(|(c, m)| (c, m.oblock))
         .collect();
-    let fast = open_data(&a.fast, false)?;
-    let mut origin = open_data(&a.origin, true)?;
+    let (fast, _) = open_data(&a.fast, false)?;
+    let (mut origin, _) = open_data(&a.origin, true)?;
     let copier = Copier {
         block: u64::from(md.data_block_size()) * SECTOR,
         origin_size: size_of(&mut origin)?,
@@ -182,7 +182,7 @@ fn writeback(a: &Args) -> Result<bool> {
         origin_offset: a.origin_offset,
     };
     if !a.quiet {
-        eprintln!("Copying cache blocks");
+        errln!("Copying cache blocks");
     }
     let mut failed = Vec::new();
     let mut copied = copier.copy_all(&dirty, a.buffer_bytes, &mut failed);
@@ -198,7 +198,7 @@ fn writeback(a: &Args) -> Result<bool> {
     failed.sort_by_key(|f| f.cblock);
     if a.update {
         if !a.quiet {
-            eprintln!("Updating metadata");
+            errln!("Updating metadata");
         }
         for &(c, _) in &copied {
             md.set_dirty(u64::from(c), false)?;
@@ -207,20 +207,22 @@ fn writeback(a: &Args) -> Result<bool> {
     }
     if a.list_failed {
         for f in &failed {
-            println!(
+            outln!(
                 "cache block {} (origin block {}): {}",
-                f.cblock, f.oblock, f.why
-            );
+                f.cblock,
+                f.oblock,
+                f.why
+            )?;
         }
     }
     if !a.quiet {
-        println!(
+        outln!(
             "{}/{} blocks successfully copied",
             copied.len(),
             dirty.len()
-        );
+        )?;
         if !failed.is_empty() {
-            eprintln!("{} blocks were not copied and stay dirty", failed.len());
+            errln!("{} blocks were not copied and stay dirty", failed.len());
         }
     }
     Ok(failed.is_empty())

@@ -1,41 +1,17 @@
 //! Data devices and files the tools read or write themselves (thin_trim,
-//! thin_migrate, cache_writeback): opening one (a regular file or a block
-//! device, nothing else), its size, and the calls that zero or discard a
-//! byte range without writing it.
+//! thin_migrate, cache_writeback; opening one is `super::open_data`): its
+//! size, the calls that zero or discard a byte range without writing it,
+//! and the copy inside the kernel.
 
-use anyhow::{Context, Result};
-use pdata::io::check_file_or_block_device;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
 
 /// `_IO(0x12, 119)`: discard a byte range of a block device.
 const BLKDISCARD: libc::c_ulong = 0x1277;
 /// `_IO(0x12, 127)`: write zeros over a byte range of a block device
 /// (offloaded when the device can, e.g. a thin volume unmaps it).
 const BLKZEROOUT: libc::c_ulong = 0x127f;
-
-/// Opens a data device or file, refusing what is neither (a FIFO would
-/// block the open). A block device's cached pages are dropped: the
-/// kernel's targets write it beneath the page cache, so they may be stale.
-pub fn open_data(path: &Path, writable: bool) -> Result<File> {
-    let what = || format!("cannot open {}", path.display());
-    check_file_or_block_device(path).with_context(what)?;
-    let f = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .with_context(what)?;
-    if f.metadata()?.file_type().is_block_device() {
-        // SAFETY: a plain syscall on a descriptor we own; only advice.
-        unsafe {
-            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-    }
-    Ok(f)
-}
 
 /// The size in bytes of a regular file or block device.
 pub fn size_of(f: &mut File) -> std::io::Result<u64> {

@@ -141,7 +141,7 @@ impl HeldSnapshot {
 impl Drop for HeldSnapshot {
     fn drop(&mut self) {
         if let Err(e) = dmsetup(&["message", &self.pool, "0", "release_metadata_snap"]) {
-            eprintln!(
+            errln!(
                 "thin_migrate: warning: could not release the metadata snapshot of pool {}: {e:#}",
                 self.pool
             );

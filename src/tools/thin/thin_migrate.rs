@@ -237,7 +237,13 @@ fn migrate(o: &Options) -> Result<()> {
         .checked_mul(block)
         .context("the volume's size overflows 64 bits")?;
 
-    let mut src = open_data(&data, false)?;
+    // The data device exclusively (an active pool's is refused); a live
+    // volume as it is (it may be mounted, frozen for the copy).
+    let mut src = if live {
+        std::fs::File::open(&data).with_context(|| format!("cannot open {}", data.display()))?
+    } else {
+        open_data(&data, false)?.0
+    };
     let src_size = size_of(&mut src)?;
     let live_size = live.then_some(src_size);
     let out = open_dest(&o.dest, o.size.or(live_size), need, o.delta_id.is_some())?;
