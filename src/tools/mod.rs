@@ -149,6 +149,16 @@ pub const TOOLS: &[Tool] = &[
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,
     },
+    Tool {
+        name: "thin_metadata_pack",
+        about: "write a compressed archive of a device's metadata blocks",
+        run: thin::thin_metadata_pack::run,
+    },
+    Tool {
+        name: "thin_metadata_unpack",
+        about: "write the metadata blocks of a pack back to a file or device",
+        run: thin::thin_metadata_unpack::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {
