@@ -46,7 +46,11 @@ fn unpack(input: &Path, output: &Path, force: bool, quiet: bool) -> Result<()> {
     let what = || format!("cannot read {}", input.display());
     pdata::io::check_file_or_block_device(input).with_context(what)?;
     let file = std::fs::File::open(input).with_context(what)?;
-    let len = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+    let len = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
     let mut reader = BufReader::with_capacity(1 << 20, file);
     // The header is checked before the output is touched.
     let nr_blocks = pdata::pack::read_header(&mut reader).with_context(what)?;

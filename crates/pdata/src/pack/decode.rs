@@ -250,7 +250,14 @@ mod tests {
         let mut buf = vec![0u8; values.len() * 8];
         let mut m = Machine { base: 0, depth: 0 };
         let mut r = Reader::new(&code);
-        m.fill(&mut r, &mut Sink { buf: &mut buf, len: 0 }).unwrap();
+        m.fill(
+            &mut r,
+            &mut Sink {
+                buf: &mut buf,
+                len: 0,
+            },
+        )
+        .unwrap();
         assert!(r.at_end());
         buf.chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
@@ -290,7 +297,10 @@ mod tests {
         assert_eq!(decode(&[0x01, 9, 0x6f, 0xff]), Err(DecodeError::Overrun));
         // A literal longer than the block.
         assert_eq!(decode(&[0xa2, 0x01, 0x10]), Err(DecodeError::Overrun));
-        assert_eq!(decode(&[0x72, 0x91, 0]), Err(DecodeError::MisplacedCount(9)));
+        assert_eq!(
+            decode(&[0x72, 0x91, 0]),
+            Err(DecodeError::MisplacedCount(9))
+        );
         // SHIFTED runs nested until the limit.
         assert_eq!(decode(&[0xb0, 1].repeat(10)), Err(DecodeError::TooDeep));
         // A whole literal block decodes.

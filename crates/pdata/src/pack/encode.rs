@@ -4,8 +4,8 @@
 //! than the raw bytes; every other block is one literal.
 
 use super::format::{tag, LOW_MASK, MAX_COUNT, SHIFT};
-use crate::btree::node::{HEADER_SIZE, KEY_SIZE, LEAF_NODE, MAX_ENTRIES_OFFSET, VALUE_SIZE_OFFSET};
 use crate::btree::node::{FLAGS_OFFSET, INTERNAL_VALUE_SIZE};
+use crate::btree::node::{HEADER_SIZE, KEY_SIZE, LEAF_NODE, MAX_ENTRIES_OFFSET, VALUE_SIZE_OFFSET};
 use crate::checksum::BlockKind;
 use crate::{Block, BLOCK_SIZE};
 

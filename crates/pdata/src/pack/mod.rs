@@ -50,13 +50,17 @@ pub enum PackError {
         #[source]
         source: DecodeError,
     },
-    #[error("chunk at byte {offset}: block {block} is out of range (the pack has {nr_blocks} blocks)")]
+    #[error(
+        "chunk at byte {offset}: block {block} is out of range (the pack has {nr_blocks} blocks)"
+    )]
     BlockOutOfRange {
         offset: u64,
         block: u64,
         nr_blocks: u64,
     },
-    #[error("chunk at byte {offset}: unpacked block {block} fails its checksum: the pack is corrupt")]
+    #[error(
+        "chunk at byte {offset}: unpacked block {block} fails its checksum: the pack is corrupt"
+    )]
     NotMetadata { offset: u64, block: u64 },
     #[error("a worker thread failed")]
     Worker,
@@ -134,7 +138,8 @@ mod tests {
         }
         // Many chunks' worth of nodes, so that workers run concurrently.
         for loc in 10..2500 {
-            dev.write_block(loc, &leaf(loc, (loc % 253) as u32)).unwrap();
+            dev.write_block(loc, &leaf(loc, (loc % 253) as u32))
+                .unwrap();
         }
         dev
     }

@@ -68,7 +68,9 @@ fn inflate(src: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     loop {
         if out.len() == out.capacity() {
             if out.len() >= MAX_INFLATED_CHUNK {
-                return Err(format!("it inflates to more than {MAX_INFLATED_CHUNK} bytes"));
+                return Err(format!(
+                    "it inflates to more than {MAX_INFLATED_CHUNK} bytes"
+                ));
             }
             let more = out.capacity().max(1 << 16);
             out.reserve(more.min(MAX_INFLATED_CHUNK - out.len()));
@@ -277,7 +279,9 @@ fn read_chunks(
             LEN_SIZE => {}
             got => {
                 return Err(PackError::Truncated {
-                    what: format!("inside the length of the chunk at byte {offset} ({got} of 8 bytes)"),
+                    what: format!(
+                        "inside the length of the chunk at byte {offset} ({got} of 8 bytes)"
+                    ),
                 })
             }
         }
