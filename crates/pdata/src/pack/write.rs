@@ -166,7 +166,7 @@ pub fn pack(
             next_seq: 0,
             next_write: 0,
             // Enough to keep every worker busy while the oldest is written.
-            max_in_flight: 2 * n_workers as u64 + 1,
+            max_in_flight: n_workers as u64 + 1,
             bytes: super::format::HEADER_SIZE as u64,
         };
         // On an error the job sender is dropped with `w`, so the workers end.
