@@ -24,15 +24,10 @@ Options:
 const OPTS: &[Opt] = &[HELP, VERSION, QUIET, FORCE, INPUT, OUTPUT];
 
 pub fn run(args: &[String]) -> ExitCode {
-    let mut force = false;
-    let parsed = parse_in_out("thin_metadata_pack", USAGE, OPTS, args, |id, _| {
-        force |= id == "force";
-        Ok(())
-    });
-    match parsed {
+    match parse_in_out("thin_metadata_pack", USAGE, OPTS, args, |_, _| Ok(())) {
         Ok(o) => exit_status(
             "thin_metadata_pack: ",
-            pack(&o.input, &o.output, force, o.quiet).map(|()| true),
+            pack(&o.input, &o.output, o.force, o.quiet).map(|()| true),
         ),
         Err(status) => status,
     }

@@ -27,15 +27,10 @@ Options:
 const OPTS: &[Opt] = &[HELP, VERSION, QUIET, FORCE, INPUT, OUTPUT];
 
 pub fn run(args: &[String]) -> ExitCode {
-    let mut force = false;
-    let parsed = parse_in_out("thin_metadata_unpack", USAGE, OPTS, args, |id, _| {
-        force |= id == "force";
-        Ok(())
-    });
-    match parsed {
+    match parse_in_out("thin_metadata_unpack", USAGE, OPTS, args, |_, _| Ok(())) {
         Ok(o) => exit_status(
             "thin_metadata_unpack: ",
-            unpack(&o.input, &o.output, force, o.quiet).map(|()| true),
+            unpack(&o.input, &o.output, o.force, o.quiet).map(|()| true),
         ),
         Err(status) => status,
     }
