@@ -190,4 +190,66 @@ mod tests {
         small[24..32].copy_from_slice(&100u64.to_le_bytes());
         assert!(msg(&small).contains("out of range"), "{}", msg(&small));
     }
+
+    /// Rebuilds a pack with each chunk's inflated stream passed through `f`.
+    fn rewrite_chunks(packed: &[u8], f: &mut dyn FnMut(&mut Vec<u8>)) -> Vec<u8> {
+        use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
+        use std::io::{Read, Write};
+        let mut out = packed[..format::HEADER_SIZE].to_vec();
+        let mut rest = &packed[format::HEADER_SIZE..];
+        while !rest.is_empty() {
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let mut plain = Vec::new();
+            ZlibDecoder::new(&rest[8..8 + len])
+                .read_to_end(&mut plain)
+                .unwrap();
+            f(&mut plain);
+            let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
+            z.write_all(&plain).unwrap();
+            let chunk = z.finish().unwrap();
+            out.extend_from_slice(&(chunk.len() as u64).to_le_bytes());
+            out.extend_from_slice(&chunk);
+            rest = &rest[8 + len..];
+        }
+        out
+    }
+
+    /// Random damage to the packed bytes and to the instructions inside
+    /// the zlib streams ends in Ok or an error, never a panic or a hang.
+    #[test]
+    fn random_damage_never_panics() {
+        let dev = image();
+        let mut packed = Vec::new();
+        pack(&dev, &mut packed, &NoProgress).unwrap();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        assert!(unpack_bytes(&rewrite_chunks(&packed, &mut |_| {})).is_ok());
+        let (mut failed, rounds) = (0, 100);
+        for round in 0..rounds {
+            let damaged = if round % 2 == 0 {
+                let mut b = packed.clone();
+                for _ in 0..1 + next(4) {
+                    let at = next(b.len());
+                    b[at] ^= 1 << next(8);
+                }
+                b
+            } else {
+                rewrite_chunks(&packed, &mut |plain| {
+                    for _ in 0..1 + next(4) {
+                        let at = next(plain.len());
+                        plain[at] = next(256) as u8;
+                    }
+                })
+            };
+            failed += usize::from(unpack_bytes(&damaged).is_err());
+        }
+        // Most damage is caught (by zlib's checksum, the decoder's bounds
+        // or the blocks' own checksums).
+        assert!(failed > rounds * 3 / 4, "{failed} of {rounds}");
+    }
 }
