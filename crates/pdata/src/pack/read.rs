@@ -14,6 +14,7 @@ use crate::progress::ProgressHook;
 use crate::{Block, BLOCK_SIZE};
 use flate2::{Decompress, FlushDecompress, Status};
 use std::io::{ErrorKind, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -191,7 +192,11 @@ fn worker(chunks: Chunks, s: &Shared) {
             Err(_) => return,
         };
         let Ok((offset, bytes)) = next else { return };
-        match unpack_chunk(offset, &bytes, s.nr_blocks, &mut inflated, &mut run) {
+        // A panic (a bug) is an error like any other, so the reader stops.
+        let done = catch_unwind(AssertUnwindSafe(|| {
+            unpack_chunk(offset, &bytes, s.nr_blocks, &mut inflated, &mut run)
+        }));
+        match done.unwrap_or(Err(PackError::Worker)) {
             Ok(n) => {
                 s.blocks.fetch_add(n, Ordering::Relaxed);
             }

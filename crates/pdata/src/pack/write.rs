@@ -14,6 +14,7 @@ use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -68,7 +69,11 @@ fn compress(job: &Job, scratch: &mut Vec<u8>) -> Vec<u8> {
     z.finish().unwrap_or_default()
 }
 
-fn worker(jobs: &Mutex<Receiver<Job>>, done: Sender<(u64, Vec<u8>)>) {
+/// A compressed chunk, or `None` when compressing it panicked (a bug: the
+/// caller stops rather than wait for a chunk that will never come).
+type Done = (u64, Option<Vec<u8>>);
+
+fn worker(jobs: &Mutex<Receiver<Job>>, done: Sender<Done>) {
     let mut scratch = Vec::new();
     loop {
         // Holding the lock only to take the next job.
@@ -77,7 +82,8 @@ fn worker(jobs: &Mutex<Receiver<Job>>, done: Sender<(u64, Vec<u8>)>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if done.send((job.seq, compress(&job, &mut scratch))).is_err() {
+        let chunk = catch_unwind(AssertUnwindSafe(|| compress(&job, &mut scratch))).ok();
+        if done.send((job.seq, chunk)).is_err() {
             return;
         }
     }
@@ -87,7 +93,7 @@ fn worker(jobs: &Mutex<Receiver<Job>>, done: Sender<(u64, Vec<u8>)>) {
 struct Writer<'a> {
     out: &'a mut dyn Write,
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
-    done: Receiver<(u64, Vec<u8>)>,
+    done: Receiver<Done>,
     finished: BTreeMap<u64, Vec<u8>>,
     next_seq: u64,
     next_write: u64,
@@ -116,7 +122,7 @@ impl Writer<'_> {
                 break c;
             }
             let (seq, c) = self.done.recv().map_err(|_| PackError::Worker)?;
-            self.finished.insert(seq, c);
+            self.finished.insert(seq, c.ok_or(PackError::Worker)?);
         };
         let w = PackError::io("writing the pack");
         self.out
