@@ -1,13 +1,15 @@
 //! `thin_metadata_unpack -i PACK -o META [-f]`: writes the blocks of a
 //! metadata pack (ours or the established 1.x tool's) back to a file, of
-//! the size the pack records, or to a block device at least that large.
+//! the size the pack records, or to a block device at least that large
+//! (whose blocks the pack does not hold are left as they are, as the
+//! upstream tool leaves them).
 
 use crate::tools::cli::{
     distinct, exit_status, open_device, parse_in_out, refuse_overwrite, CountingReader, Opt,
     Progress, FORCE, HELP, INPUT, OUTPUT, QUIET, VERSION,
 };
-use anyhow::{bail, Context, Result};
-use pdata::io::{BlockDevice, FileDevice};
+use anyhow::{Context, Result};
+use pdata::io::FileDevice;
 use std::io::BufReader;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -52,15 +54,8 @@ fn unpack(input: &Path, output: &Path, force: bool, quiet: bool) -> Result<()> {
     refuse_overwrite(output, force)?;
     let is_device = std::fs::metadata(output).is_ok_and(|m| m.file_type().is_block_device());
     let dev = if is_device {
-        let dev = open_device(output, true)?;
-        if dev.nr_blocks() < nr_blocks {
-            bail!(
-                "{} holds {} blocks, too few for the {nr_blocks} blocks of the pack",
-                output.display(),
-                dev.nr_blocks()
-            );
-        }
-        dev
+        // At least nr_blocks large: unpack checks.
+        open_device(output, true)?
     } else {
         FileDevice::create(output, nr_blocks)
             .with_context(|| format!("cannot create {}", output.display()))?

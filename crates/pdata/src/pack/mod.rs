@@ -62,6 +62,8 @@ pub enum PackError {
         "chunk at byte {offset}: unpacked block {block} fails its checksum: the pack is corrupt"
     )]
     NotMetadata { offset: u64, block: u64 },
+    #[error("the output holds {have} blocks, too few for the {need} blocks of the pack")]
+    OutputTooSmall { have: u64, need: u64 },
     #[error("a worker thread failed")]
     Worker,
 }

@@ -224,12 +224,9 @@ pub fn unpack(
     progress: &dyn ProgressHook,
 ) -> Result<UnpackStats, PackError> {
     if output.nr_blocks() < nr_blocks {
-        return Err(PackError::Io {
-            op: "writing the metadata",
-            source: std::io::Error::other(format!(
-                "the output holds {} blocks, the pack {nr_blocks}",
-                output.nr_blocks()
-            )),
+        return Err(PackError::OutputTooSmall {
+            have: output.nr_blocks(),
+            need: nr_blocks,
         });
     }
     progress.set_total(input_len.unwrap_or(0));

@@ -54,7 +54,7 @@ impl Job {
 
 /// Encodes and compresses a chunk: the entries (block number, then its
 /// instructions) as one zlib stream.
-fn compress(job: &Job, scratch: &mut Vec<u8>) -> Vec<u8> {
+fn compress(job: &Job, scratch: &mut Vec<u8>) -> Option<Vec<u8>> {
     scratch.clear();
     for (&(loc, kind), block) in job.blocks.iter().zip(&job.data) {
         scratch.extend_from_slice(&loc.to_le_bytes());
@@ -64,13 +64,12 @@ fn compress(job: &Job, scratch: &mut Vec<u8>) -> Vec<u8> {
         Vec::with_capacity(scratch.len() / 4),
         Compression::new(LEVEL),
     );
-    // Writing to a Vec cannot fail.
-    let _ = z.write_all(scratch);
-    z.finish().unwrap_or_default()
+    // Writing to a Vec does not fail.
+    z.write_all(scratch).and_then(|()| z.finish()).ok()
 }
 
-/// A compressed chunk, or `None` when compressing it panicked (a bug: the
-/// caller stops rather than wait for a chunk that will never come).
+/// A compressed chunk, or `None` when compressing it failed or panicked (a
+/// bug: the caller stops rather than wait for a chunk that never comes).
 type Done = (u64, Option<Vec<u8>>);
 
 fn worker(jobs: &Mutex<Receiver<Job>>, done: Sender<Done>) {
@@ -82,7 +81,9 @@ fn worker(jobs: &Mutex<Receiver<Job>>, done: Sender<Done>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let chunk = catch_unwind(AssertUnwindSafe(|| compress(&job, &mut scratch))).ok();
+        let chunk = catch_unwind(AssertUnwindSafe(|| compress(&job, &mut scratch)))
+            .ok()
+            .flatten();
         if done.send((job.seq, chunk)).is_err() {
             return;
         }
