@@ -162,6 +162,31 @@ impl BlockDevice for FileDevice {
         }
     }
 
+    fn next_data(&self, from: u64) -> u64 {
+        let bs = BLOCK_SIZE as u64;
+        if !self.regular || from >= self.nr_blocks() {
+            return from;
+        }
+        // SAFETY: a plain syscall on our own descriptor; the file position
+        // it moves is not used (all I/O is positioned).
+        let off = unsafe {
+            libc::lseek(
+                self.file.as_raw_fd(),
+                (from * bs) as libc::off_t,
+                libc::SEEK_DATA,
+            )
+        };
+        if off >= 0 {
+            (off as u64 / bs).max(from)
+        } else if io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+            // Only a hole is left.
+            self.nr_blocks()
+        } else {
+            // No SEEK_DATA here: read everything.
+            from
+        }
+    }
+
     fn will_need(&self, first: u64, count: u64) {
         let bs = BLOCK_SIZE as u64;
         // SAFETY: a plain syscall on our own descriptor; only a hint.

@@ -199,6 +199,13 @@ fn read_all(
     let mut packed = 0;
     let mut first = 0;
     while first < nr_blocks {
+        // A sparse file's holes hold no metadata: skip them.
+        let data = input.next_data(first).min(nr_blocks);
+        progress.add(data - first);
+        first = data;
+        if first == nr_blocks {
+            break;
+        }
         let n = (nr_blocks - first).min(READ_BATCH as u64) as usize;
         let mut bufs: Vec<&mut Block> = buf[..n].iter_mut().collect();
         input
