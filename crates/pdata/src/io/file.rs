@@ -289,4 +289,16 @@ mod tests {
         let dev = FileDevice::open(&path, false).unwrap();
         assert_eq!(dev.nr_blocks(), 8);
     }
+
+    #[test]
+    fn next_data_skips_holes_where_the_filesystem_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = FileDevice::create(&dir.path().join("sparse"), 1000).unwrap();
+        dev.write_block(300, &[7u8; BLOCK_SIZE]).unwrap();
+        // Without SEEK_DATA every block may hold data.
+        assert!([0, 300].contains(&dev.next_data(0)));
+        assert_eq!(dev.next_data(300), 300);
+        assert!([301, 1000].contains(&dev.next_data(301)));
+        assert_eq!(dev.next_data(1000), 1000);
+    }
 }
