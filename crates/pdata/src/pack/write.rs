@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex};
 
 /// Blocks read from the device at a time (1 MiB).
 const READ_BATCH: usize = 256;
-/// zlib's default level, as the established tool uses.
-const LEVEL: u32 = 6;
+/// zlib level 3: measured on thin and cache images, 2 to 3 times less CPU
+/// than the default level 6 for packs 0.4 to 3.5% larger (level 1: 5 to
+/// 10 times less, 5 to 14% larger).
+const LEVEL: u32 = 3;
 
 /// What a run packed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
