@@ -5,6 +5,7 @@
 
 use pdt::tools;
 
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -29,16 +30,15 @@ fn main() -> ExitCode {
         invoked
     } else {
         if args.len() < 2 || args[1] == "-h" || args[1] == "--help" {
-            print_usage();
+            let printed = answer(print_usage());
             return if args.len() < 2 {
                 ExitCode::from(2)
             } else {
-                ExitCode::SUCCESS
+                printed
             };
         }
         if args[1] == "-V" || args[1] == "--version" {
-            tools::print_version();
-            return ExitCode::SUCCESS;
+            return answer(tools::print_version());
         }
         args.remove(0);
         args[0].clone()
@@ -46,15 +46,34 @@ fn main() -> ExitCode {
     match tools::find(&tool) {
         Some(t) => (t.run)(&args[1..]),
         None => {
-            eprintln!("pdt: unknown tool '{tool}' (pdt --help lists them)");
+            let _ = writeln!(
+                io::stderr(),
+                "pdt: unknown tool '{tool}' (pdt --help lists them)"
+            );
             ExitCode::from(2)
         }
     }
 }
 
-fn print_usage() {
-    println!("usage: pdt TOOL [ARGS...]   (or run a link named after the tool)\n\ntools:");
+fn print_usage() -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "usage: pdt TOOL [ARGS...]   (or run a link named after the tool)\n\ntools:"
+    )?;
     for t in tools::TOOLS {
-        println!("  {:<14} {}", t.name, t.about);
+        writeln!(out, "  {:<14} {}", t.name, t.about)?;
+    }
+    out.flush()
+}
+
+/// `println!` would panic on a full disk: say it and exit 1 instead.
+fn answer(printed: io::Result<()>) -> ExitCode {
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "pdt: cannot write to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -106,6 +106,28 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
             vec!["thin_restore", "-i", s(&xml), "-o", b],
             vec!["thin_trim", "--metadata-dev", b, "--data-dev", s(&data)],
             vec!["thin_exec", b],
+            vec![
+                "thin_shrink",
+                "-i",
+                b,
+                "-o",
+                s(&out),
+                "--data",
+                s(&data),
+                "--nr-blocks",
+                "5",
+            ],
+            vec![
+                "thin_shrink",
+                "-i",
+                s(&good),
+                "-o",
+                b,
+                "--data",
+                s(&data),
+                "--nr-blocks",
+                "5",
+            ],
         ];
         for args in runs {
             let o = bounded(Command::new(PDT).args(&args));
@@ -226,6 +248,7 @@ fn version_is_one_lvm_accepts() {
         "thin_trim",
         "thin_metadata_size",
         "thin_exec",
+        "thin_shrink",
     ] {
         for flag in ["-V", "--version"] {
             let out = pdt_ok(pdt(tool).arg(flag));

@@ -2,8 +2,9 @@
 //! `era`) over the shared command-line layer (`cli`) and XML
 //! layer (`xml`); `demo` and `torture` work on the engine itself.
 
-pub mod cache;
+#[macro_use]
 mod cli;
+pub mod cache;
 mod demo;
 pub mod era;
 pub mod thin;
@@ -148,6 +149,11 @@ pub const TOOLS: &[Tool] = &[
         name: "era_exec",
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,
+    },
+    Tool {
+        name: "thin_shrink",
+        about: "move a pool's data below a new size and write its shrunk metadata",
+        run: thin::thin_shrink::run,
     },
     Tool {
         name: "thin_metadata_pack",

@@ -143,12 +143,12 @@ fn torture_main(args: &[String], out: &mut dyn Write) -> u8 {
             return 0;
         }
         Err(e) => {
-            eprintln!("torture: {e:#}\n\n{USAGE}");
+            errln!("torture: {e:#}\n\n{USAGE}");
             return 2;
         }
     };
     let c = &args.config;
-    eprintln!(
+    errln!(
         "torture: {:?} workload, seed {}, {} transactions of ~{} operations, up to {} crash states{}",
         c.workload,
         c.seed,

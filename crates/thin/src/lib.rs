@@ -11,6 +11,7 @@ pub mod progress;
 pub mod query;
 pub mod repair;
 pub mod restore;
+pub mod shrink;
 pub mod value_types;
 
 pub use error::{Result, ThinError};

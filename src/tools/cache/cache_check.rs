@@ -97,13 +97,13 @@ fn execute(o: &Options) -> Result<bool> {
     let leaks_left = report.nr_leaks > 0 && !repaired;
     let ok = report.is_sound() && (!(leaks_left || report.nr_odd > 0) || o.ignore_non_fatal);
     if !o.quiet && repaired {
-        eprintln!("repaired {} leaked blocks", report.repaired_leaks);
+        errln!("repaired {} leaked blocks", report.repaired_leaks);
     }
     // The flag is cleared once nothing is damaged or leaked.
     if o.clear_needs_check && report.is_sound() && !leaks_left {
         let cleared = clear_needs_check(&dev).map_err(anyhow::Error::msg)?;
         if cleared && !o.quiet {
-            eprintln!("cleared the needs_check flag");
+            errln!("cleared the needs_check flag");
         }
     }
     Ok(ok)
@@ -151,5 +151,5 @@ fn print_report(o: &Options, r: &CheckReport) {
     if r.nr_hidden() > 0 {
         err += &format!("  ... and {} more problems\n", r.nr_hidden());
     }
-    eprint!("{err}");
+    err!("{err}");
 }

@@ -68,7 +68,7 @@ fn dump(o: &Options) -> Result<()> {
     let report = cache::dump::dump(&dev, o.repair, &mut XmlWriter::new(out))?;
     if !o.quiet {
         for w in &report.warnings {
-            eprintln!("cache_dump: {w}");
+            errln!("cache_dump: {w}");
         }
     }
     Ok(())

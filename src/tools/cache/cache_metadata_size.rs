@@ -58,12 +58,12 @@ pub fn run(args: &[String]) -> ExitCode {
             None => break,
             Some(Ok(o)) => o,
             Some(Err(msg)) => {
-                eprint!("{msg}\n{USAGE}Invalid command line\n");
+                err!("{msg}\n{USAGE}Invalid command line\n");
                 return ExitCode::from(1);
             }
         };
         if let Err(msg) = req.take(id, value.as_deref()) {
-            eprintln!("{msg}");
+            errln!("{msg}");
             return ExitCode::from(1);
         }
         if matches!(id, "help" | "version") {
@@ -71,12 +71,12 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     }
     match req.answer() {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
+        Ok(line) => match outln!("{line}") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => crate::tools::cli::out::write_failed(PROG, &e),
+        },
         Err(msg) => {
-            eprintln!("{msg}");
+            errln!("{msg}");
             ExitCode::from(1)
         }
     }
@@ -137,8 +137,11 @@ impl Request {
     fn take(&mut self, id: &str, value: Option<&str>) -> Result<(), String> {
         let v = value.unwrap_or_default();
         match id {
-            "help" => print!("{USAGE}"),
-            "version" => println!("{}", env!("CARGO_PKG_VERSION")),
+            "help" => {
+                out!("{USAGE}").map_err(|e| format!("{PROG}: cannot write to stdout: {e}"))?
+            }
+            "version" => outln!("{}", env!("CARGO_PKG_VERSION"))
+                .map_err(|e| format!("{PROG}: cannot write to stdout: {e}"))?,
             "block-size" => self.block_size = Some(sectors(v)?),
             "device-size" => self.device_size = Some(sectors(v)?),
             "nr-blocks" => self.nr_blocks = Some(lexical(v)?),

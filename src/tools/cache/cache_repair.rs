@@ -79,7 +79,7 @@ fn repair(o: &crate::tools::cli::InOut, lost: &LostSuperblock) -> Result<()> {
     })?;
     if !o.quiet {
         for w in report.warnings.iter().chain(&restorer.warnings) {
-            eprintln!("cache_repair: {w}");
+            errln!("cache_repair: {w}");
         }
     }
     Ok(())

@@ -78,7 +78,7 @@ fn restore(o: &crate::tools::cli::InOut, opts: RestoreOptions) -> Result<()> {
     drop(progress);
     if !o.quiet {
         for w in &restorer.warnings {
-            eprintln!("cache_restore: warning: {w}");
+            errln!("cache_restore: warning: {w}");
         }
     }
     done

@@ -198,7 +198,7 @@ fn writeback(a: &Args) -> Result<bool> {
         origin_offset: a.origin_offset,
     };
     if !a.quiet {
-        eprintln!("Copying cache blocks");
+        errln!("Copying cache blocks");
     }
     let mut failed = Vec::new();
     let mut copied = copier.copy_all(&dirty, a.buffer_bytes, &mut failed);
@@ -214,7 +214,7 @@ fn writeback(a: &Args) -> Result<bool> {
     failed.sort_by_key(|f| f.cblock);
     if a.update {
         if !a.quiet {
-            eprintln!("Updating metadata");
+            errln!("Updating metadata");
         }
         for &(c, _) in &copied {
             md.set_dirty(u64::from(c), false)?;
@@ -223,20 +223,22 @@ fn writeback(a: &Args) -> Result<bool> {
     }
     if a.list_failed {
         for f in &failed {
-            println!(
+            outln!(
                 "cache block {} (origin block {}): {}",
-                f.cblock, f.oblock, f.why
-            );
+                f.cblock,
+                f.oblock,
+                f.why
+            )?;
         }
     }
     if !a.quiet {
-        println!(
+        outln!(
             "{}/{} blocks successfully copied",
             copied.len(),
             dirty.len()
-        );
+        )?;
         if !failed.is_empty() {
-            eprintln!("{} blocks were not copied and stay dirty", failed.len());
+            errln!("{} blocks were not copied and stay dirty", failed.len());
         }
     }
     Ok(failed.is_empty())

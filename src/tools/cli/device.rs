@@ -30,6 +30,34 @@ pub fn open_exclusive(path: &Path) -> Result<Arc<dyn BlockDevice>> {
     Ok(Arc::new(dev))
 }
 
+/// Opens a pool's data device (or image file) to read it, and to write it
+/// when `writable`; a block device exclusively, so one an active pool uses
+/// is refused. Anything but a regular file or block device is refused
+/// before it is opened. Also says whether it is a block device.
+pub fn open_data(path: &Path, writable: bool) -> Result<(std::fs::File, bool)> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let what = || format!("cannot open {}", path.display());
+    pdata::io::check_file_or_block_device(path).with_context(what)?;
+    let is_block = std::fs::metadata(path)
+        .with_context(what)?
+        .file_type()
+        .is_block_device();
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true).write(writable);
+    if is_block {
+        o.custom_flags(libc::O_EXCL);
+    }
+    let f = o.open(path).with_context(|| {
+        let busy = if is_block {
+            " exclusively (is the pool active?)"
+        } else {
+            ""
+        };
+        format!("{}{busy}", what())
+    })?;
+    Ok((f, is_block))
+}
+
 /// Opens a text input (XML) to read: a regular file, or a pipe such as
 /// `/dev/stdin`; a directory is refused at once.
 pub fn open_text_input(path: &Path) -> Result<std::fs::File> {
@@ -53,7 +81,7 @@ pub fn open_reader(prog: &str, path: &Path, snapshot: bool) -> Result<Arc<dyn Bl
 
 /// The warning of [`open_reader`].
 pub fn warn_live(prog: &str, path: &Path) {
-    eprintln!(
+    errln!(
         "{prog}: warning: {} is in use by the kernel (an active pool): its live metadata may change while it is read, so the answer may be inconsistent; -m reads the metadata snapshot",
         path.display()
     );

@@ -116,21 +116,23 @@ impl<'a> GetOpt<'a> {
         match self.next() {
             None => Ok(None),
             Some(Err(msg)) => Err(self.usage_error(msg)),
-            Some(Ok(("help", _))) => {
-                print!("{}", self.usage);
-                Err(ExitCode::SUCCESS)
-            }
-            Some(Ok(("version", _))) => {
-                super::print_version();
-                Err(ExitCode::SUCCESS)
-            }
+            Some(Ok(("help", _))) => Err(self.answer(out!("{}", self.usage))),
+            Some(Ok(("version", _))) => Err(self.answer(super::print_version())),
             Some(Ok(o)) => Ok(Some(o)),
         }
     }
 
     /// Reports a bad command line: the complaint, then the usage.
+    /// The exit status after printing the help or the version.
+    fn answer(&self, printed: std::io::Result<()>) -> ExitCode {
+        match printed {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => super::out::write_failed(self.prog, &e),
+        }
+    }
+
     pub fn usage_error(&self, msg: impl Display) -> ExitCode {
-        eprint!("{msg}\n{}", self.usage);
+        err!("{msg}\n{}", self.usage);
         ExitCode::from(self.usage_status)
     }
 

@@ -4,6 +4,9 @@
 //! metadata device named on the command line, the progress bar, and the
 //! exit status.
 
+#[macro_use]
+pub mod out;
+
 mod device;
 pub mod exec;
 mod getopt;
@@ -15,8 +18,8 @@ mod status;
 pub mod units;
 
 pub use device::{
-    distinct, open_device, open_exclusive, open_output, open_reader, open_restore_output,
-    open_shared, open_text_input, refuse_overwrite, same_file, warn_live,
+    distinct, open_data, open_device, open_exclusive, open_output, open_reader,
+    open_restore_output, open_shared, open_text_input, refuse_overwrite, same_file, warn_live,
 };
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
@@ -31,6 +34,6 @@ pub use status::{check_status, describe, exit_status, number};
 /// What `-V` prints, bare on its own line: the project's version, 2.0.0 and
 /// up, which LVM's checks (`%u.%u.%u`, cache tools at least 0.7.0) accept
 /// and no thin-provisioning-tools release uses.
-pub fn print_version() {
-    println!("{}", env!("CARGO_PKG_VERSION"));
+pub fn print_version() -> std::io::Result<()> {
+    outln!("{}", env!("CARGO_PKG_VERSION"))
 }

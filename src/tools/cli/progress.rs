@@ -90,13 +90,13 @@ fn draw_until_stopped(label: &str, s: &Shared) {
         let bar: String = (0..WIDTH)
             .map(|i| if i < filled { '#' } else { '-' })
             .collect();
-        eprint!("\r{label} [{bar}] {:>3}%", done * 100 / total);
+        err!("\r{label} [{bar}] {:>3}%", done * 100 / total);
         let _ = std::io::stderr().flush();
         drawn = true;
     }
     if drawn {
         // Leave the line clean for whatever the tool prints next.
-        eprint!(
+        err!(
             "\r{:width$}\r",
             "",
             width = label.len() + WIDTH as usize + 8

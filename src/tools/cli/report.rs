@@ -28,5 +28,5 @@ pub fn print_steps<S: Section>(
     if problems.nr_hidden() > 0 {
         err += &format!("  ... and {} more problems\n", problems.nr_hidden());
     }
-    eprint!("{err}");
+    err!("{err}");
 }

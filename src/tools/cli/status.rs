@@ -20,7 +20,7 @@ pub fn exit_status(prefix: &str, outcome: Result<bool>) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("{prefix}{}", describe(&e));
+            errln!("{prefix}{}", describe(&e));
             ExitCode::from(1)
         }
     }

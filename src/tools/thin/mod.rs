@@ -15,5 +15,6 @@ pub(super) mod thin_metadata_unpack;
 pub(super) mod thin_repair;
 pub(super) mod thin_restore;
 pub(super) mod thin_rmap;
+pub(super) mod thin_shrink;
 pub(super) mod thin_trim;
 pub mod xml;

@@ -139,19 +139,19 @@ fn execute(o: &Options) -> Result<bool> {
         check_with_progress(&dev, &o.check, &progress)
     };
     if !o.quiet {
-        print_report(o, &report);
+        print_report(o, &report)?;
     }
     let repaired = report.repaired_leaks > 0 && report.repaired_leaks == report.nr_leaks;
     let ok = report.is_sound() && (report.nr_leaks == 0 || o.ignore_non_fatal || repaired);
     if !o.quiet && repaired {
-        eprintln!("repaired {} leaked blocks", report.repaired_leaks);
+        errln!("repaired {} leaked blocks", report.repaired_leaks);
     }
     // 1.x: --auto-repair clears the flag too once all is well (stratisd
     // relies on it).
     if ok && (o.clear_needs_check || o.auto_repair) {
         let cleared = clear_needs_check(&dev).map_err(anyhow::Error::msg)?;
         if cleared && !o.quiet {
-            eprintln!("cleared the needs_check flag");
+            errln!("cleared the needs_check flag");
         }
     }
     Ok(ok)
@@ -159,10 +159,10 @@ fn execute(o: &Options) -> Result<bool> {
 
 /// Prints like Debian's thin_check: each step's heading, then its problems
 /// indented under it.
-fn print_report(o: &Options, r: &CheckReport) {
+fn print_report(o: &Options, r: &CheckReport) -> std::io::Result<()> {
     if r.superblock_ok {
-        println!("TRANSACTION_ID={}", r.transaction_id);
-        println!("METADATA_FREE_BLOCKS={}", r.metadata_free_blocks);
+        outln!("TRANSACTION_ID={}", r.transaction_id)?;
+        outln!("METADATA_FREE_BLOCKS={}", r.metadata_free_blocks)?;
     }
     let mut steps = vec![(Section::Superblock, "examining superblock")];
     if r.superblock_ok && !o.check.super_block_only {
@@ -180,4 +180,5 @@ fn print_report(o: &Options, r: &CheckReport) {
         (section == Section::SpaceMaps && !r.counts_compared)
             .then_some("reference counts not compared: the trees above are damaged")
     });
+    Ok(())
 }

@@ -108,7 +108,7 @@ pub fn run(args: &[String]) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Reported with the usage too, as the established tool does.
-            eprint!("{}\n{USAGE}", describe(&e));
+            err!("{}\n{USAGE}", describe(&e));
             ExitCode::from(1)
         }
     }

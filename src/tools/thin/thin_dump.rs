@@ -176,7 +176,7 @@ fn dump(o: &Options) -> Result<()> {
         drop(progress);
         if !o.quiet {
             for w in &report.warnings {
-                eprintln!("thin_dump: {w}");
+                errln!("thin_dump: {w}");
             }
         }
         return Ok(());

@@ -181,7 +181,7 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
             _ => match parse_fields(v.as_deref().unwrap_or_default()) {
                 Ok(f) => o.fields = f,
                 Err(e) => {
-                    eprintln!("{e}");
+                    errln!("{e}");
                     return Err(ExitCode::from(1));
                 }
             },

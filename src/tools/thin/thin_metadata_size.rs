@@ -10,7 +10,7 @@
 use crate::tools::cli::units::{
     factor, parse_numeric, show, unit_index, Numeric, SECTORS, SECTOR_BYTES, UNIT_CHARS, UNIT_NAMES,
 };
-use crate::tools::cli::{print_version, GetOpt, HasArg, Opt, HELP, VERSION};
+use crate::tools::cli::{GetOpt, HasArg, Opt, HELP, VERSION};
 use std::process::ExitCode;
 use thin::format::superblock::{data_block_size_error, valid_data_block_size};
 
@@ -89,13 +89,12 @@ fn usage() -> String {
 
 pub fn run(args: &[String]) -> ExitCode {
     match execute(args) {
-        Ok(Some(line)) => {
-            print!("{line}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
+        Ok(text) => match out!("{text}") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => crate::tools::cli::out::write_failed(PROG, &e),
+        },
         Err(msg) => {
-            eprintln!("{msg}");
+            errln!("{msg}");
             ExitCode::from(1)
         }
     }
@@ -105,9 +104,9 @@ fn abort(msg: &str) -> String {
     format!("{PROG} - {msg}")
 }
 
-/// The output line, None when help or the version was printed, or the
-/// error message.
-fn execute(args: &[String]) -> Result<Option<String>, String> {
+/// The text to print (the result, the help or the version), or the error
+/// message.
+fn execute(args: &[String]) -> Result<String, String> {
     let mut st = State {
         unit: SECTORS,
         block_size: 0,
@@ -129,18 +128,12 @@ fn execute(args: &[String]) -> Result<Option<String>, String> {
                     unit_index(value).ok_or_else(|| abort("output unit specifier invalid!"))?
             }
             "n" => st.numeric_option(arg.as_deref())?,
-            "help" => {
-                print!("{}", usage());
-                return Ok(None);
-            }
-            _ => {
-                print_version();
-                return Ok(None);
-            }
+            "help" => return Ok(usage()),
+            _ => return Ok(format!("{}\n", env!("CARGO_PKG_VERSION"))),
         }
     }
     st.check()?;
-    Ok(Some(st.result()))
+    Ok(st.result())
 }
 
 impl State {
@@ -246,14 +239,14 @@ impl State {
 mod tests {
     use super::*;
 
-    fn out(args: &[&str]) -> Result<Option<String>, String> {
+    fn out(args: &[&str]) -> Result<String, String> {
         execute(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
     fn examples() {
         assert_eq!(
-            out(&["-b64k", "-s1t", "-m1000"]).unwrap().unwrap(),
+            out(&["-b64k", "-s1t", "-m1000"]).unwrap(),
             "thin_metadata_size - 1073224 sectors estimated metadata area size for \"--block-size=64kibibytes --pool-size=1tebibytes --max-thins=1000\"\n"
         );
         assert_eq!(
@@ -264,12 +257,11 @@ mod tests {
                 "--unit=G",
                 "--numeric-only"
             ])
-            .unwrap()
             .unwrap(),
             "4.13\n"
         );
         assert_eq!(
-            out(&["-b", "64k", "-s", "1000000", "-m", "10", "-u", "Y"]).unwrap().unwrap(),
+            out(&["-b", "64k", "-s", "1000000", "-m", "10", "-u", "Y"]).unwrap(),
             "thin_metadata_size - 1.49e-13 yottabytes estimated metadata area size for \"--block-size=64kibibytes --pool-size=1000000sectors --max-thins=10\"\n"
         );
         assert!(out(&["-b", "127", "-s", "1000", "-m", "1"]).is_err());

@@ -56,7 +56,7 @@ fn repair(args: &Args) -> Result<()> {
     })?;
     if !o.quiet {
         for w in &report.warnings {
-            eprintln!("thin_repair: {w}");
+            errln!("thin_repair: {w}");
         }
     }
     Ok(())

@@ -84,7 +84,7 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(Some((_, v))) => match parse_region(v.as_deref().unwrap_or_default()) {
                 Ok(r) => regions.push(r),
                 Err(e) => {
-                    eprintln!("{e}");
+                    errln!("{e}");
                     return ExitCode::from(1);
                 }
             },

@@ -7,15 +7,15 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use crate::tools::cli::{exit_status, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_data, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use pdata::live::LiveMetadata;
-use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use thin::query::device_roots;
 use thin::query::free_space::{free_ranges, mapped_blocks};
@@ -62,13 +62,13 @@ pub fn run(args: &[String]) -> ExitCode {
             Ok(Some(("quiet", _))) => quiet = true,
             Ok(Some(("metadata", v))) => metadata = v.map(PathBuf::from),
             Ok(Some(("data", v))) => data = v.map(PathBuf::from),
-            Ok(Some(_)) => eprintln!(
+            Ok(Some(_)) => errln!(
                 "--pool-inactive no longer required since we ensure the metadata device is opened exclusively."
             ),
         }
     }
     let (Some(metadata), Some(data)) = (metadata, data) else {
-        eprint!("{USAGE}");
+        err!("{USAGE}");
         return ExitCode::from(1);
     };
     let o = Options {
@@ -77,32 +77,6 @@ pub fn run(args: &[String]) -> ExitCode {
         quiet,
     };
     exit_status("", trim(&o).map(|()| true))
-}
-
-/// Opens a block device with O_EXCL (which fails while the kernel uses it);
-/// a regular file as it is.
-fn open_checked(path: &Path, write: bool) -> Result<(File, bool)> {
-    let is_block = std::fs::metadata(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .file_type()
-        .is_block_device();
-    let mut o = OpenOptions::new();
-    o.read(!write).write(write);
-    if is_block {
-        o.custom_flags(libc::O_EXCL);
-    }
-    let f = o.open(path).with_context(|| {
-        format!(
-            "cannot open {}{}",
-            path.display(),
-            if is_block {
-                " exclusively (is the pool active?)"
-            } else {
-                ""
-            }
-        )
-    })?;
-    Ok((f, is_block))
 }
 
 fn trim(o: &Options) -> Result<()> {
@@ -117,13 +91,7 @@ fn trim(o: &Options) -> Result<()> {
         .checked_mul(block_bytes)
         .context("the pool's size overflows 64 bits")?;
 
-    let (mut data, is_block) = open_checked(&o.data, true)?;
-    if !is_block && !data.metadata()?.file_type().is_file() {
-        bail!(
-            "{} is neither a block device nor a regular file",
-            o.data.display()
-        );
-    }
+    let (mut data, is_block) = open_data(&o.data, true)?;
     let size = data.seek(SeekFrom::End(0))?;
     if size < pool_bytes {
         bail!(
@@ -133,7 +101,7 @@ fn trim(o: &Options) -> Result<()> {
     }
     if md.nr_free_data_blocks() == 0 {
         if !o.quiet {
-            println!("All data blocks allocated, nothing to discard");
+            outln!("All data blocks allocated, nothing to discard")?;
         }
         return Ok(());
     }

@@ -8,7 +8,7 @@ use pdata::space_map::format::{
     IndexEntry, SmRoot, BITMAP_HEADER_SIZE, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE,
 };
 use pdata::space_map::RefCounts;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 /// Entries (2 bits each) per 64-bit bitmap word.
 const ENTRIES_PER_WORD: u64 = 32;
@@ -22,11 +22,36 @@ pub fn free_ranges(
     sm: &SmRoot,
     f: &mut dyn FnMut(Range<u64>) -> Result<()>,
 ) -> Result<()> {
+    free_ranges_until(r, sm, sm.nr_blocks, &mut |range| {
+        f(range).map(|()| ControlFlow::Continue(()))
+    })
+}
+
+/// As [`free_ranges`] for the blocks below `end` (a range that runs on
+/// ends there), until `f` says to stop: the bitmaps past the one it
+/// stopped in, or past `end`, are not read.
+pub fn free_ranges_until(
+    r: &impl BlockRead,
+    sm: &SmRoot,
+    end: u64,
+    f: &mut dyn FnMut(Range<u64>) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let end = end.min(sm.nr_blocks);
+    let stopped = std::cell::Cell::new(false);
+    let mut f = |range: Range<u64>| -> Result<()> {
+        if !stopped.get() && f(range)?.is_break() {
+            stopped.set(true);
+        }
+        Ok(())
+    };
     let bitmaps = bitmap_locations(r, sm)?;
     let mut open: Option<u64> = None;
     for (i, &loc) in bitmaps.iter().enumerate() {
         let base = i as u64 * ENTRIES_PER_BITMAP;
-        let entries = (sm.nr_blocks - base).min(ENTRIES_PER_BITMAP);
+        if stopped.get() || base >= end {
+            break;
+        }
+        let entries = (end - base).min(ENTRIES_PER_BITMAP);
         let b = r.read_lock(loc, &BITMAP_VALIDATOR)?;
         for w in 0..entries.div_ceil(ENTRIES_PER_WORD) {
             let word = le64(&b[..], BITMAP_HEADER_SIZE + 8 * w as usize);
@@ -58,7 +83,7 @@ pub fn free_ranges(
         }
     }
     if let Some(s) = open {
-        f(s..sm.nr_blocks)?;
+        f(s..end)?;
     }
     Ok(())
 }
@@ -131,6 +156,19 @@ pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Resul
     let mut m = MappedBlocks {
         counts: RefCounts::new(nr_blocks)?,
     };
+    visit_mapped_blocks(r, roots, &mut |b| m.set(b))?;
+    Ok(m)
+}
+
+/// Calls `f` with the data block of every mapping in the trees at `roots`,
+/// in no particular order; a node shared by several trees is read once, so
+/// a block comes once per leaf entry that maps it. Fails on any node that
+/// does not validate.
+pub fn visit_mapped_blocks(
+    r: &impl BlockRead,
+    roots: &[u64],
+    f: &mut dyn FnMut(u64) -> Result<()>,
+) -> Result<()> {
     let mut seen = rustc_hash::FxHashSet::default();
     let mut stack: Vec<(u64, usize)> = roots.iter().map(|&r| (r, 0)).collect();
     while let Some((loc, depth)) = stack.pop() {
@@ -144,11 +182,11 @@ pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Resul
         let n = pdata::btree::node::Node(&b);
         for i in 0..n.nr_entries() {
             if n.is_leaf() {
-                m.set(crate::format::block_time::BlockTime::unpack(n.value_u64(i)).block)?;
+                f(crate::format::block_time::BlockTime::unpack(n.value_u64(i)).block)?;
             } else {
                 stack.push((n.value_u64(i), depth + 1));
             }
         }
     }
-    Ok(m)
+    Ok(())
 }
