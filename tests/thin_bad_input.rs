@@ -89,6 +89,7 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
     let data = file(d, "data", 0);
     let xml = d.join("pool.xml");
     std::fs::write(&xml, pdt_ok(pdt("thin_dump").arg(&good))).unwrap();
+    let (packed, unpacked) = (d.join("out.pack"), d.join("unpacked.md"));
     let bad = bad_inputs(d);
     for (what, b) in &bad {
         let b = s(b);
@@ -128,6 +129,8 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
                 "--nr-blocks",
                 "5",
             ],
+            vec!["thin_metadata_pack", "-i", b, "-o", s(&packed), "-f"],
+            vec!["thin_metadata_unpack", "-i", b, "-o", s(&unpacked)],
         ];
         for args in runs {
             let o = bounded(Command::new(PDT).args(&args));
@@ -249,6 +252,8 @@ fn version_is_one_lvm_accepts() {
         "thin_metadata_size",
         "thin_exec",
         "thin_shrink",
+        "thin_metadata_pack",
+        "thin_metadata_unpack",
     ] {
         for flag in ["-V", "--version"] {
             let out = pdt_ok(pdt(tool).arg(flag));
