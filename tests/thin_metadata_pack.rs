@@ -10,7 +10,7 @@ use common::cache::{gen_xml, restore};
 use common::era::exec as era_exec;
 use common::oracle::debian_cmd;
 use common::pool::exec_pool;
-use common::tool::{file, ok, pdt, run, s};
+use common::tool::{fifo, file, ok, pdt, run, s};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -196,12 +196,7 @@ fn bad_input_is_refused() {
     }
 
     // FIFOs are refused before they are opened (which would wait).
-    let fifo = d.join("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = fifo(d, "fifo");
     refused(unpack(&fifo, &out, &[]), "FIFO");
     refused(pack(&fifo, &d.join("p"), &[]), "FIFO");
     refused(pack(d, &d.join("p"), &[]), "directory");
