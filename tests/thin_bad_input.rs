@@ -90,6 +90,7 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
     let xml = d.join("pool.xml");
     std::fs::write(&xml, pdt_ok(pdt("thin_dump").arg(&good))).unwrap();
     let mig = d.join("migrated");
+    let (packed, unpacked) = (d.join("out.pack"), d.join("unpacked.md"));
     let bad = bad_inputs(d);
     for (what, b) in &bad {
         let b = s(b);
@@ -140,6 +141,8 @@ fn wrong_inputs_are_refused_at_once_with_one_clear_error() {
                 "--dest-file",
                 s(&mig),
             ],
+            vec!["thin_metadata_pack", "-i", b, "-o", s(&packed), "-f"],
+            vec!["thin_metadata_unpack", "-i", b, "-o", s(&unpacked)],
         ];
         for args in runs {
             let o = bounded(Command::new(PDT).args(&args));
@@ -262,6 +265,8 @@ fn version_is_one_lvm_accepts() {
         "thin_exec",
         "thin_shrink",
         "thin_migrate",
+        "thin_metadata_pack",
+        "thin_metadata_unpack",
     ] {
         for flag in ["-V", "--version"] {
             let out = pdt_ok(pdt(tool).arg(flag));

@@ -396,12 +396,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     let garbage = dir.join("garbage");
     std::fs::write(&garbage, vec![0x5au8; 8 * 4096]).unwrap();
     fails_with(&mut shrink_to("8", &garbage, &c.out, &c.data), "superblock");
-    let fifo = dir.join("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = common::tool::fifo(&dir, "fifo");
     fails_with(&mut shrink_to("8", &c.meta, &c.out, &fifo), "FIFO");
     // A data device that ends before the blocks to move.
     let short = dir.join("short");

@@ -160,6 +160,16 @@ pub const TOOLS: &[Tool] = &[
         about: "copy a thin volume's content out of its pool (offline, live, or incrementally)",
         run: thin::thin_migrate::run,
     },
+    Tool {
+        name: "thin_metadata_pack",
+        about: "write a compressed archive of a device's metadata blocks",
+        run: thin::thin_metadata_pack::run,
+    },
+    Tool {
+        name: "thin_metadata_unpack",
+        about: "write the metadata blocks of a pack back to a file or device",
+        run: thin::thin_metadata_unpack::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {

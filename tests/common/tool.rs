@@ -72,3 +72,15 @@ pub fn file(dir: &Path, name: &str, bytes: u64) -> PathBuf {
     new_file(&p, bytes);
     p
 }
+
+/// A FIFO `name` in `dir` (tools must refuse it before opening it, which
+/// would wait for a writer).
+pub fn fifo(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&p)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", p.display());
+    p
+}

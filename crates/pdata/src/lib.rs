@@ -16,6 +16,8 @@
 //!                     maps (written out through btrees), bulk builders
 //! transaction_manager shadowing (copy-on-write), two-phase commit, poisoning;
 //!                     implements TransactionOps
+//! pack                metadata packs: every checksummed block of a device,
+//!                     encoded and zlib-compressed (the 1.x archive format)
 //! build, check        bulk building (the frame of a restore: block 0 zeroed
 //!                     first, superblock last) and the generic checker
 //!                     (batched read-and-verify, tree walker, node, array
@@ -45,6 +47,7 @@ pub mod checksum;
 pub mod error;
 pub mod io;
 pub mod live;
+pub mod pack;
 pub mod progress;
 pub mod space_map;
 pub mod superblock;

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("btree", 4),
     ("array", 5),
     ("space_map", 5),
+    ("pack", 5),
     ("bitset", 6),
     ("transaction_manager", 7),
     ("build", 7),

@@ -108,6 +108,33 @@ pub fn distinct(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to overwrite what `path` holds unless `force` (`-f`): a regular
+/// file that is not empty, or a block device whose first block is not
+/// zero. A path that does not exist, or an empty file, is fine; anything
+/// that is neither a file nor a block device is refused, with what it is.
+pub fn refuse_overwrite(path: &Path, force: bool) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let what = || format!("cannot write {}", path.display());
+    pdata::io::check_file_or_block_device(path).with_context(what)?;
+    let holds_data = if meta.is_file() {
+        meta.len() > 0
+    } else {
+        let mut first = vec![0u8; pdata::BLOCK_SIZE];
+        let mut f = std::fs::File::open(path).with_context(what)?;
+        let n = std::io::Read::read(&mut f, &mut first).with_context(what)?;
+        first[..n].iter().any(|&b| b != 0)
+    };
+    if holds_data && !force {
+        bail!(
+            "{} is not empty: give -f (--force) to overwrite it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Where a tool writes its text: the file `-o` names (created), or stdout.
 pub fn open_output(path: Option<&Path>) -> Result<Box<dyn Write>> {
     Ok(match path {

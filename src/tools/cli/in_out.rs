@@ -14,11 +14,14 @@ pub struct InOut {
     pub input: PathBuf,
     pub output: PathBuf,
     pub quiet: bool,
+    /// `-f`: overwrite an output that is not empty (for the tools that
+    /// list [`super::FORCE`]).
+    pub force: bool,
 }
 
 /// Parses `args` for tool `prog` with the option table `opts`, which holds
 /// [`INPUT`] and [`OUTPUT`] (and usually `QUIET`, `HELP`, `VERSION`). The
-/// ids `input`, `output`, `quiet` and `async-io` are taken here; every other
+/// ids `input`, `output`, `quiet`, `force` and `async-io` are taken here; every other
 /// option goes to `other` with its argument (empty when it has none), whose
 /// complaint is reported with the usage. Help, version and usage errors come
 /// back as the exit status to end with.
@@ -29,12 +32,13 @@ pub fn parse_in_out(
     args: &[String],
     mut other: impl FnMut(&'static str, &str) -> Result<(), String>,
 ) -> Result<InOut, ExitCode> {
-    let (mut input, mut output, mut quiet) = (None, None, false);
+    let (mut input, mut output, mut quiet, mut force) = (None, None, false, false);
     let mut g = GetOpt::new(prog, opts, args).with_usage(usage);
     while let Some((id, value)) = g.next_opt()? {
         let value = value.unwrap_or_default();
         match id {
             "quiet" => quiet = true,
+            "force" => force = true,
             "input" => input = Some(PathBuf::from(value)),
             "output" => output = Some(PathBuf::from(value)),
             "async-io" => {}
@@ -51,5 +55,6 @@ pub fn parse_in_out(
         input: g.need(input, "No input file provided.")?,
         output: g.need(output, "No output file provided.")?,
         quiet,
+        force,
     })
 }

@@ -10,6 +10,8 @@ pub const HELP: Opt = Opt::both('h', "help", HasArg::No, "help");
 pub const VERSION: Opt = Opt::both('V', "version", HasArg::No, "version");
 /// `-q`, `--quiet`: no progress bar, fewer words.
 pub const QUIET: Opt = Opt::both('q', "quiet", HasArg::No, "quiet");
+/// `-f`, `--force`: overwrite an output that is not empty.
+pub const FORCE: Opt = Opt::both('f', "force", HasArg::No, "force");
 /// 1.x's I/O engine switch, accepted and ignored: there is one engine here.
 pub const ASYNC_IO: Opt = Opt::long("async-io", HasArg::No, "async-io");
 

@@ -66,6 +66,13 @@ pub trait BlockDevice: Send + Sync {
         let _ = (first, count);
     }
 
+    /// The first block at or after `from` that may hold anything but zeros
+    /// (`nr_blocks` when none is left): a sparse file's holes are skipped.
+    /// Only a hint; by default every block may.
+    fn next_data(&self, from: u64) -> u64 {
+        from
+    }
+
     fn read_block(&self, loc: u64, buf: &mut Block) -> io::Result<()> {
         self.read_blocks(loc, &mut [buf])
     }
@@ -96,6 +103,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn will_need(&self, first: u64, count: u64) {
         (**self).will_need(first, count)
+    }
+    fn next_data(&self, from: u64) -> u64 {
+        (**self).next_data(from)
     }
 }
 
