@@ -149,6 +149,11 @@ pub const TOOLS: &[Tool] = &[
         about: "apply era target operations to era metadata, one per line",
         run: era::era_exec::run,
     },
+    Tool {
+        name: "thin_serve",
+        about: "serve a pool's thin devices over NBD, as dm-thin would",
+        run: thin::thin_serve::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod format;
 pub mod ir;
 pub mod metadata;
+pub mod pool;
 pub mod progress;
 pub mod query;
 pub mod repair;

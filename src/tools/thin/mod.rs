@@ -13,5 +13,6 @@ pub(super) mod thin_metadata_size;
 pub(super) mod thin_repair;
 pub(super) mod thin_restore;
 pub(super) mod thin_rmap;
+pub(super) mod thin_serve;
 pub(super) mod thin_trim;
 pub mod xml;
