@@ -101,7 +101,8 @@ pub fn open_held(path: &Path, writable: bool) -> Result<(Arc<dyn BlockDevice>, s
     use std::os::unix::io::AsRawFd;
     let dev = FileDevice::open_with(path, writable, true)
         .with_context(|| format!("cannot open {} exclusively", path.display()))?;
-    let lock = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let lock =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let how = if writable {
         libc::LOCK_EX
     } else {

@@ -15,8 +15,8 @@ mod status;
 pub mod units;
 
 pub use device::{
-    distinct, open_device, open_exclusive, open_held, open_output, open_reader, open_restore_output,
-    open_shared, open_text_input, same_file, warn_live,
+    distinct, open_device, open_exclusive, open_held, open_output, open_reader,
+    open_restore_output, open_shared, open_text_input, same_file, warn_live,
 };
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};

@@ -158,8 +158,7 @@ impl Pool {
                 // and the count, which also sees the metadata snapshot's
                 // copies of shadowed leaves.
                 let details = st.md.device_details(dev)?;
-                let shared =
-                    details.snapshotted_time > time || st.md.data_ref_count(d)? > 1;
+                let shared = details.snapshotted_time > time || st.md.data_ref_count(d)? > 1;
                 if !shared {
                     return Ok(Plan::InPlace(d));
                 }
@@ -211,25 +210,49 @@ impl Pool {
 
     /// Writes `data` to `dev` at `offset`; with `fua`, durable on return.
     pub fn write(&self, dev: u64, offset: u64, data: &[u8], fua: bool) -> Result<()> {
-        {
-            let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
-            self.require_changeable(&self.state())?;
-            let mut done = 0usize;
-            for (vb, start, n) in self.pieces(offset, data.len() as u64)? {
-                let piece = &data[done..done + n as usize];
-                self.write_piece(dev, vb, start, piece, false)?;
-                done += n as usize;
-            }
-        }
+        self.retry_after_commit(|| self.write_once(dev, offset, data))?;
         if fua {
             self.flush()?;
         }
         Ok(())
     }
 
+    fn write_once(&self, dev: u64, offset: u64, data: &[u8]) -> Result<()> {
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.require_changeable(&self.state())?;
+        let mut done = 0usize;
+        for (vb, start, n) in self.pieces(offset, data.len() as u64)? {
+            let piece = &data[done..done + n as usize];
+            self.write_piece(dev, vb, start, piece, false)?;
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Runs `op`; when it runs out of data space while this transaction
+    /// has freed blocks (reusable only once committed), commits and runs
+    /// it once more (dm-thin commits before it declares the pool full).
+    /// Doing a write or a zeroing twice gives the same result.
+    fn retry_after_commit(&self, op: impl Fn() -> Result<()>) -> Result<()> {
+        match op() {
+            Err(PoolError::NoSpace) if self.state().dirty => {
+                self.flush()?;
+                op()
+            }
+            r => r,
+        }
+    }
+
     /// Writes zeros over `start..start + n` of `vb`, one chunk at a time;
     /// with `only_if_mapped` an unmapped block is left alone.
-    fn zero_piece(&self, dev: u64, vb: u64, start: u64, n: u64, only_if_mapped: bool) -> Result<()> {
+    fn zero_piece(
+        &self,
+        dev: u64,
+        vb: u64,
+        start: u64,
+        n: u64,
+        only_if_mapped: bool,
+    ) -> Result<()> {
         let zeros = vec![0u8; CHUNK.min(n) as usize];
         let mut off = start;
         while off < start + n {
@@ -245,7 +268,7 @@ impl Pool {
     /// the ends, if mapped, are zeroed where space allows (a discard is
     /// advisory: running out of space there is not an error).
     pub fn discard(&self, dev: u64, offset: u64, len: u64) -> Result<()> {
-        match self.zero_range(dev, offset, len, true, true) {
+        match self.retry_after_commit(|| self.zero_range(dev, offset, len, true, true)) {
             Err(PoolError::NoSpace) => Ok(()),
             r => r,
         }
@@ -261,7 +284,7 @@ impl Pool {
         may_unmap: bool,
         fua: bool,
     ) -> Result<()> {
-        self.zero_range(dev, offset, len, may_unmap, false)?;
+        self.retry_after_commit(|| self.zero_range(dev, offset, len, may_unmap, false))?;
         if fua {
             self.flush()?;
         }

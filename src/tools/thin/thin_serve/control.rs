@@ -28,7 +28,9 @@ fn session(conn: UnixStream, pool: &Pool) -> std::io::Result<()> {
     let mut input = BufReader::new(conn);
     loop {
         let mut line = String::new();
-        let n = Read::by_ref(&mut input).take(MAX_LINE).read_line(&mut line)?;
+        let n = Read::by_ref(&mut input)
+            .take(MAX_LINE)
+            .read_line(&mut line)?;
         if n == 0 {
             return Ok(());
         }

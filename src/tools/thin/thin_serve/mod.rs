@@ -9,7 +9,9 @@ mod handshake;
 mod proto;
 mod transmission;
 
-use crate::tools::cli::{exit_status, open_held, same_file, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_held, same_file, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use exports::Exports;
 use std::collections::BTreeMap;
@@ -22,7 +24,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use thin::pool::Pool;
 
-const USAGE: &str = "Usage: thin_serve [options] --metadata-dev {device|file} --data-dev {device|file}
+const USAGE: &str =
+    "Usage: thin_serve [options] --metadata-dev {device|file} --data-dev {device|file}
                   {--socket PATH | --listen ADDR:PORT}
 Serves the pool's thin devices over NBD (export name: the device id; \"\" is
 the lowest). dm-thin keeps no volume size in its metadata: each export is
@@ -213,7 +216,9 @@ fn serve(o: &Options) -> Result<()> {
             .parse()
             .with_context(|| format!("--listen: '{addr}' is not ADDR:PORT"))?;
         if !a.ip().is_loopback() && !o.allow_remote {
-            bail!("--listen {addr}: not a loopback address (add --allow-remote to serve the network)");
+            bail!(
+                "--listen {addr}: not a loopback address (add --allow-remote to serve the network)"
+            );
         }
         let l = TcpListener::bind(a).with_context(|| format!("cannot listen on {addr}"))?;
         let ex = exports.clone();

@@ -85,7 +85,9 @@ pub fn serve<S: Read + Write>(s: &mut S, e: &Export, read_only: bool) -> io::Res
                     } else if !in_range(e, off, len) {
                         ENOSPC
                     } else {
-                        pool.write(dev, off, &buf, fua).err().map_or(0, |e| errno(&e))
+                        pool.write(dev, off, &buf, fua)
+                            .err()
+                            .map_or(0, |e| errno(&e))
                     }
                 }
             }
