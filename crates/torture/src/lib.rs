@@ -22,6 +22,7 @@ pub mod image;
 pub mod inject;
 pub mod rng;
 pub mod script;
+pub mod serve_workload;
 pub mod thin_workload;
 pub mod workload;
 

@@ -69,7 +69,7 @@ impl Pool {
         self.require_changeable(&st)?;
         // Data first: the commit below (and the one reserve makes) makes
         // the mappings made so far durable.
-        self.data.flush()?;
+        self.flush_data()?;
         let r = match *m {
             Message::CreateThin(dev) => st.md.create_thin(dev),
             Message::CreateSnap { dev, origin } => st.md.create_snap(dev, origin),

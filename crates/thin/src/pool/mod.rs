@@ -33,6 +33,7 @@ use pdata::io::BlockDevice;
 use pdata::live::LiveMetadata;
 use pdata::BLOCK_SIZE;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub use messages::Message;
@@ -81,6 +82,9 @@ pub struct Pool {
     /// Data block size in bytes, a multiple of 4 KiB.
     block_bytes: u64,
     nr_data_blocks: u64,
+    /// The torture harness's mutation: commits without flushing the data
+    /// device first (the bug the data-before-metadata rule prevents).
+    skip_data_flush: AtomicBool,
 }
 
 /// A device held open: it cannot be deleted while this lives.
@@ -136,7 +140,23 @@ impl Pool {
             writable,
             block_bytes,
             nr_data_blocks,
+            skip_data_flush: AtomicBool::new(false),
         })
+    }
+
+    /// Switches the torture harness's mutation on: commits no longer flush
+    /// the data device first. For the harness's self-test only.
+    #[doc(hidden)]
+    pub fn enable_mutation(&self) {
+        self.skip_data_flush.store(true, Ordering::Relaxed);
+    }
+
+    /// Flushes the data device (unless the mutation is on).
+    fn flush_data(&self) -> Result<()> {
+        if !self.skip_data_flush.load(Ordering::Relaxed) {
+            self.data.flush()?;
+        }
+        Ok(())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -186,7 +206,7 @@ impl Pool {
     /// Data flush, then (if the metadata changed) the commit. The caller
     /// holds the gate exclusively.
     fn commit_locked(&self, st: &mut State) -> Result<()> {
-        self.data.flush()?;
+        self.flush_data()?;
         if st.dirty && st.failed.is_none() {
             let r = st.md.commit();
             self.check_failed(st, r)?;
