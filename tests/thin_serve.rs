@@ -67,42 +67,12 @@ fn random_requests_match_the_model_across_a_restart() {
             .nth(rng.below(model.len() as u64) as usize)
             .unwrap();
         let c = clients.get_mut(&dev).unwrap();
-        let m = model.get_mut(&dev).unwrap();
-        // Byte-granular offsets on one request in four, sectors otherwise.
-        let unit = if rng.below(4) == 0 { 1 } else { 512 };
-        let off = rng.below(VOL / unit) * unit;
-        let len = (1 + rng.below(3 * BLOCK / unit)) * unit;
-        let len = len.min(VOL - off);
-        let r = off as usize..(off + len) as usize;
-        match rng.below(10) {
-            0..=3 => {
-                let byte = rng.next() as u8;
-                let buf: Vec<u8> = (0..len).map(|i| byte ^ (i as u8)).collect();
-                assert_eq!(c.write(off, &buf), 0, "step {step}");
-                m[r].copy_from_slice(&buf);
-            }
-            4..=6 => {
-                assert_eq!(
-                    c.read(off, len as u32),
-                    m[r],
-                    "step {step}: dev {dev} {off}+{len}"
-                );
-            }
-            7 => {
-                assert_eq!(c.trim(off, len as u32), 0);
-                m[r].fill(0);
-            }
-            8 => {
-                let flags = if rng.below(2) == 0 {
-                    FLAG_NO_HOLE
-                } else {
-                    FLAG_FUA
-                };
-                assert_eq!(c.request(WRITE_ZEROES, flags, off, len as u32, &[]).0, 0);
-                m[r].fill(0);
-            }
-            _ => assert_eq!(c.flush(), 0),
-        }
+        random_request(
+            c,
+            model.get_mut(&dev).unwrap(),
+            &mut rng,
+            &format!("step {step}, dev {dev}"),
+        );
     }
     for (_, c) in clients {
         c.disconnect();

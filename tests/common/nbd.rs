@@ -250,3 +250,40 @@ pub fn closed(s: &mut UnixStream) -> bool {
 pub fn io_error_is_eof(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::UnexpectedEof
 }
+
+/// One random request on a volume whose bytes `m` models: a write (byte
+/// granular one time in four), a read checked against the model, a trim,
+/// write-zeroes (with NO_HOLE or FUA) or a flush; writes up to 3 data
+/// blocks of 64 KiB.
+pub fn random_request(c: &mut Client, m: &mut [u8], rng: &mut super::rng::XorShift, what: &str) {
+    const SPAN: u64 = 3 * 64 << 10;
+    let vol = m.len() as u64;
+    let unit = if rng.below(4) == 0 { 1 } else { 512 };
+    let off = rng.below(vol / unit) * unit;
+    let len = ((1 + rng.below(SPAN / unit)) * unit).min(vol - off);
+    let r = off as usize..(off + len) as usize;
+    match rng.below(10) {
+        0..=3 => {
+            let byte = rng.next() as u8;
+            let buf: Vec<u8> = (0..len).map(|i| byte ^ (i as u8)).collect();
+            assert_eq!(c.write(off, &buf), 0, "{what}: write {off}+{len}");
+            m[r].copy_from_slice(&buf);
+        }
+        4..=6 => assert!(c.read(off, len as u32) == m[r], "{what}: read {off}+{len}"),
+        7 => {
+            assert_eq!(c.trim(off, len as u32), 0, "{what}: trim");
+            m[r].fill(0);
+        }
+        8 => {
+            let flags = if rng.below(2) == 0 {
+                FLAG_NO_HOLE
+            } else {
+                FLAG_FUA
+            };
+            let e = c.request(WRITE_ZEROES, flags, off, len as u32, &[]).0;
+            assert_eq!(e, 0, "{what}: write zeroes");
+            m[r].fill(0);
+        }
+        _ => assert_eq!(c.flush(), 0, "{what}: flush"),
+    }
+}
