@@ -256,7 +256,7 @@ pub fn io_error_is_eof(e: &io::Error) -> bool {
 /// write-zeroes (with NO_HOLE or FUA) or a flush; writes up to 3 data
 /// blocks of 64 KiB.
 pub fn random_request(c: &mut Client, m: &mut [u8], rng: &mut super::rng::XorShift, what: &str) {
-    const SPAN: u64 = 3 * 64 << 10;
+    const SPAN: u64 = (3 * 64) << 10;
     let vol = m.len() as u64;
     let unit = if rng.below(4) == 0 { 1 } else { 512 };
     let off = rng.below(vol / unit) * unit;

@@ -78,7 +78,7 @@ impl Pool {
     /// Reads bytes `start..start + out.len()` of data block `d`.
     fn read_data(&self, d: u64, start: u64, out: &mut [u8]) -> Result<()> {
         let first = self.base(d) + start / BS;
-        if start % BS == 0 && out.len() % BLOCK_SIZE == 0 {
+        if start.is_multiple_of(BS) && out.len().is_multiple_of(BLOCK_SIZE) {
             self.data.read_blocks(first, &mut blocks_mut(out))?;
             return Ok(());
         }
@@ -96,18 +96,18 @@ impl Pool {
     fn write_data(&self, d: u64, start: u64, data: &[u8]) -> Result<()> {
         let first = self.base(d) + start / BS;
         let end = start + data.len() as u64;
-        if start % BS == 0 && end % BS == 0 {
+        if start.is_multiple_of(BS) && end.is_multiple_of(BS) {
             self.data.write_blocks(first, &blocks(data))?;
             return Ok(());
         }
         let nr = end.div_ceil(BS) - start / BS;
         let mut tmp = vec![0u8; (nr * BS) as usize];
         let last = first + nr - 1;
-        if start % BS != 0 {
+        if !start.is_multiple_of(BS) {
             let b: &mut Block = (&mut tmp[..BLOCK_SIZE]).try_into().expect("one block");
             self.data.read_block(first, b)?;
         }
-        if end % BS != 0 && (last != first || start % BS == 0) {
+        if !end.is_multiple_of(BS) && (last != first || start.is_multiple_of(BS)) {
             let at = ((nr - 1) * BS) as usize;
             let b: &mut Block = (&mut tmp[at..at + BLOCK_SIZE])
                 .try_into()

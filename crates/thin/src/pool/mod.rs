@@ -112,7 +112,7 @@ impl Pool {
             ));
         }
         let block_bytes = u64::from(md.data_block_size()) * SECTOR_BYTES;
-        if block_bytes == 0 || block_bytes % BLOCK_SIZE as u64 != 0 {
+        if block_bytes == 0 || !block_bytes.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(PoolError::Invalid(format!(
                 "data block size of {block_bytes} bytes is not a multiple of 4 KiB"
             )));
