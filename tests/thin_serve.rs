@@ -293,6 +293,14 @@ fn exclusive_read_only_and_busy() {
         "{o:?}"
     );
     assert_eq!(c.write(0, &[1u8; 4096]), 0);
+    // The metadata snapshot can be read while serving (by us and Debian).
+    assert_eq!(srv.control("reserve_metadata_snap"), "ok");
+    let ls = String::from_utf8(ok(pdt("thin_ls").arg("-m").arg(&meta))).unwrap();
+    assert!(ls.contains("\n  0 "), "{ls}");
+    let dump = ok(Command::new(debian("thin_dump")).arg("-m").arg(&meta));
+    assert!(String::from_utf8_lossy(&dump).contains("mapped_blocks=\"1\""));
+    assert_eq!(srv.control("release_metadata_snap"), "ok");
+    assert!(srv.control("release_metadata_snap").starts_with("error:"));
     c.disconnect();
     srv.shutdown();
 

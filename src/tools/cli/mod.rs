@@ -21,8 +21,8 @@ pub use device::{
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
 pub use opts::{
-    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
-    SUPER_BLOCK_ONLY, VERSION,
+    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, DATA_DEV, HELP, IGNORE_NON_FATAL, METADATA_DEV,
+    QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
 pub use progress::{CountingReader, Progress};
 pub use report::print_steps;

@@ -7,7 +7,9 @@
 //! map calls a mapped block free, nothing is discarded. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
-use crate::tools::cli::{exit_status, open_exclusive, GetOpt, HasArg, Opt, HELP, QUIET, VERSION};
+use crate::tools::cli::{
+    exit_status, open_exclusive, GetOpt, HasArg, Opt, DATA_DEV, HELP, METADATA_DEV, QUIET, VERSION,
+};
 use anyhow::{bail, Context, Result};
 use pdata::live::LiveMetadata;
 use std::fs::{File, OpenOptions};
@@ -33,8 +35,8 @@ const OPTS: &[Opt] = &[
     HELP,
     VERSION,
     QUIET,
-    Opt::long("metadata-dev", HasArg::Required, "metadata"),
-    Opt::long("data-dev", HasArg::Required, "data"),
+    METADATA_DEV,
+    DATA_DEV,
     Opt::long("pool-inactive", HasArg::No, "pool-inactive"),
 ];
 
