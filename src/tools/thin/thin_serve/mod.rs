@@ -10,7 +10,8 @@ mod proto;
 mod transmission;
 
 use crate::tools::cli::{
-    exit_status, open_held, same_file, GetOpt, HasArg, Opt, HELP, QUIET, VERSION,
+    exit_status, open_held, same_file, GetOpt, HasArg, Opt, DATA_DEV, HELP, METADATA_DEV, QUIET,
+    VERSION,
 };
 use anyhow::{bail, Context, Result};
 use exports::Exports;
