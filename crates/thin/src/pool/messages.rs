@@ -67,9 +67,11 @@ impl Pool {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = self.state();
         self.require_changeable(&st)?;
-        // Data first: the commit below (and the one reserve makes) makes
-        // the mappings made so far durable.
-        self.flush_data()?;
+        // Reserving commits at once: data first, as in every commit (the
+        // commit below flushes the data itself).
+        if *m == Message::ReserveMetadataSnap {
+            self.flush_data()?;
+        }
         let r = match *m {
             Message::CreateThin(dev) => st.md.create_thin(dev),
             Message::CreateSnap { dev, origin } => st.md.create_snap(dev, origin),

@@ -206,12 +206,21 @@ impl Pool {
     /// Data flush, then (if the metadata changed) the commit. The caller
     /// holds the gate exclusively.
     fn commit_locked(&self, st: &mut State) -> Result<()> {
-        self.flush_data()?;
-        if st.dirty && st.failed.is_none() {
-            let r = st.md.commit();
-            self.check_failed(st, r)?;
-            st.dirty = false;
+        if !st.dirty || st.failed.is_some() {
+            return self.flush_data();
         }
+        // The data flush runs while the metadata blocks are written and
+        // flushed; the superblock waits for both.
+        let r = std::thread::scope(|sc| {
+            let data = sc.spawn(|| self.flush_data());
+            st.md.commit_then(|| match data.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ThinError::Invalid(format!("the data flush failed: {e}"))),
+                Err(_) => Err(ThinError::Invalid("the data flush panicked".into())),
+            })
+        });
+        self.check_failed(st, r)?;
+        st.dirty = false;
         Ok(())
     }
 
