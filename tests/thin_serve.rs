@@ -325,7 +325,14 @@ fn exclusive_read_only_and_busy() {
 fn qemu_img_and_qemu_io() {
     let dir = tempfile::tempdir().unwrap();
     let (meta, data) = pool(dir.path(), 256, &[0, 1]);
-    let srv = Server::start(dir.path(), &meta, &data, &[&size_arg()]);
+    // A free loopback port (a small race with other tests is possible).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("--listen=127.0.0.1:{port}");
+    let srv = Server::start(dir.path(), &meta, &data, &[&size_arg(), &listen]);
     let img = dir.path().join("img");
     let mut rng = XorShift(77);
     let mut bytes: Vec<u8> = (0..3 << 20).map(|_| rng.next() as u8).collect();
@@ -361,6 +368,20 @@ fn qemu_img_and_qemu_io() {
     ]));
     let out = String::from_utf8_lossy(&out);
     assert!(!out.contains("Pattern verification failed"), "{out}");
+    // The same volume over TCP.
+    let tcp = format!("nbd://127.0.0.1:{port}/0");
+    let out =
+        ok(Command::new("qemu-io").args(["-f", "raw", &tcp, "-c", "read -P 0x5a 12288 100k"]));
+    assert!(!String::from_utf8_lossy(&out).contains("Pattern verification failed"));
     srv.shutdown();
+    // Not on another address without --allow-remote.
+    let o = run(pdt("thin_serve")
+        .args(["--metadata-dev", s(&meta), "--data-dev", s(&data)])
+        .args(["--listen", "0.0.0.0:1"]));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--allow-remote"),
+        "{o:?}"
+    );
     thin_check_both(&meta);
 }
