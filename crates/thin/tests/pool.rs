@@ -138,3 +138,51 @@ fn enospc_then_reads_and_overwrites() {
     want[200..210].fill(9);
     assert_eq!(got, want);
 }
+
+/// Data-device errors: a failed write is an error for that request only
+/// (its new block is released at the next commit); a failed flush fails the
+/// pool for writes (what it covered is unknown), reads go on.
+#[test]
+fn data_device_errors() {
+    use pdata::io::{FlakeyDevice, IoKinds, Rule, Trigger};
+    let meta: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(256));
+    let mem: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(8 * 16));
+    let data = Arc::new(FlakeyDevice::new(mem));
+    {
+        let mut md = ThinMetadata::format(meta.clone(), 128, 8, false).unwrap();
+        md.create_thin(0).unwrap();
+        md.commit().unwrap();
+    }
+    let pool = Pool::open(meta.clone(), data.clone(), true).unwrap();
+    pool.write(0, 0, &[1u8; 4096], false).unwrap();
+    data.add_rule(Rule::fail(IoKinds::WRITE, Trigger::Nth(0)));
+    assert!(matches!(
+        pool.write(0, 65536, &[2u8; 4096], false),
+        Err(PoolError::Io(_))
+    ));
+    data.clear_rules();
+    pool.flush().unwrap();
+    assert_eq!(
+        pool.nr_free_data_blocks(),
+        7,
+        "the failed write's block is free again"
+    );
+    let mut got = vec![0u8; 4096];
+    pool.read(0, 65536, &mut got).unwrap();
+    assert_eq!(got, vec![0u8; 4096]);
+
+    pool.write(0, 8192, &[3u8; 4096], false).unwrap();
+    data.add_rule(Rule::fail(IoKinds::FLUSH, Trigger::Nth(0)));
+    assert!(pool.flush().is_err());
+    data.clear_rules();
+    assert!(matches!(
+        pool.write(0, 0, &[4u8; 512], false),
+        Err(PoolError::Failed(_))
+    ));
+    assert!(pool.flush().is_err(), "a failed pool promises nothing");
+    pool.read(0, 0, &mut got).unwrap();
+    assert_eq!(got, vec![1u8; 4096], "reads go on from the last commit");
+    drop(pool);
+    let report = thin::check::check(meta).unwrap();
+    assert!(report.errors.is_empty() && report.leaks.is_empty());
+}

@@ -70,7 +70,10 @@ impl Pool {
         // Reserving commits at once: data first, as in every commit (the
         // commit below flushes the data itself).
         if *m == Message::ReserveMetadataSnap {
-            self.flush_data()?;
+            if let Err(e) = self.flush_data() {
+                self.fail_on_flush(&mut st, &e);
+                return Err(e);
+            }
         }
         let r = match *m {
             Message::CreateThin(dev) => st.md.create_thin(dev),

@@ -206,8 +206,16 @@ impl Pool {
     /// Data flush, then (if the metadata changed) the commit. The caller
     /// holds the gate exclusively.
     fn commit_locked(&self, st: &mut State) -> Result<()> {
-        if !st.dirty || st.failed.is_some() {
-            return self.flush_data();
+        // A failed pool cannot promise anything durable any more.
+        if let Some(why) = &st.failed {
+            return Err(PoolError::Failed(why.clone()));
+        }
+        if !st.dirty {
+            let r = self.flush_data();
+            if let Err(e) = &r {
+                self.fail_on_flush(st, e);
+            }
+            return r;
         }
         // The data flush runs while the metadata blocks are written and
         // flushed; the superblock waits for both.
@@ -222,6 +230,17 @@ impl Pool {
         self.check_failed(st, r)?;
         st.dirty = false;
         Ok(())
+    }
+
+    /// A failed data flush leaves every write since the last good one
+    /// unknown, and a later flush that succeeds would not bring them back:
+    /// the pool fails (as after a failed commit), never to claim them durable.
+    fn fail_on_flush(&self, st: &mut State, e: &PoolError) {
+        if st.failed.is_none() && self.writable {
+            let _ = st.md.abort();
+            st.dirty = false;
+            st.failed = Some(format!("data device flush failed: {e}"));
+        }
     }
 
     /// Passes `r` on; when it failed and left the transaction dead, aborts
