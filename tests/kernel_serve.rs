@@ -98,3 +98,34 @@ fn kernel_reads_what_thin_serve_wrote_and_back() {
     }
     srv.shutdown();
 }
+
+/// A pool the kernel holds is refused: thin_serve, run in the guest while
+/// the pool is active, fails at once saying the device is busy.
+#[test]
+fn kernel_held_pool_is_refused() {
+    let Images { tmp, meta, data } = Images::new();
+    let dir = tmp.path();
+    let mut s = Script::default();
+    s.op(format!("format {BS} {NR_BLOCKS}"));
+    s.op("create_thin 1");
+    s.op("commit");
+    thin_exec_ok(&meta, &s, "format the pool");
+    let mut g = GuestFiles::new(&dir.join("guest"));
+    // The test binary, stripped (a few MB) to travel to the guest.
+    let pdt = dir.join("guest").join("pdt");
+    let o = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&pdt)
+        .arg(common::tool::PDT)
+        .output()
+        .expect("run strip");
+    assert!(o.status.success(), "strip: {o:?}");
+    g.files.push(pdt);
+    let b = boot_ok("serve-held", dir, &meta, &data, "serve-held.sh", &g.files);
+    let out = String::from_utf8_lossy(&b.out_file("serve.txt")).into_owned();
+    assert!(
+        out.contains("busy") && out.contains("rc=1"),
+        "thin_serve in the guest said: {out}\n{}",
+        b.tail()
+    );
+}
