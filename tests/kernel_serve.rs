@@ -14,16 +14,22 @@ use std::collections::BTreeMap;
 /// as zeros and is not compared).
 const VOL: u64 = 2 << 20;
 
+/// Formats the oracle tests' pool with thin devices `devs`.
+fn format_pool(meta: &std::path::Path, devs: &[u32]) {
+    let mut s = Script::default();
+    s.op(format!("format {BS} {NR_BLOCKS}"));
+    for d in devs {
+        s.op(format!("create_thin {d}"));
+    }
+    s.op("commit");
+    thin_exec_ok(meta, &s, "format the pool");
+}
+
 #[test]
 fn kernel_reads_what_thin_serve_wrote_and_back() {
     let Images { tmp, meta, data } = Images::new();
     let dir = tmp.path();
-    let mut s = Script::default();
-    s.op(format!("format {BS} {NR_BLOCKS}"));
-    s.op("create_thin 1");
-    s.op("create_thin 2");
-    s.op("commit");
-    thin_exec_ok(&meta, &s, "format the pool");
+    format_pool(&meta, &[1, 2]);
 
     let size = format!("--size={VOL}");
     let srv = Server::start(dir, &meta, &data, &[&size]);
@@ -105,11 +111,7 @@ fn kernel_reads_what_thin_serve_wrote_and_back() {
 fn kernel_held_pool_is_refused() {
     let Images { tmp, meta, data } = Images::new();
     let dir = tmp.path();
-    let mut s = Script::default();
-    s.op(format!("format {BS} {NR_BLOCKS}"));
-    s.op("create_thin 1");
-    s.op("commit");
-    thin_exec_ok(&meta, &s, "format the pool");
+    format_pool(&meta, &[1]);
     let mut g = GuestFiles::new(&dir.join("guest"));
     // The test binary, stripped (a few MB) to travel to the guest.
     let pdt = dir.join("guest").join("pdt");

@@ -22,15 +22,19 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
+/// Metadata of `meta_blocks` blocks formatted for `nr_data` data blocks of
+/// 64 KiB, with thin device 0; and a data device of that size.
+fn formatted(meta_blocks: u64, nr_data: u64) -> (Arc<dyn BlockDevice>, Arc<dyn BlockDevice>) {
+    let meta: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(meta_blocks));
+    let mut md = ThinMetadata::format(meta.clone(), 128, nr_data, false).unwrap();
+    md.create_thin(0).unwrap();
+    md.commit().unwrap();
+    (meta, Arc::new(MemoryDevice::new(nr_data * 16)))
+}
+
 #[test]
 fn writers_snapshots_and_flushes_at_once() {
-    let meta: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(1024));
-    let data: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(256 * 16));
-    {
-        let mut md = ThinMetadata::format(meta.clone(), 128, 256, false).unwrap();
-        md.create_thin(0).unwrap();
-        md.commit().unwrap();
-    }
+    let (meta, data) = formatted(1024, 256);
     let pool = Arc::new(Pool::open(meta.clone(), data.clone(), true).unwrap());
     let done = AtomicBool::new(false);
     let snaps = AtomicU64::new(0);
@@ -114,13 +118,7 @@ fn writers_snapshots_and_flushes_at_once() {
 
 #[test]
 fn enospc_then_reads_and_overwrites() {
-    let meta: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(256));
-    let data: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(4 * 16));
-    {
-        let mut md = ThinMetadata::format(meta.clone(), 128, 4, false).unwrap();
-        md.create_thin(0).unwrap();
-        md.commit().unwrap();
-    }
+    let (meta, data) = formatted(256, 4);
     let pool = Pool::open(meta, data, true).unwrap();
     let block = pool.block_bytes();
     for b in 0..4 {
@@ -145,14 +143,8 @@ fn enospc_then_reads_and_overwrites() {
 #[test]
 fn data_device_errors() {
     use pdata::io::{FlakeyDevice, IoKinds, Rule, Trigger};
-    let meta: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(256));
-    let mem: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(8 * 16));
+    let (meta, mem) = formatted(256, 8);
     let data = Arc::new(FlakeyDevice::new(mem));
-    {
-        let mut md = ThinMetadata::format(meta.clone(), 128, 8, false).unwrap();
-        md.create_thin(0).unwrap();
-        md.commit().unwrap();
-    }
     let pool = Pool::open(meta.clone(), data.clone(), true).unwrap();
     pool.write(0, 0, &[1u8; 4096], false).unwrap();
     data.add_rule(Rule::fail(IoKinds::WRITE, Trigger::Nth(0)));
