@@ -268,12 +268,13 @@ impl<R: Read, W: Write> Write for Conn<R, W> {
 
 /// One client, from the handshake to the end. Whatever the client does,
 /// only its own connection ends.
-fn client<R: Read, W: Write>(r: R, w: W, ex: &Exports) {
+fn client<R: Read, W: Write + Send>(r: R, w: W, ex: &Exports) {
     let mut c = Conn {
         r: BufReader::with_capacity(256 << 10, r),
         w: BufWriter::with_capacity(256 << 10, w),
     };
     if let Ok(handshake::Outcome::Serve(e)) = handshake::negotiate(&mut c, ex) {
-        let _ = transmission::serve(&mut c, &e, ex.read_only);
+        let Conn { mut r, w } = c;
+        let _ = transmission::serve(&mut r, w, &e, ex.read_only);
     }
 }
