@@ -170,6 +170,11 @@ pub const TOOLS: &[Tool] = &[
         about: "write the metadata blocks of a pack back to a file or device",
         run: thin::thin_metadata_unpack::run,
     },
+    Tool {
+        name: "thin_serve",
+        about: "serve a pool's thin devices over NBD, as dm-thin would",
+        run: thin::thin_serve::run,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Tool> {

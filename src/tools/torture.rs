@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 use torture::Config;
 
-const USAGE: &str = "usage: pdt torture [--workload btree|thin|era|cache] [--seed S] [--ops N]
+const USAGE: &str =
+    "usage: pdt torture [--workload btree|thin|era|cache|serve] [--seed S] [--ops N]
                     [--transactions T] [--max-states N] [--self-test]
 
 Runs a seeded workload once, recording it, and checks every crash state a
@@ -25,7 +26,9 @@ the k-th flush, and drops every write from the k-th on, for every k.
                      transactions; btree: raw B-trees and the metadata space
                      map through a small cache; cache: dm-cache metadata,
                      versions 1 and 2, commits clean and unclean; era: dm-era
-                     writes, checkpoints, digests, metadata snapshots, resizes
+                     writes, checkpoints, digests, metadata snapshots, resizes;
+                     serve: thin_serve's requests on a pool's data and
+                     metadata devices together (crash states only)
   --seed S           seed of the workload and of the sampling (default 1)
   --ops N            operations per transaction, on average (default 12)
   --transactions T   transactions (default 20)
@@ -199,7 +202,10 @@ fn torture_main(args: &[String], out: &mut dyn Write) -> u8 {
         }
     }
     let ok = if args.self_test {
-        if report.crash_violations > 0 && report.io_violations > 0 {
+        // The serve workload has no I/O-error injection yet: its seed bug
+        // (no data flush before a commit) shows in crash states only.
+        let io_needed = c.workload != torture::WorkloadKind::Serve;
+        if report.crash_violations > 0 && (report.io_violations > 0 || !io_needed) {
             let _ = writeln!(
                 out,
                 "self-test passed: with the seed bug switched on the harness found {} violations ({} in crash states, {} at I/O-error points)",

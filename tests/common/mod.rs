@@ -12,6 +12,7 @@ pub mod exec_model;
 pub mod kernel;
 pub mod kernel_host;
 pub mod log_writes;
+pub mod nbd;
 pub mod oracle;
 pub mod pool;
 pub mod rng;

@@ -8,6 +8,7 @@ pub mod format;
 pub mod ir;
 pub mod metadata;
 pub mod migrate;
+pub mod pool;
 pub mod progress;
 pub mod query;
 pub mod repair;

@@ -22,6 +22,7 @@ pub mod image;
 pub mod inject;
 pub mod rng;
 pub mod script;
+pub mod serve_workload;
 pub mod thin_workload;
 pub mod workload;
 
@@ -103,6 +104,8 @@ pub enum WorkloadKind {
     Thin,
     Cache,
     Era,
+    /// A served pool, data and metadata ([`serve_workload`]).
+    Serve,
 }
 
 impl FromStr for WorkloadKind {
@@ -113,8 +116,9 @@ impl FromStr for WorkloadKind {
             "thin" => Ok(WorkloadKind::Thin),
             "cache" => Ok(WorkloadKind::Cache),
             "era" => Ok(WorkloadKind::Era),
+            "serve" => Ok(WorkloadKind::Serve),
             _ => Err(format!(
-                "unknown workload '{s}' (btree, thin, cache or era)"
+                "unknown workload '{s}' (btree, thin, cache, era or serve)"
             )),
         }
     }
@@ -207,6 +211,30 @@ impl Report {
     }
 }
 
+/// The served-pool workload: its own crash enumeration over two devices
+/// (no I/O-error injection yet); `ops · transactions` requests, at most
+/// 4000 crash images.
+fn run_serve_workload(config: &Config) -> Report {
+    let start = Instant::now();
+    let steps = config.ops * config.transactions;
+    let r = serve_workload::run_serve(
+        config.seed,
+        steps,
+        config.max_states.min(4000),
+        config.mutation,
+    );
+    let n = r.violations.len() as u64;
+    Report {
+        crash_states: r.crash_images as u64,
+        violations: n,
+        crash_violations: n,
+        details: r.violations.into_iter().take(config.keep_details).collect(),
+        steps,
+        elapsed: start.elapsed(),
+        ..Report::default()
+    }
+}
+
 /// Runs the harnesses the config asks for over its workload.
 pub fn run(config: &Config, progress: &ProgressFn<'_>) -> Report {
     match config.workload {
@@ -248,6 +276,7 @@ pub fn run(config: &Config, progress: &ProgressFn<'_>) -> Report {
             }
             report
         }
+        WorkloadKind::Serve => run_serve_workload(config),
         WorkloadKind::Era => run_workload(
             &Scripted::new(
                 era_workload::Era,

@@ -156,3 +156,28 @@ pub fn open_restore_output(path: &Path) -> Result<Arc<dyn BlockDevice>> {
     }
     open_shared(path, true)
 }
+
+/// Opens `path` for a long-running server: exclusively (a block device the
+/// kernel holds is refused) and, for a regular file, under a `flock` (held
+/// while the returned lock file lives; exclusive when `writable`), so that
+/// two servers never share an image.
+pub fn open_held(path: &Path, writable: bool) -> Result<(Arc<dyn BlockDevice>, std::fs::File)> {
+    use std::os::unix::io::AsRawFd;
+    let dev = FileDevice::open_with(path, writable, true)
+        .with_context(|| format!("cannot open {} exclusively", path.display()))?;
+    let lock =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let how = if writable {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
+        bail!(
+            "{} is in use by another process (it holds a lock on it)",
+            path.display()
+        );
+    }
+    Ok((Arc::new(dev), lock))
+}

@@ -21,15 +21,15 @@ pub mod units;
 
 pub use data::{copy_range, discard, no_copy_range, punch_hole, size_of, zero_out};
 pub use device::{
-    distinct, open_data, open_device, open_exclusive, open_output, open_reader,
+    distinct, open_data, open_device, open_exclusive, open_held, open_output, open_reader,
     open_restore_output, open_shared, open_text_input, refuse_overwrite, same_file, warn_live,
 };
 pub use getopt::{GetOpt, HasArg, Opt};
 pub use in_out::{parse_in_out, InOut, INPUT, OUTPUT};
 pub use interrupt::{catch_interrupts, interrupted};
 pub use opts::{
-    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, FORCE, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
-    SUPER_BLOCK_ONLY, VERSION,
+    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, DATA_DEV, FORCE, HELP, IGNORE_NON_FATAL,
+    METADATA_DEV, QUIET, SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
 pub use progress::{CountingReader, Progress};
 pub use report::print_steps;

@@ -29,3 +29,7 @@ pub const IGNORE_NON_FATAL: Opt = Opt::long(
 );
 pub const SKIP_MAPPINGS: Opt = Opt::long("skip-mappings", HasArg::No, "skip-mappings");
 pub const SUPER_BLOCK_ONLY: Opt = Opt::long("super-block-only", HasArg::No, "super-block-only");
+
+/// A pool's two devices (thin_trim, thin_serve).
+pub const METADATA_DEV: Opt = Opt::long("metadata-dev", HasArg::Required, "metadata");
+pub const DATA_DEV: Opt = Opt::long("data-dev", HasArg::Required, "data");

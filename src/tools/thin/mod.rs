@@ -18,6 +18,7 @@ pub(super) mod thin_migrate;
 pub(super) mod thin_repair;
 pub(super) mod thin_restore;
 pub(super) mod thin_rmap;
+pub(super) mod thin_serve;
 pub(super) mod thin_shrink;
 pub(super) mod thin_trim;
 pub mod xml;

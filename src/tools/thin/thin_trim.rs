@@ -8,8 +8,8 @@
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
 use crate::tools::cli::{
-    discard, exit_status, open_data, open_exclusive, punch_hole, GetOpt, HasArg, Opt, HELP, QUIET,
-    VERSION,
+    discard, exit_status, open_data, open_exclusive, punch_hole, GetOpt, HasArg, Opt, DATA_DEV,
+    HELP, METADATA_DEV, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use pdata::live::LiveMetadata;
@@ -33,8 +33,8 @@ const OPTS: &[Opt] = &[
     HELP,
     VERSION,
     QUIET,
-    Opt::long("metadata-dev", HasArg::Required, "metadata"),
-    Opt::long("data-dev", HasArg::Required, "data"),
+    METADATA_DEV,
+    DATA_DEV,
     Opt::long("pool-inactive", HasArg::No, "pool-inactive"),
 ];
 

@@ -224,16 +224,24 @@ impl ThinMetadata {
     /// Makes the transaction durable: all blocks but the superblock are
     /// written and flushed, then the superblock is written and flushed.
     pub fn commit(&mut self) -> Result<()> {
+        self.commit_then(|| Ok(()))
+    }
+
+    /// `commit`, with `before_superblock` run once every other block is
+    /// durable and before the superblock is written; its failure fails the
+    /// commit. (The pool waits there for its data flush, so that the new
+    /// superblock never names mappings to data not yet on disk.)
+    pub fn commit_then(&mut self, before_superblock: impl FnOnce() -> Result<()>) -> Result<()> {
         self.require_writable()?;
         self.tm.check_alive()?;
-        let r = self.commit_inner();
+        let r = self.commit_inner(before_superblock);
         if let Err(e) = &r {
             self.tm.poison(format!("commit failed: {e}"));
         }
         r
     }
 
-    fn commit_inner(&mut self) -> Result<()> {
+    fn commit_inner(&mut self, before_superblock: impl FnOnce() -> Result<()>) -> Result<()> {
         // 1. Client-level state: device details, unused allocations, data SM.
         let mut changed: Vec<u64> = self.changed.drain().collect();
         changed.sort_unstable();
@@ -256,6 +264,7 @@ impl ThinMetadata {
         self.sb.data_sm_root = self.data_sm.commit(&mut self.tm)?;
         // 2. Everything but the superblock, durably.
         self.sb.metadata_sm_root = self.tm.pre_commit()?;
+        before_superblock()?;
         // 3. Only then the superblock; nothing before this can have written it.
         let block = self.sb.pack();
         self.tm
