@@ -237,7 +237,7 @@ fn serve(o: &Options) -> Result<()> {
         }));
     }
     if !o.quiet {
-        eprintln!("thin_serve: serving");
+        errln!("thin_serve: serving");
     }
     for t in threads {
         let _ = t.join();
