@@ -95,6 +95,11 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
     }
     // 1.x: clearing the flag repairs leaks too.
     o.check.repair_leaks = o.auto_repair || o.clear_needs_check;
+    // For tests: a smaller budget counts a small pool's data blocks in
+    // several passes, as a huge pool's are.
+    o.check.data_budget = std::env::var("PDT_CHECK_DATA_BUDGET")
+        .ok()
+        .and_then(|v| v.parse().ok());
     Ok(o)
 }
 

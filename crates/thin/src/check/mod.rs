@@ -52,7 +52,17 @@ pub struct CheckOptions {
     /// When leaks are the only problem, set the leaked blocks free (the
     /// device must be writable).
     pub repair_leaks: bool,
+    /// Bytes the data block counts may take ([`DATA_BUDGET`] if None):
+    /// past it, the data blocks are counted window by window, a pass over
+    /// the mapping leaves each.
+    pub data_budget: Option<usize>,
 }
+
+/// What the data block counts take at most by default: a pool whose
+/// mappings need more (about 60M distinct data blocks, at half a byte
+/// each) is counted in several passes, so that the check's memory stays
+/// flat up to the largest metadata device.
+pub const DATA_BUDGET: usize = 24 << 20;
 
 /// Checks the metadata on `dev` (the committed state), all of it.
 pub fn check(dev: Arc<dyn BlockDevice>) -> pdata::Result<CheckReport> {
@@ -110,7 +120,11 @@ pub fn check_with_progress(
     } else {
         dsm.nr_blocks
     };
-    let (Ok(meta), Ok(data)) = (RefCounts::new(meta_len), RefCounts::new(data_len)) else {
+    let budget = opts.data_budget.unwrap_or(DATA_BUDGET);
+    let (Ok(meta), Ok(data)) = (
+        RefCounts::new(meta_len),
+        RefCounts::window(data_len, 0, budget),
+    ) else {
         report.fatal(
             Section::Superblock,
             format!("not enough memory to count references to {data_len} data blocks"),
@@ -208,21 +222,42 @@ pub fn check_with_progress(
         index: i as u64,
         loc: e.blocknr,
     }));
-    if data_len == dsm.nr_blocks {
-        bitmaps.extend(data_index.iter().map(|s| BitmapRef {
-            map: Map::Data,
-            index: s.key,
-            loc: s.entry.blocknr,
-        }));
+    let whole = data_len == dsm.nr_blocks;
+    let mut end = w.client.data.window_end();
+    if whole {
+        bitmaps.extend(space_maps::data_bitmaps(&data_index, 0..end));
     }
     bitmaps.retain(|b| b.loc < limit);
-    let t = sm::compare(
+    let mut t = sm::Tally::default();
+    let nr_blocks = [msm.nr_blocks, dsm.nr_blocks];
+    sm::compare_some(
         &mut w,
         |t| &t.data,
         bitmaps,
-        [msm.nr_blocks, dsm.nr_blocks],
+        nr_blocks,
         Section::SpaceMaps,
+        &mut t,
     );
+    // The data blocks the budget left out, window by window.
+    while whole && end < data_len {
+        let Ok(data) = RefCounts::window(data_len, end, budget) else {
+            break;
+        };
+        w.client.data = data;
+        let start = end;
+        end = space_maps::recount(&mut w);
+        let mut bitmaps: Vec<_> = space_maps::data_bitmaps(&data_index, start..end).collect();
+        bitmaps.retain(|b| b.loc < limit);
+        sm::compare_some(
+            &mut w,
+            |t| &t.data,
+            bitmaps,
+            nr_blocks,
+            Section::SpaceMaps,
+            &mut t,
+        );
+    }
+    sm::report_leaks(&mut w, &t, Section::SpaceMaps);
     report.metadata_blocks_in_use = t.in_use[0];
     report.data_blocks_in_use = t.in_use[1];
     if opts.repair_leaks && w.problems.nr_fatal == 0 && !t.leaky.is_empty() {

@@ -9,13 +9,14 @@
 
 mod results;
 
+use super::blocks::BlockSet;
 use super::node::{key, verify_node};
 use super::pipeline::{self, Buffers};
 use super::report::{Problems, Section};
 use crate::block_manager::le64;
 use crate::btree::node::Shape;
 use crate::io::BlockDevice;
-use crate::progress::ProgressHook;
+use crate::progress::{NoProgress, ProgressHook};
 use crate::space_map::RefCounts;
 use crate::Block;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -23,6 +24,9 @@ use std::fmt::Display;
 
 /// Deeper than any B-tree of a metadata device can be.
 pub const MAX_DEPTH: usize = 64;
+/// References visited in one piece of a level, and the most a level
+/// gathers before its parent level's piece stops (48 bytes or so each).
+const LEVEL_MAX: usize = 1 << 16;
 
 /// Which tree a reference leads into, and whatever else the client's
 /// messages need (a device, a snapshot...).
@@ -147,8 +151,8 @@ pub struct Walker<'a, C: Client> {
     /// References to nodes already referenced.
     repeats: Vec<Ref<KindOf<C>>>,
     pub others: FxHashMap<u64, C::Other>,
-    /// Blocks counted by [`Self::reference_data_bitmap`], a bit each.
-    data_bitmaps: Vec<u64>,
+    /// Blocks counted by [`Self::reference_data_bitmap`].
+    data_bitmaps: BlockSet,
     /// The array blocks among `others` (arrays may share them).
     pub(crate) array_blocks: FxHashSet<u64>,
 }
@@ -174,7 +178,7 @@ impl<'a, C: Client> Walker<'a, C> {
             child_locs: Vec::new(),
             repeats: Vec::new(),
             others: FxHashMap::default(),
-            data_bitmaps: Vec::new(),
+            data_bitmaps: BlockSet::default(),
             array_blocks: FxHashSet::default(),
         }
     }
@@ -198,19 +202,14 @@ impl<'a, C: Client> Walker<'a, C> {
     ) -> bool {
         let first = self.count_other(loc, &what, section);
         if first {
-            let word = (loc / 64) as usize;
-            if self.data_bitmaps.len() <= word {
-                self.data_bitmaps.resize(word + 1, 0);
-            }
-            self.data_bitmaps[word] |= 1 << (loc % 64);
+            self.data_bitmaps.insert(loc);
         }
         first
     }
 
     /// Whether `loc` was counted by [`Self::reference_data_bitmap`].
     pub(super) fn is_data_bitmap(&self, loc: u64) -> bool {
-        let word = self.data_bitmaps.get((loc / 64) as usize).copied();
-        word.is_some_and(|w| w & (1 << (loc % 64)) != 0)
+        self.data_bitmaps.contains(loc)
     }
 
     fn count_other(&mut self, loc: u64, what: &C::Other, section: SectionOf<C>) -> bool {
@@ -256,32 +255,110 @@ impl<'a, C: Client> Walker<'a, C> {
         }
     }
 
-    /// Walks the trees below `roots`, level by level.
+    /// Walks the trees below `roots`, level by level: each level's nodes
+    /// in block order, in pieces of at most [`LEVEL_MAX`], the deepest
+    /// level first. The references waiting then stay below
+    /// `LEVEL_MAX` (plus a node's children) per level, whatever the size of
+    /// the trees; where every level fits in one piece, as in all but huge
+    /// pools, this is the plain breadth-first order.
     pub fn walk(&mut self, roots: &[Ref<KindOf<C>>]) {
-        let mut frontier = Vec::new();
+        let mut first = Vec::new();
         for &r in roots {
-            self.reference_node(r, &mut frontier);
+            self.reference_node(r, &mut first);
         }
+        // Per level: its references (sorted) and how many were visited.
+        let mut levels = vec![(first, 0usize)];
+        levels[0].0.sort_unstable_by_key(|r| r.loc);
         let (dev, progress) = (self.dev, self.progress);
-        while !frontier.is_empty() {
-            frontier.sort_unstable_by_key(|r| r.loc);
+        while let Some((level, done)) = levels.last_mut() {
+            if *done == level.len() {
+                levels.pop();
+                continue;
+            }
+            let piece = &level[*done..level.len().min(*done + LEVEL_MAX)];
             let mut next = Vec::new();
+            let mut visited = 0;
             let mut buffers = std::mem::take(&mut self.buffers);
             pipeline::run(
                 dev,
                 progress,
-                &frontier,
+                piece,
                 &mut buffers,
                 |r| r.loc,
                 |r, b| match b {
                     Some(b) => verify_node(r.loc, b, r.kind.leaf_value_size()),
                     None => Err(format!("node {} cannot be read", r.loc)),
                 },
-                |r, b, v| self.visit(r, b, v, &mut next),
+                |r, b, v| {
+                    // A full next level: the rest of the piece waits for
+                    // it (read again then).
+                    if next.len() < LEVEL_MAX {
+                        self.visit(r, b, v, &mut next);
+                        visited += 1;
+                    }
+                },
             );
             self.buffers = buffers;
-            frontier = next;
+            *done += visited;
+            if next.is_empty() {
+                continue;
+            }
+            if levels.len() >= MAX_DEPTH {
+                let r = next[0];
+                self.problems.fatal(
+                    r.kind.section(),
+                    format!(
+                        "{}: node {} is deeper than {MAX_DEPTH} levels",
+                        r.context(),
+                        r.loc
+                    ),
+                );
+                continue;
+            }
+            next.sort_unstable_by_key(|r| r.loc);
+            levels.push((next, 0));
         }
+    }
+
+    /// Reads again the leaves of `set` (leaves of `kind`'s tree that the
+    /// walk visited), in block order, and hands each one that still passes
+    /// to `f`; nothing is counted or reported, and no progress told. For a
+    /// client that counts what its leaves refer to in several passes.
+    pub fn revisit(
+        &mut self,
+        set: &BlockSet,
+        kind: KindOf<C>,
+        mut f: impl FnMut(&mut Self, &Ref<KindOf<C>>, &Block, &Shape),
+    ) {
+        let dev = self.dev;
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let mut locs = set.iter().peekable();
+        while locs.peek().is_some() {
+            let piece: Vec<Ref<KindOf<C>>> = locs
+                .by_ref()
+                .take(LEVEL_MAX)
+                .map(|loc| Ref {
+                    root: false,
+                    ..Ref::root(loc, kind)
+                })
+                .collect();
+            pipeline::run(
+                dev,
+                &NoProgress,
+                &piece,
+                &mut buffers,
+                |r| r.loc,
+                |r, b| b.map(|b| verify_node(r.loc, b, r.kind.leaf_value_size())),
+                |r, b, v| {
+                    if let (Some(b), Some(Ok(shape))) = (b, v) {
+                        if shape.leaf {
+                            f(self, r, b, &shape);
+                        }
+                    }
+                },
+            );
+        }
+        self.buffers = buffers;
     }
 
     fn visit(
