@@ -261,13 +261,18 @@ pub fn check_with_progress(
     report.metadata_blocks_in_use = t.in_use[0];
     report.data_blocks_in_use = t.in_use[1];
     if opts.repair_leaks && w.problems.nr_fatal == 0 && !t.leaky.is_empty() {
-        match repair::leaks(
+        let freed = repair::leaks(
             &w,
             &t.leaky,
             &mut meta_index,
             msm.bitmap_root,
             &mut data_index,
-        ) {
+        )
+        .and_then(|freed| {
+            let data = space_maps::earlier_data_leaks(&mut w, &t.leaky, &mut data_index, budget)?;
+            repair::finish(w.dev, [freed[0], freed[1] + data])
+        });
+        match freed {
             Ok(n) => report.repaired_leaks = n,
             Err(e) => w.problems.fatal(
                 Section::SpaceMaps,

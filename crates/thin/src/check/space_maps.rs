@@ -2,10 +2,12 @@
 //! must hold bitmaps 0..n for the data device. (The comparison of both
 //! maps with the counts is the engine's, `pdata::check::space_map`.)
 
+use super::repair;
 use super::report::Section;
 use super::trees::{bottom_leaf, overflow_leaf, IndexSlot, Kind, Tree, Walker};
 use pdata::check::space_map::{BitmapRef, Map};
 use pdata::check::walk::{leaf_values, EngineBlock};
+use pdata::check::RefCounts;
 use pdata::space_map::counts::CHUNK;
 use pdata::space_map::format::nr_bitmaps;
 use std::ops::Range;
@@ -85,4 +87,32 @@ pub fn recount(w: &mut Walker) -> u64 {
     });
     w.client.overflow_leaves = leaves;
     w.client.data.window_end()
+}
+
+/// Sets free the data leaks of the `leaky` bitmaps before the window at
+/// hand (the last one counted), counting their windows again; the blocks
+/// set free.
+pub fn earlier_data_leaks(
+    w: &mut Walker,
+    leaky: &[BitmapRef],
+    data_index: &mut [IndexSlot],
+    budget: usize,
+) -> Result<u64, String> {
+    let mut todo: Vec<BitmapRef> = leaky
+        .iter()
+        .filter(|r| r.map == Map::Data && r.index * (CHUNK as u64) < w.client.data.window_start())
+        .copied()
+        .collect();
+    todo.sort_unstable_by_key(|r| r.index);
+    let mut freed = 0;
+    while let Some(first) = todo.first() {
+        let nr = w.client.data.nr_blocks();
+        w.client.data =
+            RefCounts::window(nr, first.index * CHUNK as u64, budget).map_err(|e| e.to_string())?;
+        recount(w);
+        freed += repair::data_leaks(w, &todo, data_index)?;
+        let data = &w.client.data;
+        todo.retain(|r| !data.in_window(r.index * CHUNK as u64));
+    }
+    Ok(freed)
 }
