@@ -62,7 +62,20 @@ fn hints(used: u32, first_free: u32) -> (u32, u32) {
 
 /// Writes the data-device space map for `counts`; gives its root.
 pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> {
-    let nr_blocks = counts.nr_blocks();
+    write_disk_sm_windows(w, counts, |_| unreachable!("one window covers the device"))
+}
+
+/// [`write_disk_sm`] for counts kept window by window
+/// ([`RefCounts::window`]): `first`'s window, then for each later one the
+/// counts `next(start)` gives (a window starting at `start`), in bitmap
+/// order; one window's counts are held at a time.
+pub fn write_disk_sm_windows(
+    w: &mut BatchWriter,
+    first: &RefCounts,
+    mut next: impl FnMut(u64) -> Result<RefCounts>,
+) -> Result<SmRoot> {
+    let nr_blocks = first.nr_blocks();
+    let mut later: Option<RefCounts> = None;
     let mut index = TreeBuilder::new(INDEX_ENTRY_SIZE);
     let mut overflow = TreeBuilder::new(OVERFLOW_VALUE_SIZE);
     let mut big: Vec<(u64, u32)> = Vec::new();
@@ -71,6 +84,10 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
     let mut bytes = vec![0u8; ENTRIES_PER_BITMAP as usize].into_boxed_slice();
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
+        if base >= later.as_ref().unwrap_or(first).window_end() {
+            later = Some(next(base)?);
+        }
+        let counts = later.as_ref().unwrap_or(first);
         let (loc, block) = w.alloc()?;
         let (mut used, mut first_free) = (0u32, None);
         if let Some(ChunkView::Sparse(list)) = counts.chunk(i) {
@@ -140,8 +157,14 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
 
 /// Blocks [`write_disk_sm`] writes for `counts`.
 pub fn disk_sm_blocks(counts: &RefCounts) -> u64 {
-    let nb = nr_bitmaps(counts.nr_blocks()) as u64;
-    nb + nodes_for(nb, INDEX_ENTRY_SIZE) + nodes_for(counts.nr_overflow(), OVERFLOW_VALUE_SIZE)
+    disk_sm_blocks_for(counts.nr_blocks(), counts.nr_overflow())
+}
+
+/// Blocks a data space map of `nr_blocks` with `nr_overflow` counts of 3
+/// and more takes.
+pub fn disk_sm_blocks_for(nr_blocks: u64, nr_overflow: u64) -> u64 {
+    let nb = nr_bitmaps(nr_blocks) as u64;
+    nb + nodes_for(nb, INDEX_ENTRY_SIZE) + nodes_for(nr_overflow, OVERFLOW_VALUE_SIZE)
 }
 
 /// Where a metadata space map lives, reserved before anything else is

@@ -20,6 +20,12 @@ use rustc_hash::FxHashMap;
 
 /// Blocks per bitmap: the unit of [`RefCounts::chunk`].
 pub const CHUNK: usize = ENTRIES_PER_BITMAP as usize;
+/// What the counts of a data device take at most, by default, in the
+/// checkers and builders that count window by window
+/// ([`RefCounts::window`]): half a byte per block in use, so a pool of more
+/// than about 50M data blocks in use is counted in several passes and the
+/// tools' memory stays flat up to the largest metadata device.
+pub const WINDOW_BUDGET: usize = 24 << 20;
 /// Largest count held in the byte itself.
 const MAX_SMALL: u8 = 253;
 /// The count is in `big`.
@@ -329,15 +335,22 @@ impl RefCounts {
             };
             match slot.checked_sub(1).map(|s| &mut self.chunks[s]) {
                 Some(Chunk::Dense(nibbles)) => {
-                    while let Some(off) = in_chunk(i) {
-                        let shift = 4 * (off & 1);
-                        let x = (nibbles[off / 2] >> shift) & 15;
-                        if x + 1 >= NIB_MAX {
-                            break;
+                    // The hot loop of a check: counts of 0 and 1 go up here
+                    // (a fixed-size chunk: no bounds check); a count of 2
+                    // and more goes to `inc`, which keeps `nr_overflow`.
+                    if let Ok(nibbles) = <&mut [u8; DENSE_BYTES]>::try_from(&mut **nibbles) {
+                        for &b in &blocks[i..] {
+                            let off = b.wrapping_sub(base);
+                            if off >= CHUNK as u64 {
+                                break;
+                            }
+                            let (byte, shift) = (&mut nibbles[off as usize / 2], 4 * (off & 1));
+                            if (*byte >> shift) & 15 >= 2 {
+                                break;
+                            }
+                            *byte += 1 << shift;
+                            i += 1;
                         }
-                        nibbles[off / 2] += 1 << shift;
-                        self.nr_overflow += u64::from(x == 2);
-                        i += 1;
                     }
                 }
                 Some(Chunk::Wide(bytes)) => {
@@ -437,12 +450,16 @@ impl RefCounts {
                     self.nr_blocks
                 ))
             })?;
-        for b in begin..end {
+        // Only the window's blocks are counted.
+        for b in begin.max(self.window_start())..end.min(self.hi) {
             if self.inc(b) == u32::MAX {
                 return Err(Error::invalid(format!(
                     "block {b}: reference count overflows"
                 )));
             }
+        }
+        if self.bytes > self.budget {
+            self.shed();
         }
         Ok(())
     }

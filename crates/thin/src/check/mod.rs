@@ -30,6 +30,7 @@ use crate::progress::{NoProgress, ProgressHook};
 use pdata::check::space_map::{self as sm, BitmapRef, Map};
 use pdata::check::RefCounts;
 use pdata::io::BlockDevice;
+use pdata::space_map::counts::WINDOW_BUDGET;
 use pdata::space_map::format::nr_bitmaps;
 use std::sync::Arc;
 use trees::{root, Other, Thin, Tree, Walker};
@@ -52,17 +53,12 @@ pub struct CheckOptions {
     /// When leaks are the only problem, set the leaked blocks free (the
     /// device must be writable).
     pub repair_leaks: bool,
-    /// Bytes the data block counts may take ([`DATA_BUDGET`] if None):
-    /// past it, the data blocks are counted window by window, a pass over
-    /// the mapping leaves each.
+    /// Bytes the data block counts may take
+    /// ([`pdata::space_map::counts::WINDOW_BUDGET`] if None): past it, the
+    /// data blocks are counted window by window, a pass over the mapping
+    /// leaves each.
     pub data_budget: Option<usize>,
 }
-
-/// What the data block counts take at most by default: a pool whose
-/// mappings need more (about 60M distinct data blocks, at half a byte
-/// each) is counted in several passes, so that the check's memory stays
-/// flat up to the largest metadata device.
-pub const DATA_BUDGET: usize = 24 << 20;
 
 /// Checks the metadata on `dev` (the committed state), all of it.
 pub fn check(dev: Arc<dyn BlockDevice>) -> pdata::Result<CheckReport> {
@@ -120,7 +116,7 @@ pub fn check_with_progress(
     } else {
         dsm.nr_blocks
     };
-    let budget = opts.data_budget.unwrap_or(DATA_BUDGET);
+    let budget = opts.data_budget.unwrap_or(WINDOW_BUDGET);
     let (Ok(meta), Ok(data)) = (
         RefCounts::new(meta_len),
         RefCounts::window(data_len, 0, budget),
