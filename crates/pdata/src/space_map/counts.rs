@@ -335,22 +335,25 @@ impl RefCounts {
             };
             match slot.checked_sub(1).map(|s| &mut self.chunks[s]) {
                 Some(Chunk::Dense(nibbles)) => {
-                    // The hot loop of a check: counts of 0 and 1 go up here
-                    // (a fixed-size chunk: no bounds check); a count of 2
-                    // and more goes to `inc`, which keeps `nr_overflow`.
+                    // The hot loop of a check (a fixed-size chunk: no
+                    // bounds check).
                     if let Ok(nibbles) = <&mut [u8; DENSE_BYTES]>::try_from(&mut **nibbles) {
+                        let mut threes = 0;
                         for &b in &blocks[i..] {
                             let off = b.wrapping_sub(base);
                             if off >= CHUNK as u64 {
                                 break;
                             }
                             let (byte, shift) = (&mut nibbles[off as usize / 2], 4 * (off & 1));
-                            if (*byte >> shift) & 15 >= 2 {
+                            let x = (*byte >> shift) & 15;
+                            if x + 1 >= NIB_MAX {
                                 break;
                             }
                             *byte += 1 << shift;
+                            threes += u64::from(x == 2);
                             i += 1;
                         }
+                        self.nr_overflow += threes;
                     }
                 }
                 Some(Chunk::Wide(bytes)) => {

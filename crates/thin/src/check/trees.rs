@@ -89,6 +89,10 @@ impl TreeKind for Kind {
     fn keep_children(&self) -> bool {
         matches!(self.tree, Tree::Bottom | Tree::Top | Tree::Details)
     }
+
+    fn compact_leaves(&self) -> bool {
+        self.tree == Tree::Bottom
+    }
 }
 
 pub type Ref = walk::Ref<Kind>;

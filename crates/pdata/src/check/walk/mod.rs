@@ -45,6 +45,13 @@ pub trait TreeKind: Copy + Send + Sync {
     /// Keep the children of this tree's internal nodes, to gather its leaf
     /// entries or count them after the walk.
     fn keep_children(&self) -> bool;
+    /// Remember only the number of entries of this tree's leaves (a byte
+    /// where a summary takes 32: the leaves of the largest trees); their
+    /// other references are checked by reading them again. One tree at most
+    /// may say so.
+    fn compact_leaves(&self) -> bool {
+        false
+    }
 }
 
 /// A client's checker: its trees and what to do with a leaf's values.
@@ -144,6 +151,10 @@ pub struct Walker<'a, C: Client> {
     pub client: C,
     summaries: Vec<Summary<TreeOf<C>>>,
     sorted: bool,
+    /// Leaves of the tree `compact_tree` ([`TreeKind::compact_leaves`]):
+    /// 1 + their number of entries, by block (0: not one).
+    leaf_nrs: Vec<u8>,
+    compact_tree: Option<TreeOf<C>>,
     /// Children of internal nodes of trees that keep them: loc -> range of
     /// `child_locs`.
     children: FxHashMap<u32, (u32, u32)>,
@@ -174,6 +185,8 @@ impl<'a, C: Client> Walker<'a, C> {
             client,
             summaries: Vec::new(),
             sorted: true,
+            leaf_nrs: Vec::new(),
+            compact_tree: None,
             children: FxHashMap::default(),
             child_locs: Vec::new(),
             repeats: Vec::new(),
@@ -388,10 +401,12 @@ impl<'a, C: Client> Walker<'a, C> {
             last: if nr > 0 { key(b, nr - 1) } else { 0 },
         };
         self.check_ref(r, &s);
-        if self.summaries.last().is_some_and(|p| p.loc > s.loc) {
-            self.sorted = false;
+        if !(shape.leaf && self.compact(r, &s)) {
+            if self.summaries.last().is_some_and(|p| p.loc > s.loc) {
+                self.sorted = false;
+            }
+            self.summaries.push(s);
         }
-        self.summaries.push(s);
         if shape.leaf {
             C::leaf(self, r, b, &shape, next);
             return;
@@ -421,6 +436,24 @@ impl<'a, C: Client> Walker<'a, C> {
         if keep_children {
             self.children.insert(r.loc as u32, (start, nr as u32));
         }
+    }
+
+    /// Remembers leaf `s` as a byte if its tree keeps its leaves compact;
+    /// true if it did.
+    fn compact(&mut self, r: &Ref<KindOf<C>>, s: &Summary<TreeOf<C>>) -> bool {
+        let tree = r.kind.tree();
+        if !r.kind.compact_leaves() || s.nr >= u8::MAX as u16 {
+            return false;
+        }
+        if *self.compact_tree.get_or_insert(tree) != tree {
+            return false;
+        }
+        let at = s.loc as usize;
+        if self.leaf_nrs.len() <= at {
+            self.leaf_nrs.resize(at + 1, 0);
+        }
+        self.leaf_nrs[at] = s.nr as u8 + 1;
+        true
     }
 
     /// The checks of a reference that depend on where it comes from.
