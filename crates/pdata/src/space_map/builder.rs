@@ -10,6 +10,7 @@ use crate::btree::node::{max_entries, NodeMut, LEAF_NODE, NODE_VALIDATOR};
 use crate::btree::TreeBuilder;
 use crate::io::BatchWriter;
 use crate::{Block, Result, BLOCK_SIZE};
+use std::borrow::Borrow;
 
 /// Value size of the overflow trees (le32 counts).
 const OVERFLOW_VALUE_SIZE: usize = 4;
@@ -62,20 +63,20 @@ fn hints(used: u32, first_free: u32) -> (u32, u32) {
 
 /// Writes the data-device space map for `counts`; gives its root.
 pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> {
-    write_disk_sm_windows(w, counts, |_| unreachable!("one window covers the device"))
+    write_disk_sm_windows(w, counts, |c, _| Ok(c))
 }
 
 /// [`write_disk_sm`] for counts kept window by window
 /// ([`RefCounts::window`]): `first`'s window, then for each later one the
-/// counts `next(start)` gives (a window starting at `start`), in bitmap
-/// order; one window's counts are held at a time.
-pub fn write_disk_sm_windows(
+/// counts `next(previous, start)` gives (a window starting at `start`;
+/// `previous`, given back, can be dropped first), in bitmap order.
+pub fn write_disk_sm_windows<R: Borrow<RefCounts>>(
     w: &mut BatchWriter,
-    first: &RefCounts,
-    mut next: impl FnMut(u64) -> Result<RefCounts>,
+    first: R,
+    mut next: impl FnMut(R, u64) -> Result<R>,
 ) -> Result<SmRoot> {
-    let nr_blocks = first.nr_blocks();
-    let mut later: Option<RefCounts> = None;
+    let nr_blocks = first.borrow().nr_blocks();
+    let mut window = first;
     let mut index = TreeBuilder::new(INDEX_ENTRY_SIZE);
     let mut overflow = TreeBuilder::new(OVERFLOW_VALUE_SIZE);
     let mut big: Vec<(u64, u32)> = Vec::new();
@@ -84,10 +85,10 @@ pub fn write_disk_sm_windows(
     let mut bytes = vec![0u8; ENTRIES_PER_BITMAP as usize].into_boxed_slice();
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
-        if base >= later.as_ref().unwrap_or(first).window_end() {
-            later = Some(next(base)?);
+        if base >= window.borrow().window_end() {
+            window = next(window, base)?;
         }
-        let counts = later.as_ref().unwrap_or(first);
+        let counts = window.borrow();
         let (loc, block) = w.alloc()?;
         let (mut used, mut first_free) = (0u32, None);
         if let Some(ChunkView::Sparse(list)) = counts.chunk(i) {

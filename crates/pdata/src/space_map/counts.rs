@@ -21,11 +21,11 @@ use rustc_hash::FxHashMap;
 /// Blocks per bitmap: the unit of [`RefCounts::chunk`].
 pub const CHUNK: usize = ENTRIES_PER_BITMAP as usize;
 /// What the counts of a data device take at most, by default, in the
-/// checkers and builders that count window by window
-/// ([`RefCounts::window`]): half a byte per block in use, so a pool of more
-/// than about 50M data blocks in use is counted in several passes and the
-/// tools' memory stays flat up to the largest metadata device.
-pub const WINDOW_BUDGET: usize = 24 << 20;
+/// builders that count window by window ([`RefCounts::window`]): half a
+/// byte per block in use, so a pool of more than about 60M data blocks in
+/// use is counted in several passes and the tools' memory stays flat up to
+/// the largest metadata device.
+pub const WINDOW_BUDGET: usize = 32 << 20;
 /// Largest count held in the byte itself.
 const MAX_SMALL: u8 = 253;
 /// The count is in `big`.

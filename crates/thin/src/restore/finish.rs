@@ -36,9 +36,9 @@ pub(super) fn finish(mut b: Build) -> Result<()> {
     // its overflow entries past the first window are known only as it is
     // written: a device found too small then (not all the leaves were
     // written) is given the most they can take.
-    let counts = &b.counts;
+    let counts = std::mem::replace(&mut b.counts, RefCounts::new(0)?);
     if counts.window_end() == counts.nr_blocks() {
-        b.frame.ensure_room(disk_sm_blocks(counts))?;
+        b.frame.ensure_room(disk_sm_blocks(&counts))?;
     } else if b.frame.writer().overflowed() {
         let most = counts.nr_overflow() + b.nr_mappings / 3;
         b.frame
@@ -47,7 +47,9 @@ pub(super) fn finish(mut b: Build) -> Result<()> {
     let dev = b.frame.writer().device().clone();
     b.frame.writer().flush_batch()?;
     let (nr, budget) = (counts.nr_blocks(), b.budget);
-    let data_sm_root = write_disk_sm_windows(b.frame.writer(), counts, |from| {
+    // One window's counts at a time: the last one's dropped first.
+    let data_sm_root = write_disk_sm_windows(b.frame.writer(), counts, |last, from| {
+        drop(last);
         recount(dev.as_ref(), mappings.clone(), nr, from, budget)
     })?;
 

@@ -25,8 +25,9 @@ use std::fmt::Display;
 /// Deeper than any B-tree of a metadata device can be.
 pub const MAX_DEPTH: usize = 64;
 /// References visited in one piece of a level, and the most a level
-/// gathers before its parent level's piece stops (48 bytes or so each).
-const LEVEL_MAX: usize = 1 << 16;
+/// gathers (or references to nodes met before) before its parent level's
+/// piece stops: about 2 MB of them (56 bytes each for thin).
+const LEVEL_MAX: usize = 1 << 15;
 
 /// Which tree a reference leads into, and whatever else the client's
 /// messages need (a device, a snapshot...).
@@ -158,9 +159,13 @@ pub struct Walker<'a, C: Client> {
     /// Children of internal nodes of trees that keep them: loc -> range of
     /// `child_locs`.
     children: FxHashMap<u32, (u32, u32)>,
-    child_locs: Vec<u64>,
+    /// (u32::MAX for a pointer past any metadata block: never a node).
+    child_locs: Vec<u32>,
     /// References to nodes already referenced.
     repeats: Vec<Ref<KindOf<C>>>,
+    /// Of `repeats`, those whose node was not visited yet at the last
+    /// [`Self::check_visited_repeats`].
+    repeats_waiting: usize,
     pub others: FxHashMap<u64, C::Other>,
     /// Blocks counted by [`Self::reference_data_bitmap`].
     data_bitmaps: BlockSet,
@@ -190,6 +195,7 @@ impl<'a, C: Client> Walker<'a, C> {
             children: FxHashMap::default(),
             child_locs: Vec::new(),
             repeats: Vec::new(),
+            repeats_waiting: 0,
             others: FxHashMap::default(),
             data_bitmaps: BlockSet::default(),
             array_blocks: FxHashSet::default(),
@@ -291,6 +297,7 @@ impl<'a, C: Client> Walker<'a, C> {
             let piece = &level[*done..level.len().min(*done + LEVEL_MAX)];
             let mut next = Vec::new();
             let mut visited = 0;
+            let repeats_before = self.repeats.len();
             let mut buffers = std::mem::take(&mut self.buffers);
             pipeline::run(
                 dev,
@@ -305,7 +312,7 @@ impl<'a, C: Client> Walker<'a, C> {
                 |r, b, v| {
                     // A full next level: the rest of the piece waits for
                     // it (read again then).
-                    if next.len() < LEVEL_MAX {
+                    if next.len() + (self.repeats.len() - repeats_before) < LEVEL_MAX {
                         self.visit(r, b, v, &mut next);
                         visited += 1;
                     }
@@ -313,6 +320,10 @@ impl<'a, C: Client> Walker<'a, C> {
             );
             self.buffers = buffers;
             *done += visited;
+            if self.repeats.len() >= LEVEL_MAX.max(2 * self.repeats_waiting) {
+                self.check_visited_repeats();
+                self.repeats_waiting = self.repeats.len();
+            }
             if next.is_empty() {
                 continue;
             }
@@ -430,7 +441,8 @@ impl<'a, C: Client> Walker<'a, C> {
             };
             self.reference_node(c, next);
             if keep_children {
-                self.child_locs.push(child);
+                self.child_locs
+                    .push(u32::try_from(child).unwrap_or(u32::MAX));
             }
         }
         if keep_children {

@@ -27,11 +27,33 @@ impl<C: Client> Walker<'_, C> {
     /// Checks the references to nodes met more than once so far against
     /// what the nodes hold. Call after each walk.
     pub fn check_repeats(&mut self) {
+        self.sort_summaries();
+        let repeats = std::mem::take(&mut self.repeats);
+        self.resolve(repeats);
+    }
+
+    fn sort_summaries(&mut self) {
         if !self.sorted {
             self.summaries.sort_unstable_by_key(|s| s.loc);
             self.sorted = true;
         }
-        let (compact, repeats): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repeats)
+    }
+
+    /// During the walk, when many references to nodes met before are
+    /// waiting: checks those whose node was visited already, so that they
+    /// do not pile up with the size of the trees.
+    pub(super) fn check_visited_repeats(&mut self) {
+        self.sort_summaries();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repeats)
+            .into_iter()
+            .partition(|r| self.compact_nr(r.loc).is_some() || self.summary(r.loc).is_some());
+        self.repeats = waiting;
+        self.resolve(ready);
+    }
+
+    /// Checks `repeats` (summaries sorted).
+    fn resolve(&mut self, repeats: Vec<Ref<KindOf<C>>>) {
+        let (compact, repeats): (Vec<_>, Vec<_>) = repeats
             .into_iter()
             .partition(|r| self.compact_nr(r.loc).is_some());
         self.check_compact_repeats(compact);
@@ -163,7 +185,7 @@ impl<C: Client> Walker<'_, C> {
         {
             for i in start..start + len {
                 if let Some(&child) = self.child_locs.get(i as usize) {
-                    self.gather_at(child, tree, leaves, out, depth + 1);
+                    self.gather_at(child.into(), tree, leaves, out, depth + 1);
                 }
             }
         }
@@ -209,7 +231,7 @@ impl<C: Client> Walker<'_, C> {
         let &(start, len) = self.children.get(&(loc as u32))?;
         let mut sum = Some(0u64);
         for i in start..start + len {
-            let child = self.child_locs.get(i as usize).copied()?;
+            let child = self.child_locs.get(i as usize).copied()?.into();
             sum = match (sum, self.entries_below_at(child, tree, memo, depth + 1)) {
                 (Some(a), Some(b)) => Some(a + b),
                 _ => None,
