@@ -198,7 +198,7 @@ fn restore_and_repair_in_windows_write_what_one_pass_writes() {
     for budget in [None, Some(1u64), Some(30_000)] {
         let md = file(dir.path(), "restored.md", 16 << 20);
         let out = file(dir.path(), "repaired.md", 16 << 20);
-        let mut with_budget = |tool: &str, args: &[&str]| {
+        let with_budget = |tool: &str, args: &[&str]| {
             let mut c = pdt(tool);
             if let Some(b) = budget {
                 c.env("PDT_DATA_BUDGET", b.to_string());
