@@ -223,7 +223,6 @@ pub fn check_with_progress(
     report.counts_compared = true;
     let overflow = std::mem::take(&mut w.client.meta_overflow);
     sm::metadata_overflow(&mut w, overflow, Section::SpaceMaps);
-    let limit = w.meta.nr_blocks();
     let mut bitmaps = Vec::with_capacity(meta_index.len() + data_index.len());
     bitmaps.extend(meta_index.iter().enumerate().map(|(i, e)| BitmapRef {
         map: Map::Metadata,
@@ -235,17 +234,9 @@ pub fn check_with_progress(
     if whole {
         bitmaps.extend(space_maps::data_bitmaps(&data_index, 0..end));
     }
-    bitmaps.retain(|b| b.loc < limit);
     let mut t = sm::Tally::default();
     let nr_blocks = [msm.nr_blocks, dsm.nr_blocks];
-    sm::compare_some(
-        &mut w,
-        |t| &t.data,
-        bitmaps,
-        nr_blocks,
-        Section::SpaceMaps,
-        &mut t,
-    );
+    compare(&mut w, bitmaps, nr_blocks, &mut t);
     // The data blocks the budget left out, window by window.
     while whole && end < data_len {
         let Ok(data) = RefCounts::window(data_len, end, budget) else {
@@ -254,16 +245,8 @@ pub fn check_with_progress(
         w.client.data = data;
         let start = end;
         end = space_maps::recount(&mut w);
-        let mut bitmaps: Vec<_> = space_maps::data_bitmaps(&data_index, start..end).collect();
-        bitmaps.retain(|b| b.loc < limit);
-        sm::compare_some(
-            &mut w,
-            |t| &t.data,
-            bitmaps,
-            nr_blocks,
-            Section::SpaceMaps,
-            &mut t,
-        );
+        let bitmaps = space_maps::data_bitmaps(&data_index, start..end).collect();
+        compare(&mut w, bitmaps, nr_blocks, &mut t);
     }
     sm::report_leaks(&mut w, &t, Section::SpaceMaps);
     report.metadata_blocks_in_use = t.in_use[0];
@@ -289,6 +272,14 @@ pub fn check_with_progress(
         }
     }
     finish(report, w)
+}
+
+/// Compares `bitmaps` (those within the metadata device) with the counts
+/// at hand, adding to `t`.
+fn compare(w: &mut Walker, mut bitmaps: Vec<BitmapRef>, nr_blocks: [u64; 2], t: &mut sm::Tally) {
+    let limit = w.meta.nr_blocks();
+    bitmaps.retain(|b| b.loc < limit);
+    sm::compare_some(w, |t| &t.data, bitmaps, nr_blocks, Section::SpaceMaps, t);
 }
 
 /// The report, with the problems the walk found.
