@@ -258,8 +258,19 @@ pub fn overflow_leaf(w: &mut Walker<'_>, b: &Block, values: &[u8]) {
 pub fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
     let t = &mut w.client;
     let (nr_data, counted) = (t.nr_data, t.data.nr_blocks());
-    // A leaf holds at most (4096 - 32) / 16 entries.
+    // A leaf holds at most (4096 - 32) / 16 entries. The usual leaf, every
+    // block on the device, in one go.
     let mut blocks = [0u64; 256];
+    let mut highest = 0;
+    for (slot, v) in blocks.iter_mut().zip(values.chunks_exact(8)) {
+        *slot = le64(v, 0) >> TIME_BITS;
+        highest = highest.max(*slot);
+    }
+    let all = (values.len() / 8).min(blocks.len());
+    if all == values.len() / 8 && highest < counted {
+        t.data.inc_all(&blocks[..all]);
+        return;
+    }
     let mut n = 0;
     for (i, v) in values.chunks_exact(8).enumerate() {
         let block = le64(v, 0) >> TIME_BITS;
