@@ -81,18 +81,22 @@ fn pool_xml() -> String {
     x
 }
 
+/// In `dir`: the XML `xml`, and two blank metadata files of `bytes`
+/// (restored, repaired); their paths.
+fn pool_files(dir: &Path, xml: &str, bytes: u64) -> [String; 3] {
+    let [x, md, out] = ["pool.xml", "pool.md", "out.md"].map(|n| dir.join(n));
+    std::fs::write(&x, xml).unwrap();
+    for f in [&md, &out] {
+        File::create(f).unwrap().set_len(bytes).unwrap();
+    }
+    [x, md, out].map(|p| p.to_str().unwrap().to_owned())
+}
+
 #[test]
 fn every_tool_stays_small_on_a_2_to_the_32_block_data_device() {
     let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n);
-    let (xml, md, out) = (p("pool.xml"), p("pool.md"), p("out.md"));
-    std::fs::write(&xml, pool_xml()).unwrap();
     // The data space map alone takes 263,000 bitmaps (1 GiB).
-    for f in [&md, &out] {
-        File::create(f).unwrap().set_len(1280 << 20).unwrap();
-    }
-    let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let (xml, md, out) = (s(&xml), s(&md), s(&out));
+    let [xml, md, out] = pool_files(dir.path(), &pool_xml(), 1280 << 20);
     within_limit(&["thin_restore", "-q", "-i", &xml, "-o", &md], None);
     within_limit(&["thin_check", "-q", &md], None);
     let dump = dir.path().join("dump.xml");
@@ -146,14 +150,7 @@ fn counts_of_many_bitmaps_go_window_by_window() {
     }
     x.push_str("</superblock>\n");
     let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n);
-    let (xml, md, out) = (p("pool.xml"), p("pool.md"), p("out.md"));
-    std::fs::write(&xml, x).unwrap();
-    for f in [&md, &out] {
-        File::create(f).unwrap().set_len(512 << 20).unwrap();
-    }
-    let s = |p: &Path| p.to_str().unwrap().to_owned();
-    let (xml, md, out) = (s(&xml), s(&md), s(&out));
+    let [xml, md, out] = pool_files(dir.path(), &x, 512 << 20);
     within_limit(&["thin_restore", "-q", "-i", &xml, "-o", &md], None);
     within_limit(&["thin_check", "-q", &md], None);
     within_limit(&["thin_repair", "-i", &md, "-o", &out], None);
