@@ -224,6 +224,20 @@ impl RefCounts {
         b >= self.window_start() && b < self.hi
     }
 
+    /// Moves the blocks of `blocks` in the window to its front, in order;
+    /// their number. A pass over the references per window then costs
+    /// little for the blocks of the other windows.
+    pub fn keep_window(&self, blocks: &mut [u64]) -> usize {
+        let (lo, hi) = (self.window_start(), self.hi);
+        let mut n = 0;
+        for i in 0..blocks.len() {
+            let b = blocks[i];
+            blocks[n] = b;
+            n += usize::from(b >= lo && b < hi);
+        }
+        n
+    }
+
     /// The slot of chunk `c` (absolute), if any.
     #[inline]
     fn slot(&self, c: u64) -> u32 {

@@ -220,3 +220,12 @@ fn windows_count_what_one_pass_counts() {
         assert_eq!(passes > 1, budget < 1 << 30, "{budget}: {passes}");
     }
 }
+
+#[test]
+fn keep_window_keeps_the_window_in_order() {
+    let rc = RefCounts::window(10 * CHUNK as u64, 2 * CHUNK as u64, 1 << 20).unwrap();
+    let c = CHUNK as u64;
+    let mut blocks = [5, 2 * c, 9 * c, 3 * c + 7, 1, 2 * c + 1];
+    let n = rc.keep_window(&mut blocks);
+    assert_eq!(&blocks[..n], &[2 * c, 9 * c, 3 * c + 7, 2 * c + 1]);
+}

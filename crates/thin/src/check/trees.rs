@@ -268,7 +268,8 @@ pub fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
     }
     let all = (values.len() / 8).min(blocks.len());
     if all == values.len() / 8 && highest < counted {
-        t.data.inc_all(&blocks[..all]);
+        let n = t.data.keep_window(&mut blocks[..all]);
+        t.data.inc_all(&blocks[..n]);
         return;
     }
     let mut n = 0;

@@ -110,7 +110,8 @@ fn recount(
                     for (k, v) in values.chunks_exact(8).take(256).enumerate() {
                         blocks[k] = le64(v, 0) >> TIME_BITS;
                     }
-                    counts.inc_all(&blocks[..shape.nr.min(256)]);
+                    let n = counts.keep_window(&mut blocks[..shape.nr.min(256)]);
+                    counts.inc_all(&blocks[..n]);
                 }
                 (Some(_), Some(Ok(_))) => {}
                 _ => bad = bad.or(Some(l)),
