@@ -268,7 +268,13 @@ pub fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
     }
     let all = (values.len() / 8).min(blocks.len());
     if all == values.len() / 8 && highest < counted {
-        let n = t.data.keep_window(&mut blocks[..all]);
+        // Only a later window's pass (or a huge pool's first) filters.
+        let d = &t.data;
+        let n = if d.window_start() == 0 && highest < d.window_end() {
+            all
+        } else {
+            d.keep_window(&mut blocks[..all])
+        };
         t.data.inc_all(&blocks[..n]);
         return;
     }
