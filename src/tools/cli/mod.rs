@@ -41,3 +41,10 @@ pub use status::{check_status, describe, exit_status, number};
 pub fn print_version() -> std::io::Result<()> {
     outln!("{}", env!("CARGO_PKG_VERSION"))
 }
+
+/// The memory budget of the data block counts (`PDT_DATA_BUDGET`, bytes),
+/// for tests: a small one makes a small pool's counts go window by window,
+/// as a huge pool's do. None: the tools' default.
+pub fn data_budget() -> Option<usize> {
+    std::env::var("PDT_DATA_BUDGET").ok()?.parse().ok()
+}

@@ -6,9 +6,9 @@
 //! `--ignore-non-fatal-errors`, and are repaired with `--auto-repair`).
 
 use crate::tools::cli::{
-    check_status, number, open_device, print_steps, warn_live, GetOpt, HasArg, Opt, Progress,
-    ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET, SKIP_MAPPINGS,
-    SUPER_BLOCK_ONLY, VERSION,
+    check_status, data_budget, number, open_device, print_steps, warn_live, GetOpt, HasArg, Opt,
+    Progress, ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET,
+    SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
 use anyhow::Result;
 use std::path::PathBuf;
@@ -95,6 +95,7 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
     }
     // 1.x: clearing the flag repairs leaks too.
     o.check.repair_leaks = o.auto_repair || o.clear_needs_check;
+    o.check.data_budget = data_budget();
     Ok(o)
 }
 

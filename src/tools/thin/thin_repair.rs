@@ -3,7 +3,7 @@
 
 use super::counted::Counted;
 use super::in_out::{self, Args};
-use crate::tools::cli::{distinct, exit_status, open_device, open_reader, Progress};
+use crate::tools::cli::{data_budget, distinct, exit_status, open_device, open_reader, Progress};
 use anyhow::Result;
 use pdata::io::BlockDevice;
 use std::process::ExitCode;
@@ -40,7 +40,7 @@ fn repair(args: &Args) -> Result<()> {
     // Mappings written, out of those recovered.
     let progress = Progress::new("thin_repair", 0, o.quiet);
     let mut restorer = Counted {
-        inner: Restorer::new(output),
+        inner: Restorer::new(output).with_data_budget(data_budget()),
         progress: &progress,
     };
     let recovered = recover_with_progress(input, &args.overrides, &mut restorer, &progress);

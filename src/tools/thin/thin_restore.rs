@@ -3,7 +3,8 @@
 use super::in_out::{self, Args};
 use super::xml::parse_in_background;
 use crate::tools::cli::{
-    distinct, exit_status, open_restore_output, open_text_input, CountingReader, Progress,
+    data_budget, distinct, exit_status, open_restore_output, open_text_input, CountingReader,
+    Progress,
 };
 use anyhow::Result;
 use std::process::ExitCode;
@@ -33,11 +34,13 @@ fn restore(args: &Args) -> Result<()> {
     distinct(&o.input, &o.output)?;
     let input = open_text_input(&o.input)?;
     let dev = open_restore_output(&o.output)?;
-    let mut restorer = Restorer::new(dev).with_overrides(Overrides {
-        transaction_id: args.overrides.transaction_id,
-        data_block_size: args.overrides.data_block_size,
-        nr_data_blocks: args.overrides.nr_data_blocks,
-    });
+    let mut restorer = Restorer::new(dev)
+        .with_overrides(Overrides {
+            transaction_id: args.overrides.transaction_id,
+            data_block_size: args.overrides.data_block_size,
+            nr_data_blocks: args.overrides.nr_data_blocks,
+        })
+        .with_data_budget(data_budget());
     // Input bytes parsed, out of the file's length.
     let len = input.metadata().map_or(0, |m| m.len());
     let progress = Progress::new("thin_restore", len, o.quiet || len == 0);

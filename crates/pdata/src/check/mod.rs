@@ -8,6 +8,7 @@
 //! its trees, its value types, its rules, its superblock.
 
 pub mod array;
+pub mod blocks;
 pub mod node;
 pub mod pipeline;
 pub mod repair;
@@ -16,4 +17,5 @@ pub mod space_map;
 pub mod walk;
 
 pub use crate::space_map::counts::{RefCounts, OVERFLOW_SEEN};
+pub use blocks::BlockSet;
 pub use report::{Problem, Problems, Section, Severity};

@@ -35,7 +35,7 @@ pub fn flush(dev: &dyn BlockDevice) -> Result<(), String> {
 }
 
 /// Sets free every entry of bitmap `r` counted 1 where `counts` found no
-/// reference, and writes the bitmap back; updates `ie` (its index entry) to
+/// reference (within the window `counts` counted), and writes the bitmap back; updates `ie` (its index entry) to
 /// match. Returns the blocks set free.
 pub fn free_leaks_in_bitmap(
     dev: &dyn BlockDevice,
@@ -49,7 +49,8 @@ pub fn free_leaks_in_bitmap(
     let (mut nr_free, mut freed) = (0u32, 0u64);
     for e in 0..ENTRIES_PER_BITMAP {
         let c = bitmap_get(&b, e);
-        if c == 1 && base + e < counts.nr_blocks() && counts.get(base + e) == Some(0) {
+        // Outside the window counted nothing is known: kept.
+        if c == 1 && counts.in_window(base + e) && counts.get(base + e) == Some(0) {
             bitmap_set(&mut b, e, 0);
             freed += 1;
             first_freed.get_or_insert(e as u32);

@@ -171,12 +171,28 @@ pub struct Tally {
 pub fn compare<C: Client>(
     w: &mut Walker<C>,
     data: impl Fn(&C) -> &RefCounts,
-    mut bitmaps: Vec<BitmapRef>,
+    bitmaps: Vec<BitmapRef>,
     nr_blocks: [u64; 2],
     section: SectionOf<C>,
 ) -> Tally {
-    bitmaps.sort_unstable_by_key(|b| b.loc);
     let mut tally = Tally::default();
+    compare_some(w, data, bitmaps, nr_blocks, section, &mut tally);
+    report_leaks(w, &tally, section);
+    tally
+}
+
+/// [`compare`] for some of the bitmaps (those whose blocks the counts
+/// hold: a client counting the data blocks window by window compares
+/// each window's bitmaps), adding to `tally`; [`report_leaks`] at the end.
+pub fn compare_some<C: Client>(
+    w: &mut Walker<C>,
+    data: impl Fn(&C) -> &RefCounts,
+    mut bitmaps: Vec<BitmapRef>,
+    nr_blocks: [u64; 2],
+    section: SectionOf<C>,
+    tally: &mut Tally,
+) {
+    bitmaps.sort_unstable_by_key(|b| b.loc);
     let mut buffers = std::mem::take(&mut w.buffers);
     let (dev, meta, report) = (w.dev, &w.meta, &mut w.problems);
     let data = data(&w.client);
@@ -222,6 +238,10 @@ pub fn compare<C: Client>(
         },
     );
     w.buffers = buffers;
+}
+
+/// The leaks `tally` counted, one line per map.
+pub fn report_leaks<C: Client>(w: &mut Walker<C>, tally: &Tally, section: SectionOf<C>) {
     for map in [Map::Metadata, Map::Data] {
         let n = tally.leaks[map as usize];
         if n > 0 {
@@ -229,7 +249,6 @@ pub fn compare<C: Client>(
                 .push_leak_text(section, format!("{n} {} blocks have leaked", map.name()));
         }
     }
-    tally
 }
 
 const LOW_PAIR_BITS: u64 = 0x5555_5555_5555_5555;

@@ -10,6 +10,7 @@ use crate::btree::node::{max_entries, NodeMut, LEAF_NODE, NODE_VALIDATOR};
 use crate::btree::TreeBuilder;
 use crate::io::BatchWriter;
 use crate::{Block, Result, BLOCK_SIZE};
+use std::borrow::Borrow;
 
 /// Value size of the overflow trees (le32 counts).
 const OVERFLOW_VALUE_SIZE: usize = 4;
@@ -62,7 +63,20 @@ fn hints(used: u32, first_free: u32) -> (u32, u32) {
 
 /// Writes the data-device space map for `counts`; gives its root.
 pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> {
-    let nr_blocks = counts.nr_blocks();
+    write_disk_sm_windows(w, counts, |c, _| Ok(c))
+}
+
+/// [`write_disk_sm`] for counts kept window by window
+/// ([`RefCounts::window`]): `first`'s window, then for each later one the
+/// counts `next(previous, start)` gives (a window starting at `start`;
+/// `previous`, given back, can be dropped first), in bitmap order.
+pub fn write_disk_sm_windows<R: Borrow<RefCounts>>(
+    w: &mut BatchWriter,
+    first: R,
+    mut next: impl FnMut(R, u64) -> Result<R>,
+) -> Result<SmRoot> {
+    let nr_blocks = first.borrow().nr_blocks();
+    let mut window = first;
     let mut index = TreeBuilder::new(INDEX_ENTRY_SIZE);
     let mut overflow = TreeBuilder::new(OVERFLOW_VALUE_SIZE);
     let mut big: Vec<(u64, u32)> = Vec::new();
@@ -71,6 +85,10 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
     let mut bytes = vec![0u8; ENTRIES_PER_BITMAP as usize].into_boxed_slice();
     for i in 0..nr_bitmaps(nr_blocks) as u64 {
         let base = i * ENTRIES_PER_BITMAP;
+        if base >= window.borrow().window_end() {
+            window = next(window, base)?;
+        }
+        let counts = window.borrow();
         let (loc, block) = w.alloc()?;
         let (mut used, mut first_free) = (0u32, None);
         if let Some(ChunkView::Sparse(list)) = counts.chunk(i) {
@@ -140,8 +158,14 @@ pub fn write_disk_sm(w: &mut BatchWriter, counts: &RefCounts) -> Result<SmRoot> 
 
 /// Blocks [`write_disk_sm`] writes for `counts`.
 pub fn disk_sm_blocks(counts: &RefCounts) -> u64 {
-    let nb = nr_bitmaps(counts.nr_blocks()) as u64;
-    nb + nodes_for(nb, INDEX_ENTRY_SIZE) + nodes_for(counts.nr_overflow(), OVERFLOW_VALUE_SIZE)
+    disk_sm_blocks_for(counts.nr_blocks(), counts.nr_overflow())
+}
+
+/// Blocks a data space map of `nr_blocks` with `nr_overflow` counts of 3
+/// and more takes.
+pub fn disk_sm_blocks_for(nr_blocks: u64, nr_overflow: u64) -> u64 {
+    let nb = nr_bitmaps(nr_blocks) as u64;
+    nb + nodes_for(nb, INDEX_ENTRY_SIZE) + nodes_for(nr_overflow, OVERFLOW_VALUE_SIZE)
 }
 
 /// Where a metadata space map lives, reserved before anything else is

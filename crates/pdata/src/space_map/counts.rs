@@ -20,6 +20,12 @@ use rustc_hash::FxHashMap;
 
 /// Blocks per bitmap: the unit of [`RefCounts::chunk`].
 pub const CHUNK: usize = ENTRIES_PER_BITMAP as usize;
+/// What the counts of a data device take at most, by default, in the
+/// builders that count window by window ([`RefCounts::window`]): half a
+/// byte per block in use, so a pool of more than about 60M data blocks in
+/// use is counted in several passes and the tools' memory stays flat up to
+/// the largest metadata device.
+pub const WINDOW_BUDGET: usize = 32 << 20;
 /// Largest count held in the byte itself.
 const MAX_SMALL: u8 = 253;
 /// The count is in `big`.
@@ -141,8 +147,16 @@ pub fn sparse_entry(e: u32) -> (usize, u8) {
 
 pub struct RefCounts {
     nr_blocks: u64,
-    /// Per chunk, 0 when nothing is counted, else 1 + its index in
-    /// `chunks`; grown on demand up to the highest chunk counted.
+    /// The window counted: blocks from chunk `lo_chunk` up to `hi` (a
+    /// chunk boundary or `nr_blocks`); references outside it are ignored.
+    lo_chunk: u64,
+    hi: u64,
+    /// Heap bytes the chunks may take before the window shrinks.
+    budget: usize,
+    /// Heap bytes of the chunks, roughly.
+    bytes: usize,
+    /// Per chunk of the window, 0 when nothing is counted, else 1 + its
+    /// index in `chunks`; grown on demand up to the highest chunk counted.
     slots: Vec<u32>,
     chunks: Vec<Chunk>,
     big: FxHashMap<u64, u32>,
@@ -163,6 +177,10 @@ impl RefCounts {
         }
         Ok(RefCounts {
             nr_blocks,
+            lo_chunk: 0,
+            hi: nr_blocks,
+            budget: usize::MAX,
+            bytes: 0,
             slots: Vec::new(),
             chunks: Vec::new(),
             big: FxHashMap::default(),
@@ -175,27 +193,89 @@ impl RefCounts {
         self.nr_blocks
     }
 
+    /// Counts for the blocks from `from` (a multiple of [`CHUNK`]) on,
+    /// as many as `budget` bytes of counts hold: when [`Self::inc_all`]
+    /// finds the counts over it, the highest chunks are dropped and the
+    /// window ends there ([`Self::window_end`]). A pass over the
+    /// references per window then counts any number of blocks in bounded
+    /// memory; a window holds at least one chunk.
+    pub fn window(nr_blocks: u64, from: u64, budget: usize) -> Result<Self> {
+        let mut rc = Self::new(nr_blocks)?;
+        debug_assert!(from.is_multiple_of(CHUNK as u64));
+        rc.lo_chunk = from.min(nr_blocks) / CHUNK as u64;
+        rc.budget = budget;
+        Ok(rc)
+    }
+
+    /// The first block counted.
+    pub fn window_start(&self) -> u64 {
+        (self.lo_chunk * CHUNK as u64).min(self.nr_blocks)
+    }
+
+    /// The block after the last one counted (`nr_blocks` unless a budget
+    /// shrank the window).
+    pub fn window_end(&self) -> u64 {
+        self.hi
+    }
+
+    /// Whether references to `b` are counted.
+    #[inline]
+    pub fn in_window(&self, b: u64) -> bool {
+        b >= self.window_start() && b < self.hi
+    }
+
+    /// Moves the blocks of `blocks` in the window to its front, in order;
+    /// their number. A pass over the references per window then costs
+    /// little for the blocks of the other windows.
+    pub fn keep_window(&self, blocks: &mut [u64]) -> usize {
+        let (lo, hi) = (self.window_start(), self.hi);
+        let mut n = 0;
+        for i in 0..blocks.len() {
+            let b = blocks[i];
+            blocks[n] = b;
+            n += usize::from(b >= lo && b < hi);
+        }
+        n
+    }
+
+    /// The slot of chunk `c` (absolute), if any.
+    #[inline]
+    fn slot(&self, c: u64) -> u32 {
+        let rel = c.wrapping_sub(self.lo_chunk);
+        usize::try_from(rel)
+            .ok()
+            .and_then(|r| self.slots.get(r))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Adds one reference to `b` (< nr_blocks) and returns the count before.
     #[inline]
     pub fn inc(&mut self, b: u64) -> u32 {
         debug_assert!(b < self.nr_blocks);
-        let (c, off) = ((b / CHUNK as u64) as usize, (b % CHUNK as u64) as usize);
-        let slot = self.slots.get(c).copied().unwrap_or(0);
+        let (c, off) = (b / CHUNK as u64, (b % CHUNK as u64) as usize);
+        let slot = self.slot(c);
         if slot == 0 {
             return self.inc_new_chunk(c, off, b);
         }
-        let (big, nr_overflow, nr_dense) =
-            (&mut self.big, &mut self.nr_overflow, &mut self.nr_dense);
+        let (big, nr_overflow, nr_dense, heap) = (
+            &mut self.big,
+            &mut self.nr_overflow,
+            &mut self.nr_dense,
+            &mut self.bytes,
+        );
         let chunk = &mut self.chunks[slot as usize - 1];
         let key = (off as u32) << 8;
         if let Chunk::One(e) = *chunk {
             if e & !0xFF != key {
                 *chunk = Chunk::Sparse(vec![e]);
+                *heap += 4;
             }
         }
         if let Chunk::Dense(nibbles) = chunk {
             if nib_get(nibbles, off) >= NIB_MAX {
                 *chunk = Chunk::Wide(widen(nibbles));
+                *heap += CHUNK - DENSE_BYTES;
             }
         }
         match chunk {
@@ -223,9 +303,11 @@ impl RefCounts {
                 }
                 Err(i) if list.len() < SPARSE_MAX => {
                     list.insert(i, key | 1);
+                    *heap += 4;
                     0
                 }
                 Err(_) => {
+                    *heap = heap.saturating_sub(4 * list.len());
                     *chunk = if list.iter().all(|&e| (e as u8) < NIB_MAX) {
                         let mut nibbles = vec![0u8; DENSE_BYTES].into_boxed_slice();
                         for &e in list.iter() {
@@ -243,6 +325,7 @@ impl RefCounts {
                         bytes[off] = 1;
                         Chunk::Wide(bytes)
                     };
+                    *heap += chunk_bytes(chunk);
                     *nr_dense += 1;
                     0
                 }
@@ -256,7 +339,7 @@ impl RefCounts {
         let mut i = 0;
         while i < blocks.len() {
             let c = blocks[i] / CHUNK as u64;
-            let slot = self.slots.get(c as usize).copied().unwrap_or(0) as usize;
+            let slot = self.slot(c) as usize;
             let base = c * CHUNK as u64;
             let in_chunk = |i: usize| {
                 blocks.get(i).and_then(|&b| {
@@ -266,15 +349,25 @@ impl RefCounts {
             };
             match slot.checked_sub(1).map(|s| &mut self.chunks[s]) {
                 Some(Chunk::Dense(nibbles)) => {
-                    while let Some(off) = in_chunk(i) {
-                        let shift = 4 * (off & 1);
-                        let x = (nibbles[off / 2] >> shift) & 15;
-                        if x + 1 >= NIB_MAX {
-                            break;
+                    // The hot loop of a check (a fixed-size chunk: no
+                    // bounds check).
+                    if let Ok(nibbles) = <&mut [u8; DENSE_BYTES]>::try_from(&mut **nibbles) {
+                        let mut threes = 0;
+                        for &b in &blocks[i..] {
+                            let off = b.wrapping_sub(base);
+                            if off >= CHUNK as u64 {
+                                break;
+                            }
+                            let (byte, shift) = (&mut nibbles[off as usize / 2], 4 * (off & 1));
+                            let x = (*byte >> shift) & 15;
+                            if x + 1 >= NIB_MAX {
+                                break;
+                            }
+                            *byte += 1 << shift;
+                            threes += u64::from(x == 2);
+                            i += 1;
                         }
-                        nibbles[off / 2] += 1 << shift;
-                        self.nr_overflow += u64::from(x == 2);
-                        i += 1;
+                        self.nr_overflow += threes;
                     }
                 }
                 Some(Chunk::Wide(bytes)) => {
@@ -297,13 +390,53 @@ impl RefCounts {
                 i += 1;
             }
         }
+        if self.bytes > self.budget {
+            self.shed();
+        }
+    }
+
+    /// Drops the counts of the highest chunks, keeping at most three
+    /// quarters of the budget (and at least the window's first chunk); the
+    /// window ends where they began.
+    #[cold]
+    fn shed(&mut self) {
+        let (mut keep, mut bytes) = (0, 0);
+        for (rel, &s) in self.slots.iter().enumerate() {
+            let size = s
+                .checked_sub(1)
+                .map_or(0, |s| chunk_bytes(&self.chunks[s as usize]));
+            if rel > 0 && bytes + size > self.budget / 4 * 3 {
+                break;
+            }
+            bytes += size;
+            keep = rel + 1;
+        }
+        let mut old = std::mem::take(&mut self.chunks);
+        for s in self.slots.drain(keep..).filter(|&s| s != 0) {
+            let chunk = &old[s as usize - 1];
+            self.nr_overflow -= (0..CHUNK)
+                .filter(|&o| chunk_byte(chunk, o).is_some_and(|x| x >= 3))
+                .count() as u64;
+        }
+        self.nr_dense = 0;
+        for s in self.slots.iter_mut().filter(|s| **s != 0) {
+            let chunk = std::mem::replace(&mut old[*s as usize - 1], Chunk::One(0));
+            self.nr_dense += u64::from(matches!(chunk, Chunk::Dense(_) | Chunk::Wide(_)));
+            self.chunks.push(chunk);
+            *s = self.chunks.len() as u32;
+        }
+        self.bytes = bytes;
+        self.hi = ((self.lo_chunk + keep as u64) * CHUNK as u64).min(self.hi);
+        let hi = self.hi;
+        self.big.retain(|&b, _| b < hi);
     }
 
     #[cold]
-    fn inc_new_chunk(&mut self, c: usize, off: usize, b: u64) -> u32 {
-        if b >= self.nr_blocks {
+    fn inc_new_chunk(&mut self, c: u64, off: usize, b: u64) -> u32 {
+        if !self.in_window(b) {
             return 0;
         }
+        let c = (c - self.lo_chunk) as usize;
         if self.slots.len() <= c {
             self.slots.resize(c + 1, 0);
         }
@@ -314,6 +447,7 @@ impl RefCounts {
             nib_set(&mut bytes, off, 1);
             self.chunks.push(Chunk::Dense(bytes));
             self.nr_dense += 1;
+            self.bytes += DENSE_BYTES;
         } else {
             self.chunks.push(Chunk::One(((off as u32) << 8) | 1));
         }
@@ -333,35 +467,26 @@ impl RefCounts {
                     self.nr_blocks
                 ))
             })?;
-        for b in begin..end {
+        // Only the window's blocks are counted.
+        for b in begin.max(self.window_start())..end.min(self.hi) {
             if self.inc(b) == u32::MAX {
                 return Err(Error::invalid(format!(
                     "block {b}: reference count overflows"
                 )));
             }
         }
+        if self.bytes > self.budget {
+            self.shed();
+        }
         Ok(())
     }
 
     /// The byte of `b` (0 when nothing is counted or past the end).
     fn byte(&self, b: u64) -> u8 {
-        let (c, off) = ((b / CHUNK as u64) as usize, (b % CHUNK as u64) as usize);
-        match self.slots.get(c).copied().unwrap_or(0) {
+        let (c, off) = (b / CHUNK as u64, (b % CHUNK as u64) as usize);
+        match self.slot(c) {
             0 => 0,
-            s => match &self.chunks[s as usize - 1] {
-                Chunk::Dense(nibbles) => NIB_BYTE[nib_get(nibbles, off) as usize],
-                Chunk::Wide(bytes) => bytes[off],
-                Chunk::One(e) => {
-                    if e >> 8 == off as u32 {
-                        *e as u8
-                    } else {
-                        0
-                    }
-                }
-                Chunk::Sparse(list) => list
-                    .binary_search_by_key(&((off as u32) << 8), |e| e & !0xFF)
-                    .map_or(0, |i| list[i] as u8),
-            },
+            s => chunk_byte(&self.chunks[s as usize - 1], off).unwrap_or(0),
         }
     }
 
@@ -388,10 +513,11 @@ impl RefCounts {
         if b >= self.nr_blocks {
             return;
         }
-        let (c, off) = ((b / CHUNK as u64) as usize, (b % CHUNK as u64) as usize);
-        let Some(s) = self.slots.get(c).copied().filter(|&s| s != 0) else {
+        let (c, off) = (b / CHUNK as u64, (b % CHUNK as u64) as usize);
+        let s = self.slot(c);
+        if s == 0 {
             return;
-        };
+        }
         match &mut self.chunks[s as usize - 1] {
             Chunk::Dense(nibbles) => nib_set(nibbles, off, NIB_SEEN),
             Chunk::Wide(bytes) => bytes[off] = OVERFLOW_SEEN,
@@ -411,7 +537,7 @@ impl RefCounts {
 
     /// The counts of bitmap `i`'s blocks, or None when all are zero.
     pub fn chunk(&self, i: u64) -> Option<ChunkView<'_>> {
-        let s = *self.slots.get(usize::try_from(i).ok()?)?;
+        let s = self.slot(i);
         match self.chunks.get((s as usize).checked_sub(1)?)? {
             Chunk::Dense(nibbles) => Some(ChunkView::Dense(DenseView::Nibbles(nibbles))),
             Chunk::Wide(bytes) => Some(ChunkView::Dense(DenseView::Bytes(bytes))),
@@ -469,6 +595,29 @@ impl RefCounts {
     }
 }
 
+/// The heap bytes of a chunk's counts (as `RefCounts::bytes` adds them).
+fn chunk_bytes(c: &Chunk) -> usize {
+    match c {
+        Chunk::One(_) => 0,
+        Chunk::Sparse(l) => 4 * l.len(),
+        Chunk::Dense(b) | Chunk::Wide(b) => b.len(),
+    }
+}
+
+/// The byte of block `off` of a chunk, if it is counted.
+fn chunk_byte(c: &Chunk, off: usize) -> Option<u8> {
+    let x = match c {
+        Chunk::Dense(nibbles) => NIB_BYTE[nib_get(nibbles, off) as usize],
+        Chunk::Wide(bytes) => bytes[off],
+        Chunk::One(e) => (e >> 8 == off as u32).then_some(*e as u8)?,
+        Chunk::Sparse(list) => list
+            .binary_search_by_key(&((off as u32) << 8), |e| e & !0xFF)
+            .map(|i| list[i] as u8)
+            .ok()?,
+    };
+    (x != 0).then_some(x)
+}
+
 /// One more reference to `b`, whose byte is `x`: the new byte and the
 /// count before.
 #[inline]
@@ -498,170 +647,5 @@ fn bump_big(big: &mut FxHashMap<u64, u32>, b: u64, x: u8) -> (u8, u32) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dense_bytes(rc: &RefCounts, i: u64) -> Vec<u8> {
-        let mut out = vec![0u8; CHUNK];
-        match rc.chunk(i) {
-            None => {}
-            Some(ChunkView::Dense(d)) => d.expand(&mut out),
-            Some(ChunkView::Sparse(l)) => {
-                for &e in l {
-                    let (o, x) = sparse_entry(e);
-                    out[o] = x;
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn chunk_stays_small() {
-        assert!(std::mem::size_of::<Chunk>() <= 24);
-    }
-
-    #[test]
-    fn small_and_big() {
-        let mut c = RefCounts::new(10).unwrap();
-        assert_eq!(c.inc(3), 0);
-        assert_eq!(c.inc(3), 1);
-        assert_eq!(c.get(3), Some(2));
-        for i in 2..1000 {
-            assert_eq!(c.inc(4), i - 2);
-        }
-        assert_eq!(c.get(4), Some(998));
-        assert_eq!(c.get(99), Some(0));
-        assert_eq!(c.nr_overflow(), 1);
-        c.mark_overflow(4);
-        assert_eq!(c.get(4), None);
-        c.mark_overflow(12);
-        c.mark_overflow(5);
-        assert_eq!(c.get(5), Some(0));
-        assert_eq!(RefCounts::new(0).unwrap().nr_blocks(), 0);
-        assert!(RefCounts::new(u64::MAX).is_err());
-    }
-
-    #[test]
-    fn counts_across_chunks_and_past_a_byte() {
-        let mut rc = RefCounts::new(3 * CHUNK as u64).unwrap();
-        rc.inc_range(CHUNK as u64 - 2, 4).unwrap();
-        for _ in 0..300 {
-            rc.inc_range(5, 1).unwrap();
-        }
-        assert_eq!(rc.get(CHUNK as u64 - 3), Some(0));
-        assert_eq!(rc.get(CHUNK as u64 - 2), Some(1));
-        assert_eq!(rc.get(CHUNK as u64 + 1), Some(1));
-        assert_eq!(rc.get(CHUNK as u64 + 2), Some(0));
-        assert_eq!(rc.get(5), Some(300));
-        assert!(rc.chunk(2).is_none());
-        assert!(rc.chunk(1).is_some());
-        assert_eq!(rc.nr_overflow(), 1);
-        assert!(rc.inc_range(3 * CHUNK as u64 - 1, 2).is_err());
-        assert!(rc.inc_range(u64::MAX, 2).is_err());
-    }
-
-    /// A chunk that fills up turns dense with every count, big ones and
-    /// marks included, kept.
-    #[test]
-    fn sparse_turns_dense() {
-        let mut rc = RefCounts::new(2 * CHUNK as u64).unwrap();
-        let mut want = vec![0u32; CHUNK];
-        let mut x = 7u64;
-        let mut n = 0;
-        while matches!(rc.chunk(1), None | Some(ChunkView::Sparse(_))) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let off = (x >> 33) as usize % CHUNK;
-            let times = if off.is_multiple_of(97) {
-                300
-            } else {
-                1 + off % 3
-            };
-            for _ in 0..times {
-                assert_eq!(rc.inc((CHUNK + off) as u64), want[off]);
-                want[off] += 1;
-            }
-            n += 1;
-            assert!(n < 10 * SPARSE_MAX);
-        }
-        for (off, &w) in want.iter().enumerate() {
-            assert_eq!(rc.get((CHUNK + off) as u64), Some(w), "{off}");
-        }
-        // The batch form, across chunks and into the dense one.
-        let batch: Vec<u64> = (0..600u64)
-            .map(|k| CHUNK as u64 - 300 + k * 7 % 600)
-            .collect();
-        rc.inc_all(&batch);
-        rc.inc_all(&batch);
-        for &b in &batch {
-            if b >= CHUNK as u64 {
-                want[b as usize - CHUNK] += 2;
-            } else {
-                assert_eq!(rc.get(b), Some(2));
-            }
-        }
-        let bytes = dense_bytes(&rc, 1);
-        for (off, &w) in want.iter().enumerate() {
-            assert_eq!(rc.resolve((CHUNK + off) as u64, bytes[off]), w);
-        }
-        assert_eq!(
-            rc.nr_overflow(),
-            want.iter().filter(|&&w| w >= 3).count() as u64
-        );
-    }
-
-    /// A chunk of half-bytes, counted in batches past twelve, widens to
-    /// bytes and keeps every count.
-    #[test]
-    fn half_bytes_widen() {
-        let mut rc = RefCounts::new(2 * CHUNK as u64).unwrap();
-        let blocks: Vec<u64> = (0..3000u64).map(|k| (k * 5) % CHUNK as u64).collect();
-        rc.inc_all(&blocks);
-        assert!(matches!(
-            rc.chunk(0),
-            Some(ChunkView::Dense(DenseView::Nibbles(_)))
-        ));
-        for round in 2..=20 {
-            rc.inc_all(&blocks[..100]);
-            assert_eq!(rc.get(blocks[0]), Some(round));
-        }
-        assert!(matches!(
-            rc.chunk(0),
-            Some(ChunkView::Dense(DenseView::Bytes(_)))
-        ));
-        assert_eq!(rc.get(blocks[99]), Some(20));
-        assert_eq!(rc.get(blocks[100]), Some(1));
-        assert_eq!(rc.get(1), Some(0));
-        assert_eq!(rc.nr_overflow(), 100);
-    }
-
-    /// Memory follows the blocks counted: one block in each of the 263,000
-    /// bitmaps of a 2^32-block device costs a few MB, not a byte per block.
-    #[test]
-    fn scattered_counts_over_a_huge_device_are_cheap() {
-        let nr = 1u64 << 32;
-        let mut rc = RefCounts::new(nr).unwrap();
-        let step = 14_321;
-        for b in (0..nr).step_by(step) {
-            rc.inc(b);
-        }
-        assert!(rc.heap_bytes() < 16 << 20, "{}", rc.heap_bytes());
-        assert_eq!(rc.get(step as u64 * 1000), Some(1));
-        assert_eq!(rc.get(step as u64 * 1000 + 1), Some(0));
-        let s = step as u64;
-        assert_eq!(rc.first_counted_in(1..nr), Some(s));
-        assert_eq!(rc.first_counted_in(s * 7 + 1..s * 9), Some(s * 8));
-        assert_eq!(rc.first_counted_in(s * 7 + 1..s * 8), None);
-        assert_eq!(rc.first_counted_in(nr - 10..nr + 10), None);
-        let mut dense = RefCounts::new(3 * CHUNK as u64).unwrap();
-        dense.inc_range(CHUNK as u64 + 2000, 2000).unwrap();
-        assert_eq!(
-            dense.first_counted_in(5..3 * CHUNK as u64),
-            Some(CHUNK as u64 + 2000)
-        );
-        assert_eq!(
-            dense.first_counted_in(CHUNK as u64 + 4000..3 * CHUNK as u64),
-            None
-        );
-    }
-}
+#[path = "counts_tests.rs"]
+mod tests;

@@ -14,42 +14,67 @@ use pdata::check::repair::{self as fix, flush, read, write};
 use pdata::check::space_map::{BitmapRef, Map};
 use pdata::checksum::{seal, SALT_BTREE_NODE, SALT_THIN_SUPERBLOCK};
 use pdata::io::BlockDevice;
-use pdata::space_map::format::{IndexEntry, INDEX_ENTRY_SIZE};
+use pdata::space_map::format::{IndexEntry, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE};
 use pdata::BLOCK_SIZE;
 
-/// Sets every leaked block of the `leaky` bitmaps free. `meta_index` and
-/// `data_index` are the maps' index entries as read. Returns the number of
-/// blocks set free.
+/// Sets every leaked block of the `leaky` bitmaps free: the metadata
+/// map's, and the data map's whose blocks are in the window of the data
+/// counts at hand. `meta_index` and `data_index` are the maps' index
+/// entries as read. Returns the number of blocks set free in each map; the
+/// caller frees the data leaks of the other windows with
+/// [`data_leaks`] and ends with [`finish`].
 pub fn leaks(
     w: &Walker,
     leaky: &[BitmapRef],
     meta_index: &mut [IndexEntry],
     meta_index_loc: u64,
     data_index: &mut [IndexSlot],
+) -> Result<[u64; 2], String> {
+    let meta_freed = fix::free_metadata_leaks(w.dev, leaky, &w.meta, meta_index, meta_index_loc)?;
+    Ok([meta_freed, data_leaks(w, leaky, data_index)?])
+}
+
+/// Sets free the leaked blocks of the data bitmaps of `leaky` that the
+/// window of the data counts covers; the blocks set free.
+pub fn data_leaks(
+    w: &Walker,
+    leaky: &[BitmapRef],
+    data_index: &mut [IndexSlot],
 ) -> Result<u64, String> {
     let dev = w.dev;
-    let meta_freed = fix::free_metadata_leaks(dev, leaky, &w.meta, meta_index, meta_index_loc)?;
+    let counts = &w.client.data;
     let mut data_freed = 0;
-    for r in leaky.iter().filter(|r| r.map == Map::Data) {
+    let in_window = |r: &&BitmapRef| counts.in_window(r.index * ENTRIES_PER_BITMAP);
+    for r in leaky
+        .iter()
+        .filter(|r| r.map == Map::Data)
+        .filter(in_window)
+    {
         let slot = data_index.iter_mut().find(|s| s.key == r.index);
         let mut entry = slot.as_ref().map(|s| s.entry);
-        data_freed += fix::free_leaks_in_bitmap(dev, r, &w.client.data, entry.as_mut())?;
+        data_freed += fix::free_leaks_in_bitmap(dev, r, counts, entry.as_mut())?;
         if let (Some(s), Some(e)) = (slot, entry) {
             s.entry = e;
             write_index_slot(dev, s)?;
         }
     }
+    Ok(data_freed)
+}
+
+/// After the leaks were set free (`freed`: [metadata, data]): flushes,
+/// then lowers the superblock's counts of allocated blocks.
+pub fn finish(dev: &dyn BlockDevice, freed: [u64; 2]) -> Result<u64, String> {
     flush(dev)?;
     fix::lower_nr_allocated(
         dev,
         SUPERBLOCK_LOCATION,
         SALT_THIN_SUPERBLOCK,
         &[
-            (METADATA_SPACE_MAP_ROOT, meta_freed),
-            (DATA_SPACE_MAP_ROOT, data_freed),
+            (METADATA_SPACE_MAP_ROOT, freed[0]),
+            (DATA_SPACE_MAP_ROOT, freed[1]),
         ],
     )?;
-    Ok(meta_freed + data_freed)
+    Ok(freed[0] + freed[1])
 }
 
 /// Rewrites the data index entry `s` in its leaf.

@@ -2,10 +2,15 @@
 //! must hold bitmaps 0..n for the data device. (The comparison of both
 //! maps with the counts is the engine's, `pdata::check::space_map`.)
 
+use super::repair;
 use super::report::Section;
-use super::trees::{IndexSlot, Walker};
-use pdata::check::walk::EngineBlock;
+use super::trees::{bottom_leaf, overflow_leaf, IndexSlot, Kind, Tree, Walker};
+use pdata::check::space_map::{BitmapRef, Map};
+use pdata::check::walk::{leaf_values, EngineBlock};
+use pdata::check::RefCounts;
+use pdata::space_map::counts::CHUNK;
 use pdata::space_map::format::nr_bitmaps;
+use std::ops::Range;
 
 /// Checks that the data space map index holds bitmaps 0..n for `nr_blocks`
 /// and counts the bitmaps; returns those it holds, by number.
@@ -41,4 +46,73 @@ pub fn data_index(w: &mut Walker, nr_blocks: u64) -> Vec<IndexSlot> {
         );
     }
     slots
+}
+
+/// The data bitmaps of `slots` for the data blocks `blocks` (whole
+/// bitmaps: a window's bounds are bitmap boundaries).
+pub fn data_bitmaps(
+    slots: &[IndexSlot],
+    blocks: Range<u64>,
+) -> impl Iterator<Item = BitmapRef> + '_ {
+    let first = blocks.start.div_ceil(CHUNK as u64);
+    let end = blocks.end.div_ceil(CHUNK as u64);
+    slots
+        .iter()
+        .filter(move |s| (first..end).contains(&s.key))
+        .map(|s| BitmapRef {
+            map: Map::Data,
+            index: s.key,
+            loc: s.entry.blocknr,
+        })
+}
+
+/// Counts the data blocks of the window of `w.client.data` (a later one:
+/// the walk counted the first) from the mapping leaves and data overflow
+/// leaves the walk visited, read again; returns where the window ended.
+pub fn recount(w: &mut Walker) -> u64 {
+    w.client.recount = true;
+    let kind = |tree| Kind {
+        tree,
+        dev: 0,
+        snap: false,
+    };
+    let leaves = std::mem::take(&mut w.client.bottom_leaves);
+    w.revisit(&leaves, kind(Tree::Bottom), |w, r, b, shape| {
+        bottom_leaf(w, r, b, leaf_values(b, shape))
+    });
+    w.client.bottom_leaves = leaves;
+    let leaves = std::mem::take(&mut w.client.overflow_leaves);
+    w.revisit(&leaves, kind(Tree::DataOverflow), |w, _, b, shape| {
+        overflow_leaf(w, b, leaf_values(b, shape))
+    });
+    w.client.overflow_leaves = leaves;
+    w.client.data.window_end()
+}
+
+/// Sets free the data leaks of the `leaky` bitmaps before the window at
+/// hand (the last one counted), counting their windows again; the blocks
+/// set free.
+pub fn earlier_data_leaks(
+    w: &mut Walker,
+    leaky: &[BitmapRef],
+    data_index: &mut [IndexSlot],
+    budget: usize,
+) -> Result<u64, String> {
+    let mut todo: Vec<BitmapRef> = leaky
+        .iter()
+        .filter(|r| r.map == Map::Data && r.index * (CHUNK as u64) < w.client.data.window_start())
+        .copied()
+        .collect();
+    todo.sort_unstable_by_key(|r| r.index);
+    let mut freed = 0;
+    while let Some(first) = todo.first() {
+        let nr = w.client.data.nr_blocks();
+        w.client.data =
+            RefCounts::window(nr, first.index * CHUNK as u64, budget).map_err(|e| e.to_string())?;
+        recount(w);
+        freed += repair::data_leaks(w, &todo, data_index)?;
+        let data = &w.client.data;
+        todo.retain(|r| !data.in_window(r.index * CHUNK as u64));
+    }
+    Ok(freed)
 }

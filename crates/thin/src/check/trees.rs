@@ -11,7 +11,7 @@ use pdata::btree::node::Shape;
 use pdata::check::node::key;
 use pdata::check::space_map::overflow_entry;
 use pdata::check::walk::{self, leaf_values, EngineBlock, TreeKind};
-use pdata::check::RefCounts;
+use pdata::check::{BlockSet, RefCounts};
 use pdata::space_map::format::{IndexEntry, INDEX_ENTRY_SIZE};
 use pdata::Block;
 use rustc_hash::FxHashMap;
@@ -89,6 +89,10 @@ impl TreeKind for Kind {
     fn keep_children(&self) -> bool {
         matches!(self.tree, Tree::Bottom | Tree::Top | Tree::Details)
     }
+
+    fn compact_leaves(&self) -> bool {
+        self.tree == Tree::Bottom
+    }
 }
 
 pub type Ref = walk::Ref<Kind>;
@@ -135,8 +139,15 @@ pub struct IndexSlot {
 /// What thin's check keeps of the leaves.
 pub struct Thin {
     /// Expected data counts: empty when the data device is too large to
-    /// be real (reported), else one per data block.
+    /// be real (reported), else one per data block, of the window counted
+    /// (`RefCounts::window`).
     pub data: RefCounts,
+    /// Counting again for a later window: count, report nothing.
+    pub recount: bool,
+    /// The mapping leaves and data overflow leaves, to count them again
+    /// for each later window.
+    pub bottom_leaves: BlockSet,
+    pub overflow_leaves: BlockSet,
     /// Size of the data device.
     pub nr_data: u64,
     /// Follow the top level into the devices' mapping trees.
@@ -160,6 +171,9 @@ impl Thin {
         let bitmaps = pdata::space_map::format::nr_bitmaps(data.nr_blocks());
         Thin {
             data,
+            recount: false,
+            bottom_leaves: BlockSet::default(),
+            overflow_leaves: BlockSet::default(),
             nr_data,
             follow_bottom: true,
             compare_counts: true,
@@ -179,7 +193,10 @@ impl walk::Client for Thin {
         let values = leaf_values(b, shape);
         let nr = shape.nr;
         match r.kind.tree {
-            Tree::Bottom => bottom_leaf(w, r, b, values),
+            Tree::Bottom => {
+                w.client.bottom_leaves.insert(r.loc);
+                bottom_leaf(w, r, b, values)
+            }
             Tree::Top => {
                 let mut entries = Vec::with_capacity(nr);
                 for (i, v) in values.chunks_exact(8).enumerate() {
@@ -218,9 +235,8 @@ impl walk::Client for Thin {
                 }
             }
             Tree::DataOverflow => {
-                for (i, v) in values.chunks_exact(4).enumerate() {
-                    data_overflow_entry(w, key(b, i), le32(v, 0));
-                }
+                w.client.overflow_leaves.insert(r.loc);
+                overflow_leaf(w, b, values);
             }
             Tree::MetaOverflow => {
                 for (i, v) in values.chunks_exact(4).enumerate() {
@@ -231,12 +247,37 @@ impl walk::Client for Thin {
     }
 }
 
-/// Counts the data blocks of a mapping leaf.
-fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
+/// Applies the entries of a data overflow leaf.
+pub fn overflow_leaf(w: &mut Walker<'_>, b: &Block, values: &[u8]) {
+    for (i, v) in values.chunks_exact(4).enumerate() {
+        data_overflow_entry(w, key(b, i), le32(v, 0));
+    }
+}
+
+/// Counts the data blocks of a mapping leaf (those in the window).
+pub fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
     let t = &mut w.client;
     let (nr_data, counted) = (t.nr_data, t.data.nr_blocks());
-    // A leaf holds at most (4096 - 32) / 16 entries.
+    // A leaf holds at most (4096 - 32) / 16 entries. The usual leaf, every
+    // block on the device, in one go.
     let mut blocks = [0u64; 256];
+    let mut highest = 0;
+    for (slot, v) in blocks.iter_mut().zip(values.chunks_exact(8)) {
+        *slot = le64(v, 0) >> TIME_BITS;
+        highest = highest.max(*slot);
+    }
+    let all = (values.len() / 8).min(blocks.len());
+    if all == values.len() / 8 && highest < counted {
+        // Only a later window's pass (or a huge pool's first) filters.
+        let d = &t.data;
+        let n = if d.window_start() == 0 && highest < d.window_end() {
+            all
+        } else {
+            d.keep_window(&mut blocks[..all])
+        };
+        t.data.inc_all(&blocks[..n]);
+        return;
+    }
     let mut n = 0;
     for (i, v) in values.chunks_exact(8).enumerate() {
         let block = le64(v, 0) >> TIME_BITS;
@@ -245,7 +286,7 @@ fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
             n += 1;
         } else if block < counted {
             t.data.inc(block);
-        } else if block >= nr_data {
+        } else if block >= nr_data && !t.recount {
             w.problems.fatal(
                 Section::Mappings,
                 format!(
@@ -264,6 +305,9 @@ fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
 fn data_overflow_entry(w: &mut Walker<'_>, block: u64, count: u32) {
     let t = &mut w.client;
     if block >= t.nr_data {
+        if t.recount {
+            return;
+        }
         w.problems.fatal(
             Section::SpaceMaps,
             format!(
@@ -273,7 +317,7 @@ fn data_overflow_entry(w: &mut Walker<'_>, block: u64, count: u32) {
         );
         return;
     }
-    if block >= t.data.nr_blocks() || !t.compare_counts {
+    if !t.data.in_window(block) || !t.compare_counts {
         return;
     }
     overflow_entry(

@@ -1,15 +1,25 @@
 //! The end of a restore: the details and top-level trees and the data
-//! space map, then the frame writes the metadata space map and the
-//! superblock.
+//! space map (its later windows counted from the mapping leaves read
+//! back), then the frame writes the metadata space map and the superblock.
 
 use super::Build;
+use crate::format::block_time::TIME_BITS;
 use crate::format::device_details::DEVICE_DETAILS_SIZE;
 use crate::format::superblock::{Superblock, SUPERBLOCK_VALIDATOR, THIN_VERSION};
 use crate::Result;
+use pdata::block_manager::le64;
 use pdata::btree::TreeBuilder;
-use pdata::space_map::builder::{disk_sm_blocks, write_disk_sm};
+use pdata::check::node::verify_node;
+use pdata::check::pipeline::{self, Buffers};
+use pdata::check::walk::leaf_values;
+use pdata::io::BlockDevice;
+use pdata::progress::NoProgress;
+use pdata::space_map::builder::{disk_sm_blocks, disk_sm_blocks_for, write_disk_sm_windows};
+use pdata::space_map::RefCounts;
+use std::ops::Range;
 
 pub(super) fn finish(mut b: Build) -> Result<()> {
+    let mappings = b.mappings_start..b.frame.writer().next_location();
     b.devices.sort_unstable_by_key(|d| d.0);
     let w = b.frame.writer();
     let mut details = TreeBuilder::new(DEVICE_DETAILS_SIZE);
@@ -22,9 +32,26 @@ pub(super) fn finish(mut b: Build) -> Result<()> {
     let data_mapping_root = top.finish(w)?;
 
     // The data space map can be large (a bitmap per 16320 data blocks):
-    // when it cannot fit, it is only counted.
-    b.frame.ensure_room(disk_sm_blocks(&b.counts))?;
-    let data_sm_root = write_disk_sm(b.frame.writer(), &b.counts)?;
+    // when it cannot fit, it is only counted. Counted window by window,
+    // its overflow entries past the first window are known only as it is
+    // written: a device found too small then (not all the leaves were
+    // written) is given the most they can take.
+    let counts = std::mem::replace(&mut b.counts, RefCounts::new(0)?);
+    if counts.window_end() == counts.nr_blocks() {
+        b.frame.ensure_room(disk_sm_blocks(&counts))?;
+    } else if b.frame.writer().overflowed() {
+        let most = counts.nr_overflow() + b.nr_mappings / 3;
+        b.frame
+            .ensure_room(disk_sm_blocks_for(counts.nr_blocks(), most))?;
+    }
+    let dev = b.frame.writer().device().clone();
+    b.frame.writer().flush_batch()?;
+    let (nr, budget) = (counts.nr_blocks(), b.budget);
+    // One window's counts at a time: the last one's dropped first.
+    let data_sm_root = write_disk_sm_windows(b.frame.writer(), counts, |last, from| {
+        drop(last);
+        recount(dev.as_ref(), mappings.clone(), nr, from, budget)
+    })?;
 
     let pool = &b.pool;
     b.frame.finish(&SUPERBLOCK_VALIDATOR, |metadata_sm_root| {
@@ -47,4 +74,54 @@ pub(super) fn finish(mut b: Build) -> Result<()> {
         .pack()
     })?;
     Ok(())
+}
+
+/// Nodes read back at a time.
+const PIECE: usize = 1 << 16;
+
+/// The counts of the data window from `from`, from the mapping leaves among
+/// the `nodes` written.
+fn recount(
+    dev: &dyn BlockDevice,
+    nodes: Range<u64>,
+    nr_blocks: u64,
+    from: u64,
+    budget: usize,
+) -> pdata::Result<RefCounts> {
+    let mut counts = RefCounts::window(nr_blocks, from, budget)?;
+    let mut buffers = Buffers::default();
+    let mut bad = None;
+    let mut start = nodes.start;
+    while start < nodes.end {
+        let locs: Vec<u64> = (start..nodes.end).take(PIECE).collect();
+        start += locs.len() as u64;
+        pipeline::run(
+            dev,
+            &NoProgress,
+            &locs,
+            &mut buffers,
+            |&l| l,
+            |&l, b| b.map(|b| verify_node(l, b, 8)),
+            |&l, b, shape| match (b, shape) {
+                (Some(b), Some(Ok(shape))) if shape.leaf => {
+                    // A leaf holds at most (4096 - 32) / 16 entries.
+                    let mut blocks = [0u64; 256];
+                    let values = leaf_values(b, &shape);
+                    for (k, v) in values.chunks_exact(8).take(256).enumerate() {
+                        blocks[k] = le64(v, 0) >> TIME_BITS;
+                    }
+                    let n = counts.keep_window(&mut blocks[..shape.nr.min(256)]);
+                    counts.inc_all(&blocks[..n]);
+                }
+                (Some(_), Some(Ok(_))) => {}
+                _ => bad = bad.or(Some(l)),
+            },
+        );
+    }
+    match bad {
+        Some(l) => Err(pdata::Error::invalid(format!(
+            "mapping tree node {l} cannot be read back"
+        ))),
+        None => Ok(counts),
+    }
 }

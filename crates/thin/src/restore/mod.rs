@@ -8,7 +8,10 @@
 //! details and top-level trees and the data space map.
 //!
 //! Memory: two node buffers per level of the tree being built, one row per
-//! device, and one byte per data block in the bitmaps that are in use.
+//! device, and the data counts (half a byte per data block in the bitmaps
+//! in use) up to a budget: past it they are kept for a window of the data
+//! blocks, and each later window is counted when its bitmaps are written,
+//! from the mapping leaves read back (`finish`).
 //! Each mapping counts once in the data space map (a dump does not say which
 //! mappings share leaves), and no leaf is shared. As the Rust tools do, the
 //! superblock gets version 2, flags 0 (needs_check cleared) and no
@@ -23,6 +26,7 @@ use crate::{DeviceDetails, Result, ThinError};
 use pdata::btree::TreeBuilder;
 use pdata::build::{BuildError, MetadataBuild};
 use pdata::io::BlockDevice;
+use pdata::space_map::counts::WINDOW_BUDGET;
 use pdata::space_map::RefCounts;
 use rustc_hash::FxHashSet;
 use std::sync::Arc;
@@ -60,6 +64,7 @@ impl Overrides {
 pub struct Restorer {
     dev: Arc<dyn BlockDevice>,
     overrides: Overrides,
+    data_budget: usize,
     state: State,
 }
 
@@ -75,7 +80,14 @@ enum State {
 struct Build {
     frame: MetadataBuild,
     pool: PoolInfo,
+    /// The data counts, of the first window.
     counts: RefCounts,
+    budget: usize,
+    /// Where the mapping trees begin: every block from here to the details
+    /// tree is a node of one.
+    mappings_start: u64,
+    /// Mappings restored.
+    nr_mappings: u64,
     /// (id, details, mapping-tree root) of every finished device.
     devices: Vec<(u64, DeviceDetails, u64)>,
     ids: FxHashSet<u64>,
@@ -96,12 +108,20 @@ impl Restorer {
         Restorer {
             dev,
             overrides: Overrides::default(),
+            data_budget: WINDOW_BUDGET,
             state: State::Idle,
         }
     }
 
     pub fn with_overrides(mut self, overrides: Overrides) -> Self {
         self.overrides = overrides;
+        self
+    }
+
+    /// Bytes the data counts may take (a smaller budget only means more
+    /// windows: for tests).
+    pub fn with_data_budget(mut self, budget: Option<usize>) -> Self {
+        self.data_budget = budget.unwrap_or(WINDOW_BUDGET);
         self
     }
 
@@ -136,7 +156,7 @@ impl From<BuildError> for ThinError {
 }
 
 impl Build {
-    fn start(dev: Arc<dyn BlockDevice>, pool: PoolInfo) -> Result<Build> {
+    fn start(dev: Arc<dyn BlockDevice>, pool: PoolInfo, budget: usize) -> Result<Build> {
         // The kernel's rule, whether the size came from the XML or from
         // --data-block-size.
         if !valid_data_block_size(pool.data_block_size) {
@@ -148,9 +168,13 @@ impl Build {
                 pool.nr_data_blocks
             )));
         }
+        let mut frame = MetadataBuild::start(dev)?;
         Ok(Build {
-            frame: MetadataBuild::start(dev)?,
-            counts: RefCounts::new(pool.nr_data_blocks)?,
+            mappings_start: frame.writer().next_location(),
+            nr_mappings: 0,
+            frame,
+            counts: RefCounts::window(pool.nr_data_blocks, 0, budget)?,
+            budget,
             pool,
             devices: Vec::new(),
             ids: FxHashSet::default(),
@@ -203,6 +227,7 @@ impl Build {
             )));
         }
         self.counts.inc_range(data, len)?;
+        self.nr_mappings += len;
         let value = (data << TIME_BITS) | time as u64;
         d.tree
             .push_u64_run(self.frame.writer(), origin, len, value, 1 << TIME_BITS)?;
@@ -218,7 +243,8 @@ impl Visitor for Restorer {
         }
         self.state = State::Failed;
         let pool = self.overrides.apply(pool);
-        self.state = State::Building(Box::new(Build::start(self.dev.clone(), pool)?));
+        let build = Build::start(self.dev.clone(), pool, self.data_budget)?;
+        self.state = State::Building(Box::new(build));
         Ok(())
     }
 

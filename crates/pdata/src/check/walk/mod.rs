@@ -9,13 +9,14 @@
 
 mod results;
 
+use super::blocks::BlockSet;
 use super::node::{key, verify_node};
 use super::pipeline::{self, Buffers};
 use super::report::{Problems, Section};
 use crate::block_manager::le64;
 use crate::btree::node::Shape;
 use crate::io::BlockDevice;
-use crate::progress::ProgressHook;
+use crate::progress::{NoProgress, ProgressHook};
 use crate::space_map::RefCounts;
 use crate::Block;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -23,6 +24,10 @@ use std::fmt::Display;
 
 /// Deeper than any B-tree of a metadata device can be.
 pub const MAX_DEPTH: usize = 64;
+/// References visited in one piece of a level, and the most a level
+/// gathers (or references to nodes met before) before its parent level's
+/// piece stops: about 2 MB of them (56 bytes each for thin).
+const LEVEL_MAX: usize = 1 << 15;
 
 /// Which tree a reference leads into, and whatever else the client's
 /// messages need (a device, a snapshot...).
@@ -41,6 +46,13 @@ pub trait TreeKind: Copy + Send + Sync {
     /// Keep the children of this tree's internal nodes, to gather its leaf
     /// entries or count them after the walk.
     fn keep_children(&self) -> bool;
+    /// Remember only the number of entries of this tree's leaves (a byte
+    /// where a summary takes 32: the leaves of the largest trees); their
+    /// other references are checked by reading them again. One tree at most
+    /// may say so.
+    fn compact_leaves(&self) -> bool {
+        false
+    }
 }
 
 /// A client's checker: its trees and what to do with a leaf's values.
@@ -140,15 +152,23 @@ pub struct Walker<'a, C: Client> {
     pub client: C,
     summaries: Vec<Summary<TreeOf<C>>>,
     sorted: bool,
+    /// Leaves of the tree `compact_tree` ([`TreeKind::compact_leaves`]):
+    /// 1 + their number of entries, by block (0: not one).
+    leaf_nrs: Vec<u8>,
+    compact_tree: Option<TreeOf<C>>,
     /// Children of internal nodes of trees that keep them: loc -> range of
     /// `child_locs`.
     children: FxHashMap<u32, (u32, u32)>,
-    child_locs: Vec<u64>,
+    /// (u32::MAX for a pointer past any metadata block: never a node).
+    child_locs: Vec<u32>,
     /// References to nodes already referenced.
     repeats: Vec<Ref<KindOf<C>>>,
+    /// Of `repeats`, those whose node was not visited yet at the last
+    /// [`Self::check_visited_repeats`].
+    repeats_waiting: usize,
     pub others: FxHashMap<u64, C::Other>,
-    /// Blocks counted by [`Self::reference_data_bitmap`], a bit each.
-    data_bitmaps: Vec<u64>,
+    /// Blocks counted by [`Self::reference_data_bitmap`].
+    data_bitmaps: BlockSet,
     /// The array blocks among `others` (arrays may share them).
     pub(crate) array_blocks: FxHashSet<u64>,
 }
@@ -170,11 +190,14 @@ impl<'a, C: Client> Walker<'a, C> {
             client,
             summaries: Vec::new(),
             sorted: true,
+            leaf_nrs: Vec::new(),
+            compact_tree: None,
             children: FxHashMap::default(),
             child_locs: Vec::new(),
             repeats: Vec::new(),
+            repeats_waiting: 0,
             others: FxHashMap::default(),
-            data_bitmaps: Vec::new(),
+            data_bitmaps: BlockSet::default(),
             array_blocks: FxHashSet::default(),
         }
     }
@@ -198,19 +221,14 @@ impl<'a, C: Client> Walker<'a, C> {
     ) -> bool {
         let first = self.count_other(loc, &what, section);
         if first {
-            let word = (loc / 64) as usize;
-            if self.data_bitmaps.len() <= word {
-                self.data_bitmaps.resize(word + 1, 0);
-            }
-            self.data_bitmaps[word] |= 1 << (loc % 64);
+            self.data_bitmaps.insert(loc);
         }
         first
     }
 
     /// Whether `loc` was counted by [`Self::reference_data_bitmap`].
     pub(super) fn is_data_bitmap(&self, loc: u64) -> bool {
-        let word = self.data_bitmaps.get((loc / 64) as usize).copied();
-        word.is_some_and(|w| w & (1 << (loc % 64)) != 0)
+        self.data_bitmaps.contains(loc)
     }
 
     fn count_other(&mut self, loc: u64, what: &C::Other, section: SectionOf<C>) -> bool {
@@ -256,32 +274,115 @@ impl<'a, C: Client> Walker<'a, C> {
         }
     }
 
-    /// Walks the trees below `roots`, level by level.
+    /// Walks the trees below `roots`, level by level: each level's nodes
+    /// in block order, in pieces of at most [`LEVEL_MAX`], the deepest
+    /// level first. The references waiting then stay below
+    /// `LEVEL_MAX` (plus a node's children) per level, whatever the size of
+    /// the trees; where every level fits in one piece, as in all but huge
+    /// pools, this is the plain breadth-first order.
     pub fn walk(&mut self, roots: &[Ref<KindOf<C>>]) {
-        let mut frontier = Vec::new();
+        let mut first = Vec::new();
         for &r in roots {
-            self.reference_node(r, &mut frontier);
+            self.reference_node(r, &mut first);
         }
+        // Per level: its references (sorted) and how many were visited.
+        let mut levels = vec![(first, 0usize)];
+        levels[0].0.sort_unstable_by_key(|r| r.loc);
         let (dev, progress) = (self.dev, self.progress);
-        while !frontier.is_empty() {
-            frontier.sort_unstable_by_key(|r| r.loc);
+        while let Some((level, done)) = levels.last_mut() {
+            if *done == level.len() {
+                levels.pop();
+                continue;
+            }
+            let piece = &level[*done..level.len().min(*done + LEVEL_MAX)];
             let mut next = Vec::new();
+            let mut visited = 0;
+            let repeats_before = self.repeats.len();
             let mut buffers = std::mem::take(&mut self.buffers);
             pipeline::run(
                 dev,
                 progress,
-                &frontier,
+                piece,
                 &mut buffers,
                 |r| r.loc,
                 |r, b| match b {
                     Some(b) => verify_node(r.loc, b, r.kind.leaf_value_size()),
                     None => Err(format!("node {} cannot be read", r.loc)),
                 },
-                |r, b, v| self.visit(r, b, v, &mut next),
+                |r, b, v| {
+                    // A full next level: the rest of the piece waits for
+                    // it (read again then).
+                    if next.len() + (self.repeats.len() - repeats_before) < LEVEL_MAX {
+                        self.visit(r, b, v, &mut next);
+                        visited += 1;
+                    }
+                },
             );
             self.buffers = buffers;
-            frontier = next;
+            *done += visited;
+            if self.repeats.len() >= LEVEL_MAX.max(2 * self.repeats_waiting) {
+                self.check_visited_repeats();
+                self.repeats_waiting = self.repeats.len();
+            }
+            if next.is_empty() {
+                continue;
+            }
+            if levels.len() >= MAX_DEPTH {
+                let r = next[0];
+                self.problems.fatal(
+                    r.kind.section(),
+                    format!(
+                        "{}: node {} is deeper than {MAX_DEPTH} levels",
+                        r.context(),
+                        r.loc
+                    ),
+                );
+                continue;
+            }
+            next.sort_unstable_by_key(|r| r.loc);
+            levels.push((next, 0));
         }
+    }
+
+    /// Reads again the leaves of `set` (leaves of `kind`'s tree that the
+    /// walk visited), in block order, and hands each one that still passes
+    /// to `f`; nothing is counted or reported, and no progress told. For a
+    /// client that counts what its leaves refer to in several passes.
+    pub fn revisit(
+        &mut self,
+        set: &BlockSet,
+        kind: KindOf<C>,
+        mut f: impl FnMut(&mut Self, &Ref<KindOf<C>>, &Block, &Shape),
+    ) {
+        let dev = self.dev;
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let mut locs = set.iter().peekable();
+        while locs.peek().is_some() {
+            let piece: Vec<Ref<KindOf<C>>> = locs
+                .by_ref()
+                .take(LEVEL_MAX)
+                .map(|loc| Ref {
+                    root: false,
+                    ..Ref::root(loc, kind)
+                })
+                .collect();
+            pipeline::run(
+                dev,
+                &NoProgress,
+                &piece,
+                &mut buffers,
+                |r| r.loc,
+                |r, b| b.map(|b| verify_node(r.loc, b, r.kind.leaf_value_size())),
+                |r, b, v| {
+                    if let (Some(b), Some(Ok(shape))) = (b, v) {
+                        if shape.leaf {
+                            f(self, r, b, &shape);
+                        }
+                    }
+                },
+            );
+        }
+        self.buffers = buffers;
     }
 
     fn visit(
@@ -311,10 +412,12 @@ impl<'a, C: Client> Walker<'a, C> {
             last: if nr > 0 { key(b, nr - 1) } else { 0 },
         };
         self.check_ref(r, &s);
-        if self.summaries.last().is_some_and(|p| p.loc > s.loc) {
-            self.sorted = false;
+        if !(shape.leaf && self.compact(r, &s)) {
+            if self.summaries.last().is_some_and(|p| p.loc > s.loc) {
+                self.sorted = false;
+            }
+            self.summaries.push(s);
         }
-        self.summaries.push(s);
         if shape.leaf {
             C::leaf(self, r, b, &shape, next);
             return;
@@ -338,12 +441,31 @@ impl<'a, C: Client> Walker<'a, C> {
             };
             self.reference_node(c, next);
             if keep_children {
-                self.child_locs.push(child);
+                self.child_locs
+                    .push(u32::try_from(child).unwrap_or(u32::MAX));
             }
         }
         if keep_children {
             self.children.insert(r.loc as u32, (start, nr as u32));
         }
+    }
+
+    /// Remembers leaf `s` as a byte if its tree keeps its leaves compact;
+    /// true if it did.
+    fn compact(&mut self, r: &Ref<KindOf<C>>, s: &Summary<TreeOf<C>>) -> bool {
+        let tree = r.kind.tree();
+        if !r.kind.compact_leaves() || s.nr >= u8::MAX as u16 {
+            return false;
+        }
+        if *self.compact_tree.get_or_insert(tree) != tree {
+            return false;
+        }
+        let at = s.loc as usize;
+        if self.leaf_nrs.len() <= at {
+            self.leaf_nrs.resize(at + 1, 0);
+        }
+        self.leaf_nrs[at] = s.nr as u8 + 1;
+        true
     }
 
     /// The checks of a reference that depend on where it comes from.

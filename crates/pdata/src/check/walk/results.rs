@@ -3,6 +3,9 @@
 //! the number of entries under a node.
 
 use super::{Client, KindOf, Ref, Summary, TreeKind, TreeOf, Walker, MAX_DEPTH};
+use crate::check::node::{key, verify_node};
+use crate::check::pipeline;
+use crate::progress::NoProgress;
 use rustc_hash::FxHashMap;
 
 impl<C: Client> Walker<'_, C> {
@@ -15,32 +18,48 @@ impl<C: Client> Walker<'_, C> {
             .map(|i| &self.summaries[i])
     }
 
+    /// The number of entries of `loc` if it is a compact leaf.
+    fn compact_nr(&self, loc: u64) -> Option<u16> {
+        let x = *self.leaf_nrs.get(usize::try_from(loc).ok()?)?;
+        x.checked_sub(1).map(u16::from)
+    }
+
     /// Checks the references to nodes met more than once so far against
     /// what the nodes hold. Call after each walk.
     pub fn check_repeats(&mut self) {
+        self.sort_summaries();
+        let repeats = std::mem::take(&mut self.repeats);
+        self.resolve(repeats);
+    }
+
+    fn sort_summaries(&mut self) {
         if !self.sorted {
             self.summaries.sort_unstable_by_key(|s| s.loc);
             self.sorted = true;
         }
-        for r in std::mem::take(&mut self.repeats) {
+    }
+
+    /// During the walk, when many references to nodes met before are
+    /// waiting: checks those whose node was visited already, so that they
+    /// do not pile up with the size of the trees.
+    pub(super) fn check_visited_repeats(&mut self) {
+        self.sort_summaries();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repeats)
+            .into_iter()
+            .partition(|r| self.compact_nr(r.loc).is_some() || self.summary(r.loc).is_some());
+        self.repeats = waiting;
+        self.resolve(ready);
+    }
+
+    /// Checks `repeats` (summaries sorted).
+    fn resolve(&mut self, repeats: Vec<Ref<KindOf<C>>>) {
+        let (compact, repeats): (Vec<_>, Vec<_>) = repeats
+            .into_iter()
+            .partition(|r| self.compact_nr(r.loc).is_some());
+        self.check_compact_repeats(compact);
+        for r in repeats {
             if let Some(&s) = self.summary(r.loc) {
-                if s.tree != r.kind.tree() {
-                    let first: Ref<KindOf<C>> = Ref {
-                        kind: r.kind.with_tree(s.tree),
-                        ..r
-                    };
-                    self.problems.fatal(
-                        r.kind.section(),
-                        format!(
-                            "{}: node {} is a node of the {} as well",
-                            r.context(),
-                            r.loc,
-                            first.context()
-                        ),
-                    );
-                } else {
-                    self.check_ref(&r, &s);
-                }
+                self.check_repeat(&r, &s);
             } else if let Some(what) = self.others.get(&r.loc) {
                 let what = *what;
                 self.problems.fatal(
@@ -62,6 +81,74 @@ impl<C: Client> Walker<'_, C> {
                 );
             }
             // Otherwise the first visit failed and was reported.
+        }
+    }
+
+    /// Checks references to compact leaves, read again (in block order).
+    fn check_compact_repeats(&mut self, mut repeats: Vec<Ref<KindOf<C>>>) {
+        let Some(tree) = self.compact_tree else {
+            return;
+        };
+        repeats.sort_unstable_by_key(|r| r.loc);
+        // Verified as a leaf of the tree it was first found in.
+        let Some(value_size) = repeats
+            .first()
+            .map(|r| r.kind.with_tree(tree).leaf_value_size())
+        else {
+            return;
+        };
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let dev = self.dev;
+        pipeline::run(
+            dev,
+            &NoProgress,
+            &repeats,
+            &mut buffers,
+            |r| r.loc,
+            |r, b| b.map(|b| verify_node(r.loc, b, value_size)),
+            |r, b, v| {
+                let Some((b, Ok(shape))) = b.zip(v) else {
+                    // It passed before: the device changed under the check.
+                    self.problems.fatal(
+                        r.kind.section(),
+                        format!("{}: node {} cannot be read again", r.context(), r.loc),
+                    );
+                    return;
+                };
+                let nr = shape.nr;
+                let s = Summary {
+                    loc: r.loc as u32,
+                    nr: nr as u16,
+                    max: shape.max as u16,
+                    tree,
+                    leaf: shape.leaf,
+                    first: if nr > 0 { key(b, 0) } else { 0 },
+                    last: if nr > 0 { key(b, nr - 1) } else { 0 },
+                };
+                self.check_repeat(r, &s);
+            },
+        );
+        self.buffers = buffers;
+    }
+
+    /// A reference to a node met before, against what the node holds.
+    fn check_repeat(&mut self, r: &Ref<KindOf<C>>, s: &Summary<TreeOf<C>>) {
+        if s.tree != r.kind.tree() {
+            let first: Ref<KindOf<C>> = Ref {
+                kind: r.kind.with_tree(s.tree),
+                ..*r
+            };
+            self.problems.fatal(
+                r.kind.section(),
+                format!(
+                    "{}: node {} is a node of the {} as well",
+                    r.context(),
+                    r.loc,
+                    first.context()
+                ),
+            );
+        } else {
+            self.check_ref(r, s);
         }
     }
 
@@ -98,7 +185,7 @@ impl<C: Client> Walker<'_, C> {
         {
             for i in start..start + len {
                 if let Some(&child) = self.child_locs.get(i as usize) {
-                    self.gather_at(child, tree, leaves, out, depth + 1);
+                    self.gather_at(child.into(), tree, leaves, out, depth + 1);
                 }
             }
         }
@@ -127,6 +214,9 @@ impl<C: Client> Walker<'_, C> {
         if depth > MAX_DEPTH {
             return None;
         }
+        if let Some(nr) = self.compact_nr(loc) {
+            return (self.compact_tree == Some(tree)).then_some(nr as u64);
+        }
         let s = self.summary(loc)?;
         if s.tree != tree {
             return None;
@@ -141,7 +231,7 @@ impl<C: Client> Walker<'_, C> {
         let &(start, len) = self.children.get(&(loc as u32))?;
         let mut sum = Some(0u64);
         for i in start..start + len {
-            let child = self.child_locs.get(i as usize).copied()?;
+            let child = self.child_locs.get(i as usize).copied()?.into();
             sum = match (sum, self.entries_below_at(child, tree, memo, depth + 1)) {
                 (Some(a), Some(b)) => Some(a + b),
                 _ => None,
