@@ -10,7 +10,7 @@ use crate::tools::cli::{
     Progress, ASYNC_IO, AUTO_REPAIR, CLEAR_NEEDS_CHECK, HELP, IGNORE_NON_FATAL, QUIET,
     SKIP_MAPPINGS, SUPER_BLOCK_ONLY, VERSION,
 };
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thin::check::{check_with_progress, clear_needs_check, CheckOptions, CheckReport, Section};
@@ -140,7 +140,7 @@ fn execute(o: &Options) -> Result<bool> {
         check_with_progress(&dev, &o.check, &progress)
     };
     if !o.quiet {
-        print_report(o, &report)?;
+        print_report(o, &report).context("cannot write to stdout")?;
     }
     let repaired = report.repaired_leaks > 0 && report.repaired_leaks == report.nr_leaks;
     let ok = report.is_sound() && (report.nr_leaks == 0 || o.ignore_non_fatal || repaired);
