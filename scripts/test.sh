@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in thin-provisioning-tools qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dmsetup kmod cpio; do
+for pkg in thin-provisioning-tools qemu-system-x86 qemu-utils linux-image-amd64 busybox-static dmsetup kmod cpio nbd-client e2fsprogs; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

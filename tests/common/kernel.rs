@@ -298,3 +298,87 @@ pub fn diff_at(a: &[u8], b: &[u8]) -> String {
         }
     }
 }
+
+/// The guest kernel's version, from the build's build-info.txt.
+pub fn guest_kver() -> String {
+    build_guest();
+    let dir = std::env::var_os("PDT_KERNEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache/pdt-kernel")
+        });
+    let info = fs::read_to_string(dir.join("build-info.txt")).expect("build-info.txt");
+    info.lines()
+        .find_map(|l| l.strip_prefix("kver="))
+        .expect("kver= in build-info.txt")
+        .to_string()
+}
+
+/// Host programs and modules the guest image lacks, in folder `dir` (a
+/// scenario file): `progs` go to `dir`/bin and the libraries ldd lists to
+/// `dir`/lib (run with LD_LIBRARY_PATH); the modules `modprobe
+/// --show-depends` lists for `modules`, decompressed, to `dir`/modules, in
+/// insmod order in `dir`/modules.txt.
+pub fn guest_extras(dir: &Path, progs: &[&str], modules: &[&str]) -> PathBuf {
+    let (bin, lib, km) = (dir.join("bin"), dir.join("lib"), dir.join("modules"));
+    for d in [&bin, &lib, &km] {
+        fs::create_dir_all(d).expect("create extras folder");
+    }
+    let run = |cmd: &mut Command| -> Vec<u8> {
+        let o = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+        assert!(o.status.success(), "{cmd:?}: {:?}", o.status);
+        o.stdout
+    };
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    for p in progs {
+        let name = Path::new(p).file_name().expect("program name");
+        fs::copy(p, bin.join(name)).unwrap_or_else(|e| panic!("copy {p}: {e}"));
+        for l in text(run(Command::new("ldd").arg(p))).lines() {
+            // "libx.so => /path (addr)"; the loader is the guest's own.
+            if let Some(path) = l.split("=> ").nth(1).and_then(|r| r.split(' ').next()) {
+                let name = Path::new(path).file_name().expect("library name");
+                fs::copy(path, lib.join(name)).unwrap_or_else(|e| panic!("copy {path}: {e}"));
+            }
+        }
+    }
+    let kver = guest_kver();
+    let mut order = String::new();
+    for m in modules {
+        let deps = text(run(Command::new("modprobe").args([
+            "-S",
+            &kver,
+            "--show-depends",
+            m,
+        ])));
+        for l in deps.lines() {
+            let Some(path) = l.strip_prefix("insmod ").and_then(|r| r.split(' ').next()) else {
+                continue;
+            };
+            let base = Path::new(path).file_name().expect("module name");
+            let base = base.to_string_lossy();
+            let (name, unpack) = match base.rsplit_once('.') {
+                Some((n, "xz")) => (n.to_string(), Some("xz")),
+                Some((n, "zst")) => (n.to_string(), Some("zstd")),
+                Some((n, "gz")) => (n.to_string(), Some("gzip")),
+                _ => (base.to_string(), None),
+            };
+            if order.lines().any(|o| o == name) {
+                continue;
+            }
+            let target = km.join(&name);
+            match unpack {
+                Some(tool) => {
+                    let bytes = run(Command::new(tool).args(["-dc", path]));
+                    fs::write(&target, bytes).expect("write module");
+                }
+                None => {
+                    fs::copy(path, &target).expect("copy module");
+                }
+            }
+            order.push_str(&name);
+            order.push('\n');
+        }
+    }
+    fs::write(dir.join("modules.txt"), order).expect("write modules.txt");
+    dir.to_path_buf()
+}
