@@ -21,27 +21,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPSTREAM = "/work/shared/peers/upstream-1.3.3/pdata_tools"
 
-
-def run(cmd):
-    with tempfile.NamedTemporaryFile("r") as t:
-        t0 = time.perf_counter()
-        p = subprocess.run(["/usr/bin/time", "-q", "-f", "%U %S %M", "-o", t.name] + cmd,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wall = time.perf_counter() - t0
-        if p.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.decode().strip()}")
-        u, s, m = t.read().split()[-3:]
-        return wall, float(u) + float(s), int(m)
-
-
-def fresh(path, size):
-    with open(path, "wb") as f:
-        f.truncate(size)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import fresh, run_cpu as run  # noqa: E402
 
 
 def main():

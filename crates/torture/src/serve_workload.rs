@@ -15,10 +15,10 @@
 //! address, so a read tells exactly which write it came from.
 
 use crate::rng::Rng;
-use pdata::io::{BlockDevice, MemoryDevice};
-use pdata::{Block, BLOCK_SIZE};
+use pdata::io::{BlockDevice, Event, MemoryDevice, RecordingDevice, WHOLE_BLOCK};
+use pdata::BLOCK_SIZE;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use thin::pool::{Message, Pool, PoolError};
 use thin::ThinMetadata;
@@ -35,64 +35,6 @@ const VOL_SECTORS: u64 = VOL_BLOCKS * BLOCK_SECTORS;
 const NR_DATA_BLOCKS: u64 = 40;
 const META_BLOCKS: u64 = 512;
 const DATA_DEV_BLOCKS: u64 = NR_DATA_BLOCKS * BLOCK_BYTES / BLOCK_SIZE as u64;
-
-enum Ev {
-    Write {
-        dev: u8,
-        block: u64,
-        data: Box<Block>,
-    },
-    Flush {
-        dev: u8,
-    },
-}
-
-/// One log for both devices: the order between them is what matters.
-#[derive(Default)]
-struct Log(Mutex<Vec<Ev>>);
-
-impl Log {
-    fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-/// A memory device whose writes and completed flushes go to the log.
-struct Logged {
-    inner: MemoryDevice,
-    log: Arc<Log>,
-    id: u8,
-}
-
-impl BlockDevice for Logged {
-    fn nr_blocks(&self) -> u64 {
-        self.inner.nr_blocks()
-    }
-
-    fn read_blocks(&self, first: u64, bufs: &mut [&mut Block]) -> io::Result<()> {
-        self.inner.read_blocks(first, bufs)
-    }
-
-    fn write_blocks(&self, first: u64, bufs: &[&Block]) -> io::Result<()> {
-        let mut log = self.log.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.inner.write_blocks(first, bufs)?;
-        for (i, b) in bufs.iter().enumerate() {
-            log.push(Ev::Write {
-                dev: self.id,
-                block: first + i as u64,
-                data: Box::new(**b),
-            });
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        let mut log = self.log.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.inner.flush()?;
-        log.push(Ev::Flush { dev: self.id });
-        Ok(())
-    }
-}
 
 /// A sector's content for `version` (0: zeros) at `sector` of a volume.
 fn stamp(version: u64, sector: u64) -> [u8; SECTOR as usize] {
@@ -174,15 +116,17 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
     }
     let meta_image = meta0.image();
     let data_image = vec![0u8; (DATA_DEV_BLOCKS * BLOCK_SIZE as u64) as usize];
-    let log = Arc::new(Log::default());
-    let dev = |image: &Vec<u8>, id| {
-        Arc::new(Logged {
-            inner: MemoryDevice::from_image(image.clone()),
-            log: log.clone(),
-            id,
-        }) as Arc<dyn BlockDevice>
+    // Both devices on one clock: a crash position is a time on it.
+    let clock = Arc::new(AtomicU64::new(0));
+    let recorded = |image: &Vec<u8>| {
+        Arc::new(RecordingDevice::with_clock(
+            Arc::new(MemoryDevice::from_image(image.clone())),
+            clock.clone(),
+        ))
     };
-    let pool = Pool::open(dev(&meta_image, 0), dev(&data_image, 1), true).expect("open the pool");
+    let (meta_rec, data_rec) = (recorded(&meta_image), recorded(&data_image));
+    let now = || clock.load(Ordering::SeqCst) as usize;
+    let pool = Pool::open(meta_rec.clone(), data_rec.clone(), true).expect("open the pool");
     if mutation {
         pool.enable_mutation();
     }
@@ -226,7 +170,7 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
                         rep.writes += 1;
                         m.set(dev, first, versions.into_iter());
                         if fua {
-                            m.flushed(log.len());
+                            m.flushed(now());
                         }
                         Ok(())
                     }
@@ -263,7 +207,7 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
             }
             3 => pool.flush().map(|()| {
                 rep.flushes += 1;
-                m.flushed(log.len());
+                m.flushed(now());
             }),
             4 if m.vols.len() < 5 => {
                 let id = next_id;
@@ -278,20 +222,20 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
                         .map(|v| vec![*v.last().expect("a value")])
                         .collect();
                     m.vols.insert(id, h);
-                    m.flushed(log.len());
+                    m.flushed(now());
                 })
             }
             5 if dev >= 2 => pool.message(&Message::Delete(dev)).map(|()| {
                 m.vols.remove(&dev);
                 m.ever_deleted.insert(dev);
-                m.flushed(log.len());
+                m.flushed(now());
             }),
             6 if m.vols.len() < 5 => {
                 let id = next_id;
                 next_id += 1;
                 pool.message(&Message::CreateThin(id)).map(|()| {
                     m.vols.insert(id, vec![vec![0]; VOL_SECTORS as usize]);
-                    m.flushed(log.len());
+                    m.flushed(now());
                 })
             }
             _ => Ok(()),
@@ -301,19 +245,22 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
             return rep;
         }
     }
-    let events = std::mem::take(&mut *log.0.lock().unwrap_or_else(|p| p.into_inner()));
-    rep.log_events = events.len();
+    let logs = [&meta_rec, &data_rec].map(|r| (r.ticks(), r.take()));
+    let nr_events = now();
+    rep.log_events = nr_events;
     // Crash points: around every flush, and random ones.
     let mut points: Vec<usize> = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        if matches!(e, Ev::Flush { .. }) {
-            points.extend([i, i + 1]);
+    for (ticks, events) in &logs {
+        for (t, e) in ticks.iter().zip(events) {
+            if matches!(e, Event::Flush) {
+                points.extend([*t as usize, *t as usize + 1]);
+            }
         }
     }
     rng.shuffle(&mut points);
     points.truncate(crashes / 2);
     while points.len() < crashes {
-        points.push(rng.below(events.len() as u64 + 1) as usize);
+        points.push(rng.below(nr_events as u64 + 1) as usize);
     }
     points.sort_unstable();
     let found = Mutex::new(Vec::new());
@@ -324,8 +271,8 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&p) = points.get(i) else { break };
                 let mut r = Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                let meta = crash_image(&meta_image, &events, 0, p, &mut r);
-                let data = crash_image(&data_image, &events, 1, p, &mut r);
+                let meta = crash_image(&meta_image, &logs[0], p, &mut r);
+                let data = crash_image(&data_image, &logs[1], p, &mut r);
                 if let Err(e) = check_image(&m, p, meta, data) {
                     found
                         .lock()
@@ -342,49 +289,28 @@ pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> Ser
     rep
 }
 
-/// Device `id`'s image after a crash when the log had `p` events: every
+/// A device's image after a crash at time `p` on the shared clock: every
 /// write before its last flush, then a shuffled subset of the later ones,
 /// some torn.
-fn crash_image(base: &[u8], events: &[Ev], id: u8, p: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut img = base.to_vec();
-    let last_flush = events[..p]
-        .iter()
-        .rposition(|e| matches!(e, Ev::Flush { dev } if *dev == id));
-    let durable = last_flush.map_or(0, |f| f + 1);
-    let put = |img: &mut Vec<u8>, block: u64, data: &Block, mask: u8| {
-        let at = block as usize * BLOCK_SIZE;
-        for s in 0..8 {
-            if mask & (1 << s) != 0 {
-                let r = s * SECTOR as usize..(s + 1) * SECTOR as usize;
-                img[at + r.start..at + r.end].copy_from_slice(&data[r]);
-            }
-        }
-    };
-    for e in &events[..durable] {
-        if let Ev::Write { dev, block, data } = e {
-            if *dev == id {
-                put(&mut img, *block, data, 0xff);
-            }
-        }
-    }
-    let mut window: Vec<(u64, &Block)> = events[durable..p]
-        .iter()
-        .filter_map(|e| match e {
-            Ev::Write { dev, block, data } if *dev == id => Some((*block, &**data)),
-            _ => None,
-        })
+fn crash_image(
+    base: &[u8],
+    (ticks, events): &(Vec<u64>, Vec<Event>),
+    p: usize,
+    rng: &mut Rng,
+) -> Vec<u8> {
+    let upto = ticks.partition_point(|&t| (t as usize) < p);
+    let mut chosen: Vec<(usize, usize, u8)> = pdata::io::in_flight(events, upto)
+        .into_iter()
         .filter(|_| rng.chance(0.5))
+        .map(|(i, j, _)| (i, j, WHOLE_BLOCK))
         .collect();
-    rng.shuffle(&mut window);
-    for (block, data) in window {
-        let mask = if rng.chance(0.2) {
-            rng.below(256) as u8
-        } else {
-            0xff
-        };
-        put(&mut img, block, data, mask);
+    rng.shuffle(&mut chosen);
+    for c in &mut chosen {
+        if rng.chance(0.2) {
+            c.2 = rng.below(256) as u8;
+        }
     }
-    img
+    pdata::io::crash_image(base, events, upto, &chosen)
 }
 
 /// The checks of one crash image (see the module's comment).

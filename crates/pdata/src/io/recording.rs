@@ -11,6 +11,7 @@ use super::BlockDevice;
 use crate::{Block, BLOCK_SIZE};
 use parking_lot::Mutex;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The unit a disk writes atomically.
@@ -48,6 +49,9 @@ impl std::fmt::Debug for Event {
 pub struct RecordingDevice {
     inner: Arc<dyn BlockDevice>,
     log: Mutex<Vec<Event>>,
+    /// A clock shared with other devices, and each event's time on it (in
+    /// the same order as `log`, kept under its lock).
+    clock: Option<(Arc<AtomicU64>, Mutex<Vec<u64>>)>,
 }
 
 impl RecordingDevice {
@@ -55,7 +59,36 @@ impl RecordingDevice {
         RecordingDevice {
             inner,
             log: Mutex::new(Vec::new()),
+            clock: None,
         }
+    }
+
+    /// A device whose events are also stamped on `clock`, which other
+    /// devices share: the order between their events is then known (a
+    /// pool's metadata and data devices). The clock's value is the number
+    /// of events all of them have logged.
+    pub fn with_clock(inner: Arc<dyn BlockDevice>, clock: Arc<AtomicU64>) -> Self {
+        RecordingDevice {
+            inner,
+            log: Mutex::new(Vec::new()),
+            clock: Some((clock, Mutex::new(Vec::new()))),
+        }
+    }
+
+    /// Each event's time on the shared clock (empty without one).
+    pub fn ticks(&self) -> Vec<u64> {
+        let _log = self.log.lock();
+        self.clock
+            .as_ref()
+            .map_or_else(Vec::new, |(_, ticks)| ticks.lock().clone())
+    }
+
+    /// Logs `event`; the caller holds the log's lock (`log`).
+    fn push(&self, log: &mut Vec<Event>, event: Event) {
+        if let Some((clock, ticks)) = &self.clock {
+            ticks.lock().push(clock.fetch_add(1, Ordering::SeqCst));
+        }
+        log.push(event);
     }
 
     pub fn inner(&self) -> &Arc<dyn BlockDevice> {
@@ -76,9 +109,13 @@ impl RecordingDevice {
         self.log.lock().clone()
     }
 
-    /// Empties the log and returns what it held.
+    /// Empties the log (and its ticks) and returns what it held.
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.log.lock())
+        let mut log = self.log.lock();
+        if let Some((_, ticks)) = &self.clock {
+            ticks.lock().clear();
+        }
+        std::mem::take(&mut *log)
     }
 }
 
@@ -95,24 +132,27 @@ impl BlockDevice for RecordingDevice {
         // Hold the log across the write so the log order is the device's order.
         let mut log = self.log.lock();
         self.inner.write_blocks(first, bufs)?;
-        log.push(Event::Write {
-            first,
-            blocks: bufs.iter().map(|b| Arc::new(**b)).collect(),
-        });
+        self.push(
+            &mut log,
+            Event::Write {
+                first,
+                blocks: bufs.iter().map(|b| Arc::new(**b)).collect(),
+            },
+        );
         Ok(())
     }
 
     fn flush(&self) -> io::Result<()> {
         let mut log = self.log.lock();
         self.inner.flush()?;
-        log.push(Event::Flush);
+        self.push(&mut log, Event::Flush);
         Ok(())
     }
 
     fn grow(&self, nr_blocks: u64) -> io::Result<()> {
         let mut log = self.log.lock();
         self.inner.grow(nr_blocks)?;
-        log.push(Event::Grow(nr_blocks));
+        self.push(&mut log, Event::Grow(nr_blocks));
         Ok(())
     }
 }
@@ -232,6 +272,25 @@ mod tests {
 
     fn at(image: &[u8], loc: usize, byte: usize) -> u8 {
         image[loc * BLOCK_SIZE + byte]
+    }
+
+    #[test]
+    fn devices_on_one_clock_know_their_order() {
+        let clock = Arc::new(AtomicU64::new(0));
+        let on_clock =
+            || RecordingDevice::with_clock(Arc::new(MemoryDevice::new(4)), clock.clone());
+        let (a, b) = (on_clock(), on_clock());
+        a.write_block(0, &block(1)).unwrap();
+        b.write_block(1, &block(2)).unwrap();
+        b.flush().unwrap();
+        a.flush().unwrap();
+        assert_eq!((a.ticks(), b.ticks()), (vec![0, 3], vec![1, 2]));
+        assert_eq!(clock.load(Ordering::SeqCst), 4);
+        assert_eq!(a.take().len(), 2);
+        assert!(a.ticks().is_empty());
+        assert!(RecordingDevice::new(Arc::new(MemoryDevice::new(1)))
+            .ticks()
+            .is_empty());
     }
 
     #[test]
