@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 mod common;
 use common::oracle::debian_cmd as debian;
-use common::pool::{debian_restore, exec_pool};
+use common::pool::{debian_restore, exec_pool, free_in_space_map};
 use common::tool::{new_file, pdt, run, s};
 
 /// Exit status, stdout and stderr of a tool that did not panic.
@@ -526,33 +526,6 @@ fn thin_trim_punches_exactly_the_free_blocks() {
         o.stderr
     );
     assert!(std::fs::read(&data).unwrap() == image, "discarded anyway");
-}
-
-/// Sets data block `b`'s count to zero in its space-map bitmap (resealed):
-/// the damage thin_trim must not act on.
-fn free_in_space_map(meta: &Path, b: u64) {
-    use pdata::block_manager::Validator;
-    use pdata::io::BlockDevice;
-    use pdata::space_map::format::{bitmap_set, IndexEntry, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP};
-    let dev: Arc<dyn BlockDevice> = Arc::new(pdata::io::FileDevice::open(meta, true).unwrap());
-    let md = thin::ThinMetadata::open(dev.clone(), false).unwrap();
-    let mut loc = None;
-    let root = md.superblock().data_sm_root.bitmap_root;
-    pdata::btree::walk(md.transaction_manager(), root, &mut |k, v| {
-        if k == b / ENTRIES_PER_BITMAP {
-            loc = Some(IndexEntry::unpack(v).blocknr);
-        }
-        Ok(())
-    })
-    .unwrap();
-    drop(md);
-    let loc = loc.expect("bitmap");
-    let mut block = pdata::block_manager::new_block_buffer();
-    dev.read_block(loc, &mut block).unwrap();
-    bitmap_set(&mut block, b % ENTRIES_PER_BITMAP, 0);
-    BITMAP_VALIDATOR.prepare_for_write(loc, &mut block).unwrap();
-    dev.write_block(loc, &block).unwrap();
-    dev.flush().unwrap();
 }
 
 /// Damage anywhere gives an error or a right answer, never a panic or a

@@ -43,3 +43,32 @@ pub fn debian_restore(dir: &Path, name: &str, bytes: u64, xml: &str) -> PathBuf 
     );
     meta
 }
+
+/// Sets data block `b`'s count to zero in its space-map bitmap (resealed):
+/// the damage thin_trim must not act on.
+pub fn free_in_space_map(meta: &Path, b: u64) {
+    use pdata::block_manager::Validator;
+    use pdata::io::BlockDevice;
+    use pdata::live::LiveMetadata;
+    use pdata::space_map::format::{bitmap_set, IndexEntry, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP};
+    use std::sync::Arc;
+    let dev: Arc<dyn BlockDevice> = Arc::new(pdata::io::FileDevice::open(meta, true).unwrap());
+    let md = thin::ThinMetadata::open(dev.clone(), false).unwrap();
+    let mut loc = None;
+    let root = md.superblock().data_sm_root.bitmap_root;
+    pdata::btree::walk(md.transaction_manager(), root, &mut |k, v| {
+        if k == b / ENTRIES_PER_BITMAP {
+            loc = Some(IndexEntry::unpack(v).blocknr);
+        }
+        Ok(())
+    })
+    .unwrap();
+    drop(md);
+    let loc = loc.expect("bitmap");
+    let mut block = pdata::block_manager::new_block_buffer();
+    dev.read_block(loc, &mut block).unwrap();
+    bitmap_set(&mut block, b % ENTRIES_PER_BITMAP, 0);
+    BITMAP_VALIDATOR.prepare_for_write(loc, &mut block).unwrap();
+    dev.write_block(loc, &block).unwrap();
+    dev.flush().unwrap();
+}

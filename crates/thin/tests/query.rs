@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use thin::query::cursor::{Run, RunCursor};
-use thin::query::free_space::{free_ranges, mapped_blocks};
+use thin::query::free_space::{first_mapped_free, free_ranges};
 use thin::query::rmap::{rmap, RmapRun, Sharers};
 use thin::query::usage::{exclusive_mappings, highest_mapped};
 use thin::query::{device_root, device_roots};
@@ -127,12 +127,14 @@ fn check_queries(md: &mut ThinMetadata) {
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    let excl = exclusive_mappings(tm, &roots, tm.bm().nr_blocks(), nr_data).unwrap();
+    let nr_meta = tm.bm().nr_blocks();
+    let excl = exclusive_mappings(tm, &roots, nr_meta, nr_data, usize::MAX).unwrap();
     let want: Vec<u64> = maps
         .values()
         .map(|m| m.iter().filter(|(_, b)| refs[b] == 1).count() as u64)
         .collect();
     assert_eq!(excl, want, "exclusive");
+    let want_excl = want;
 
     // Reverse map of a region, every device, in walk order.
     let region = 100..2500;
@@ -173,12 +175,18 @@ fn check_queries(md: &mut ThinMetadata) {
     })
     .unwrap();
     assert_eq!(got, free, "free blocks");
-    let mapped = mapped_blocks(tm, &roots, nr_data).unwrap();
-    for &b in refs.keys() {
-        assert_eq!(mapped.first_in(b..b + 1), Some(b));
-    }
-    for &b in &free {
-        assert_eq!(mapped.first_in(b..b + 1), None);
+    // A budget of one bitmap's blocks gives the same.
+    for budget in [usize::MAX, 1] {
+        let excl = exclusive_mappings(tm, &roots, nr_meta, nr_data, budget).unwrap();
+        assert_eq!(excl, want_excl, "exclusive, budget {budget}");
+        let mut runs = Vec::new();
+        let sm = &sb.data_sm_root;
+        let mapped = first_mapped_free(tm, sm, &roots, nr_meta, budget, &mut |r| {
+            runs.extend(r);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((mapped, &runs), (None, &free), "free runs, budget {budget}");
     }
 }
 

@@ -2,9 +2,12 @@
 //! established tool's layout (right-aligned columns, each followed by a
 //! space), or as JSON for scripts.
 
-use crate::tools::cli::{exit_status, open_reader, GetOpt, HasArg, Opt, HELP, VERSION};
+use crate::tools::cli::{
+    data_budget, exit_status, open_reader, GetOpt, HasArg, Opt, HELP, VERSION,
+};
 use anyhow::{Context, Result};
 use pdata::live::LiveMetadata;
+use pdata::space_map::counts::WINDOW_BUDGET;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -222,7 +225,8 @@ fn ls(o: &Options) -> Result<()> {
     let tm = md.transaction_manager();
     let exclusive = if o.fields.iter().any(|f| f.needs_exclusive()) {
         let roots: Vec<u64> = devices.iter().map(|d| d.2).collect();
-        exclusive_mappings(tm, &roots, tm.bm().nr_blocks(), md.nr_data_blocks())?
+        let budget = data_budget().unwrap_or(WINDOW_BUDGET);
+        exclusive_mappings(tm, &roots, tm.bm().nr_blocks(), md.nr_data_blocks(), budget)?
     } else {
         vec![0; devices.len()]
     };

@@ -4,21 +4,24 @@
 //! with the file size kept.
 //!
 //! Every mapping tree is walked first (every node validated): if the space
-//! map calls a mapped block free, nothing is discarded. Block devices are
+//! map calls a mapped block free, nothing is discarded. The mapped blocks
+//! are counted window by window within the data budget, so memory stays
+//! flat however large the pool. Block devices are
 //! opened exclusively, so a pool still active makes it fail (EBUSY).
 
 use crate::tools::cli::{
-    discard, exit_status, open_data, open_exclusive, punch_hole, GetOpt, HasArg, Opt, DATA_DEV,
-    HELP, METADATA_DEV, QUIET, VERSION,
+    data_budget, discard, exit_status, open_data, open_exclusive, punch_hole, GetOpt, HasArg, Opt,
+    DATA_DEV, HELP, METADATA_DEV, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use pdata::live::LiveMetadata;
+use pdata::space_map::counts::WINDOW_BUDGET;
 use std::io::{Seek, SeekFrom};
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use thin::query::device_roots;
-use thin::query::free_space::{free_ranges, mapped_blocks};
+use thin::query::free_space::{first_mapped_free, free_ranges_until};
 use thin::ThinMetadata;
 
 const USAGE: &str =
@@ -103,23 +106,42 @@ fn trim(o: &Options) -> Result<()> {
         }
         return Ok(());
     }
-    let free = checked_free_ranges(&md)?;
-    for r in free {
+    let discard_run = |r: Range<u64>| -> Result<()> {
         let (offset, len) = (r.start * block_bytes, (r.end - r.start) * block_bytes);
         let done = if is_block {
             discard(&data, offset, len)
         } else {
             punch_hole(&data, offset, len)
         };
-        done.with_context(|| format!("discarding data blocks {}..{} failed", r.start, r.end))?;
+        done.with_context(|| format!("discarding data blocks {}..{} failed", r.start, r.end))
+    };
+    let budget = data_budget().unwrap_or(WINDOW_BUDGET);
+    match checked_free_ranges(&md, budget)? {
+        Some(free) => free.into_iter().try_for_each(discard_run)?,
+        // Too many runs to keep: read them again from the space map.
+        None => {
+            let mut failed = None;
+            let tm = md.transaction_manager();
+            free_ranges_until(tm, &sb.data_sm_root, nr_blocks, &mut |r| {
+                Ok(match discard_run(r) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => ControlFlow::Break(failed = Some(e)),
+                })
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }
 
 /// The data space map's free runs, once every mapping (of the live pool and
 /// of a held metadata snapshot) is known to point outside them: a space map
-/// that called a mapped block free would have its data discarded.
-fn checked_free_ranges(md: &ThinMetadata) -> Result<Vec<Range<u64>>> {
+/// that called a mapped block free would have its data discarded. The data
+/// blocks are counted window by window within `budget` bytes, and the runs
+/// kept within a quarter of it: None when there are more (all checked).
+fn checked_free_ranges(md: &ThinMetadata, budget: usize) -> Result<Option<Vec<Range<u64>>>> {
     let tm = md.transaction_manager();
     let sb = md.superblock();
     let mut roots: Vec<u64> = device_roots(tm, sb.data_mapping_root)?
@@ -133,16 +155,27 @@ fn checked_free_ranges(md: &ThinMetadata) -> Result<Vec<Range<u64>>> {
                 .map(|(_, r)| r),
         );
     }
-    let mapped = mapped_blocks(tm, &roots, sb.data_sm_root.nr_blocks)?;
-    let mut free = Vec::new();
-    free_ranges(tm, &sb.data_sm_root, &mut |r| {
-        free.push(r);
-        Ok(())
-    })?;
-    for r in &free {
-        if let Some(b) = mapped.first_in(r.clone()) {
-            bail!("data block {b} is mapped but free in the data space map: the metadata is damaged (run thin_check); nothing was discarded");
-        }
+    let max_kept = budget / 4 / std::mem::size_of::<Range<u64>>();
+    let mut free = Some(Vec::new());
+    let nr_metadata_blocks = tm.bm().nr_blocks();
+    let mapped = first_mapped_free(
+        tm,
+        &sb.data_sm_root,
+        &roots,
+        nr_metadata_blocks,
+        budget,
+        &mut |r| {
+            if free.as_ref().is_some_and(|f| f.len() >= max_kept) {
+                free = None;
+            }
+            if let Some(f) = &mut free {
+                f.push(r);
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(b) = mapped {
+        bail!("data block {b} is mapped but free in the data space map: the metadata is damaged (run thin_check); nothing was discarded");
     }
     Ok(free)
 }

@@ -1,13 +1,13 @@
 //! Unused data blocks: the runs of zero counts in the data space map
 //! (`thin_trim` discards them).
 
+use super::leaves::MappingLeaves;
 use crate::Result;
 use pdata::block_manager::{le64, BlockRead};
 use pdata::btree;
 use pdata::space_map::format::{
     IndexEntry, SmRoot, BITMAP_HEADER_SIZE, BITMAP_VALIDATOR, ENTRIES_PER_BITMAP, INDEX_ENTRY_SIZE,
 };
-use pdata::space_map::RefCounts;
 use std::ops::{ControlFlow, Range};
 
 /// Entries (2 bits each) per 64-bit bitmap word.
@@ -37,18 +37,33 @@ pub fn free_ranges_until(
     f: &mut dyn FnMut(Range<u64>) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
     let end = end.min(sm.nr_blocks);
-    let stopped = std::cell::Cell::new(false);
-    let mut f = |range: Range<u64>| -> Result<()> {
-        if !stopped.get() && f(range)?.is_break() {
-            stopped.set(true);
-        }
-        Ok(())
-    };
     let bitmaps = bitmap_locations(r, sm)?;
-    let mut open: Option<u64> = None;
-    for (i, &loc) in bitmaps.iter().enumerate() {
+    let mut open = None;
+    if scan(r, &bitmaps, 0..end, &mut open, f)?.is_continue() {
+        if let Some(s) = open {
+            let _ = f(s..end)?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with the free runs of data blocks `blocks` (from a bitmap's
+/// first block) that end there, in order, until it says to stop. `open`
+/// is where a run still open began: one open at the start continues, one
+/// open at the end is left for the caller.
+fn scan(
+    r: &impl BlockRead,
+    bitmaps: &[u64],
+    blocks: Range<u64>,
+    open: &mut Option<u64>,
+    f: &mut dyn FnMut(Range<u64>) -> Result<ControlFlow<()>>,
+) -> Result<ControlFlow<()>> {
+    debug_assert!(blocks.start.is_multiple_of(ENTRIES_PER_BITMAP));
+    let first = (blocks.start / ENTRIES_PER_BITMAP) as usize;
+    let end = blocks.end;
+    for (i, &loc) in bitmaps.iter().enumerate().skip(first) {
         let base = i as u64 * ENTRIES_PER_BITMAP;
-        if stopped.get() || base >= end {
+        if base >= end {
             break;
         }
         let entries = (end - base).min(ENTRIES_PER_BITMAP);
@@ -65,27 +80,77 @@ pub fn free_ranges_until(
             }
             if used == LOW_BITS {
                 if let Some(s) = open.take() {
-                    f(s..first)?;
+                    if f(s..first)?.is_break() {
+                        return Ok(ControlFlow::Break(()));
+                    }
                 }
                 continue;
             }
             for e in 0..in_word {
                 let is_used = used >> (2 * e) & 1 != 0;
-                match (is_used, open) {
-                    (false, None) => open = Some(first + e),
+                match (is_used, *open) {
+                    (false, None) => *open = Some(first + e),
                     (true, Some(s)) => {
-                        f(s..first + e)?;
-                        open = None;
+                        *open = None;
+                        if f(s..first + e)?.is_break() {
+                            return Ok(ControlFlow::Break(()));
+                        }
                     }
                     _ => {}
                 }
             }
         }
     }
-    if let Some(s) = open {
-        f(s..end)?;
+    Ok(ControlFlow::Continue(()))
+}
+
+/// The free runs of the data space map `sm`, checked against the mappings
+/// of the trees at `roots` (nodes within `nr_metadata_blocks`) window by
+/// window, the data blocks' counts within about `budget` bytes: calls `f`
+/// with each free run, in order, up to the first mapped block found in
+/// one, which it returns (a space map that calls a mapped block free
+/// would have its data discarded). The runs given before it are free.
+pub fn first_mapped_free(
+    r: &impl BlockRead,
+    sm: &SmRoot,
+    roots: &[u64],
+    nr_metadata_blocks: u64,
+    budget: usize,
+    f: &mut dyn FnMut(Range<u64>) -> Result<()>,
+) -> Result<Option<u64>> {
+    let nr_blocks = sm.nr_blocks;
+    let bitmaps = bitmap_locations(r, sm)?;
+    let (walk, mut data) = MappingLeaves::walk(r, roots, nr_metadata_blocks, nr_blocks, budget)?;
+    let mut open = None;
+    let mut found = None;
+    loop {
+        let (start, end) = (data.window_start(), data.window_end());
+        // Only the part of a run within the window is checked here: an
+        // earlier part was checked with the window before.
+        let check = |run: &Range<u64>| data.first_counted_in(run.start.max(start)..run.end);
+        let _ = scan(r, &bitmaps, start..end, &mut open, &mut |run| {
+            found = check(&run);
+            if found.is_some() {
+                return Ok(ControlFlow::Break(()));
+            }
+            f(run)?;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if found.is_none() {
+            found = open.and_then(|s| check(&(s..end)));
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+        match walk.next_window(r, &data)? {
+            Some(next) => data = next,
+            None => break,
+        }
     }
-    Ok(())
+    if let Some(s) = open {
+        f(s..nr_blocks)?;
+    }
+    Ok(None)
 }
 
 /// The bitmap block of each group of ENTRIES_PER_BITMAP data blocks, from
@@ -123,41 +188,6 @@ fn bitmap_locations(r: &impl BlockRead, sm: &SmRoot) -> Result<Vec<u64>> {
         .into());
     }
     Ok(out)
-}
-
-/// The data blocks some mapping points at, in memory that follows the
-/// blocks mapped rather than the size of the data device.
-pub struct MappedBlocks {
-    counts: RefCounts,
-}
-
-impl MappedBlocks {
-    /// The first mapped block in `r`, if any.
-    pub fn first_in(&self, r: Range<u64>) -> Option<u64> {
-        self.counts.first_counted_in(r)
-    }
-
-    fn set(&mut self, b: u64) -> Result<()> {
-        if b >= self.counts.nr_blocks() {
-            return Err(crate::ThinError::DataBlockOutOfRange {
-                block: b,
-                nr_blocks: self.counts.nr_blocks(),
-            });
-        }
-        self.counts.inc(b);
-        Ok(())
-    }
-}
-
-/// The data blocks mapped by the mapping trees at `roots` (a node shared
-/// by several trees is read once). Fails on any node that does not
-/// validate and on data blocks beyond `nr_blocks`.
-pub fn mapped_blocks(r: &impl BlockRead, roots: &[u64], nr_blocks: u64) -> Result<MappedBlocks> {
-    let mut m = MappedBlocks {
-        counts: RefCounts::new(nr_blocks)?,
-    };
-    visit_mapped_blocks(r, roots, &mut |b| m.set(b))?;
-    Ok(m)
 }
 
 /// Calls `f` with the data block of every mapping in the trees at `roots`,

@@ -7,6 +7,7 @@
 pub mod cursor;
 pub mod delta;
 pub mod free_space;
+pub mod leaves;
 pub mod rmap;
 pub mod usage;
 

@@ -1,0 +1,164 @@
+//! The mapping leaves of some trees and the data blocks they point at,
+//! counted window by window within a memory budget
+//! ([`RefCounts::window`]): the first window while the trees are walked,
+//! each later one in a pass over the leaves that walk found, read again in
+//! block order. Memory then follows the budget and the metadata device (a
+//! byte and a bit per metadata block), never the size of the data device
+//! nor the number of data blocks in use.
+
+use super::{read_mapping_node, too_deep, MAX_TREE_DEPTH};
+use crate::format::block_time::BlockTime;
+use crate::{Result, ThinError};
+use pdata::block_manager::BlockRead;
+use pdata::btree::node::{Node, NODE_VALIDATOR};
+use pdata::check::BlockSet;
+use pdata::space_map::format::MAX_METADATA_BLOCKS;
+use pdata::space_map::RefCounts;
+
+/// Leaves read ahead at a time when a later window reads them again.
+const PREFETCH: usize = 256;
+
+/// The nodes of the trees walked, each read once.
+pub struct MappingLeaves {
+    /// References to each metadata block from the roots and the nodes
+    /// walked (saturating): 1 for a node reached once.
+    pub refs: Vec<u8>,
+    /// The leaves, once each.
+    pub leaves: BlockSet,
+    nr_data_blocks: u64,
+    budget: usize,
+}
+
+impl MappingLeaves {
+    /// Walks the trees at `roots` (a node shared by several, or twice by
+    /// one, is read once), counting the references to data blocks of the
+    /// first window that `budget` bytes of counts hold. Fails on a node
+    /// that does not validate, beyond `nr_metadata_blocks` or too deep, and
+    /// on a data block beyond `nr_data_blocks`.
+    pub fn walk(
+        r: &impl BlockRead,
+        roots: &[u64],
+        nr_metadata_blocks: u64,
+        nr_data_blocks: u64,
+        budget: usize,
+    ) -> Result<(Self, RefCounts)> {
+        let mut w = MappingLeaves {
+            // Nodes lie within what a metadata space map can describe.
+            refs: vec![0; nr_metadata_blocks.min(MAX_METADATA_BLOCKS) as usize],
+            leaves: BlockSet::default(),
+            nr_data_blocks,
+            budget,
+        };
+        let mut data = RefCounts::window(nr_data_blocks, 0, budget)?;
+        let mut blocks = Vec::new();
+        for &root in roots {
+            w.discover(r, root, 0, &mut data, &mut blocks)?;
+        }
+        Ok((w, data))
+    }
+
+    /// Counts a reference to `loc`; the first one reads it and goes down.
+    fn discover(
+        &mut self,
+        r: &impl BlockRead,
+        loc: u64,
+        depth: usize,
+        data: &mut RefCounts,
+        blocks: &mut Vec<u64>,
+    ) -> Result<()> {
+        let nr_blocks = self.refs.len() as u64;
+        let count = self
+            .refs
+            .get_mut(loc as usize)
+            .ok_or(pdata::Error::OutOfBounds {
+                block: loc,
+                nr_blocks,
+            })?;
+        *count = count.saturating_add(1);
+        if *count > 1 {
+            return Ok(());
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(too_deep(loc).into());
+        }
+        let b = read_mapping_node(r, loc)?;
+        let n = Node(&b);
+        if n.is_leaf() {
+            self.leaf_blocks(&n, blocks)?;
+            data.inc_all(blocks);
+            self.leaves.insert(loc);
+            return Ok(());
+        }
+        let kids: Vec<u64> = (0..n.nr_entries()).map(|i| n.value_u64(i)).collect();
+        drop(b);
+        for k in kids {
+            self.discover(r, k, depth + 1, data, blocks)?;
+        }
+        Ok(())
+    }
+
+    /// The data blocks of leaf `n`'s entries, into `out`; an error for one
+    /// beyond the data device.
+    pub fn leaf_blocks(&self, n: &Node, out: &mut Vec<u64>) -> Result<()> {
+        out.clear();
+        for i in 0..n.nr_entries() {
+            let block = BlockTime::unpack(n.value_u64(i)).block;
+            if block >= self.nr_data_blocks {
+                return Err(ThinError::DataBlockOutOfRange {
+                    block,
+                    nr_blocks: self.nr_data_blocks,
+                });
+            }
+            out.push(block);
+        }
+        Ok(())
+    }
+
+    /// Whether `loc` was reached once (its parent may be shared still).
+    pub fn once(&self, loc: u64) -> bool {
+        self.refs.get(loc as usize) == Some(&1)
+    }
+
+    /// Calls `f` with each leaf (ascending) and its data blocks, the leaves
+    /// read ahead in batches; only the leaves `want` keeps are read.
+    pub fn each_leaf(
+        &self,
+        r: &impl BlockRead,
+        want: impl Fn(u64) -> bool,
+        f: &mut dyn FnMut(u64, &[u64]) -> Result<()>,
+    ) -> Result<()> {
+        let mut batch = Vec::with_capacity(PREFETCH);
+        let mut blocks = Vec::new();
+        let mut leaves = self.leaves.iter().filter(|&l| want(l)).peekable();
+        while leaves.peek().is_some() {
+            batch.clear();
+            batch.extend(leaves.by_ref().take(PREFETCH));
+            r.prefetch(&batch, &NODE_VALIDATOR);
+            for &leaf in &batch {
+                let b = read_mapping_node(r, leaf)?;
+                self.leaf_blocks(&Node(&b), &mut blocks)?;
+                f(leaf, &blocks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The counts of the window after `prev`'s (every leaf read again), or
+    /// None when `prev` reached the end of the data device.
+    pub fn next_window(&self, r: &impl BlockRead, prev: &RefCounts) -> Result<Option<RefCounts>> {
+        let from = prev.window_end();
+        if from >= self.nr_data_blocks {
+            return Ok(None);
+        }
+        let mut data = RefCounts::window(self.nr_data_blocks, from, self.budget)?;
+        let mut kept = Vec::new();
+        self.each_leaf(r, |_| true, &mut |_, blocks| {
+            kept.clear();
+            kept.extend_from_slice(blocks);
+            let n = data.keep_window(&mut kept);
+            data.inc_all(&kept[..n]);
+            Ok(())
+        })?;
+        Ok(Some(data))
+    }
+}
