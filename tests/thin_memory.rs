@@ -116,9 +116,9 @@ fn every_tool_stays_small_on_a_2_to_the_32_block_data_device() {
 
 /// Many mappings over a large data device: 1,100 mapped blocks in each of
 /// 8,300 space-map bitmaps (9.1M mappings), so that the data counts alone,
-/// half a byte per block of every bitmap in use, take 68 MB. Restore, check
-/// and repair count them window by window (a pass over the mapping leaves
-/// each) and stay under 64 MiB.
+/// half a byte per block of every bitmap in use, take 68 MB. Restore, check,
+/// repair, thin_ls's exclusive counts and thin_trim count them window by
+/// window (a pass over the mapping leaves each) and stay under 64 MiB.
 #[test]
 fn counts_of_many_bitmaps_go_window_by_window() {
     const CHUNK: u64 = 16_320;
@@ -155,6 +155,33 @@ fn counts_of_many_bitmaps_go_window_by_window() {
     within_limit(&["thin_check", "-q", &md], None);
     within_limit(&["thin_repair", "-i", &md, "-o", &out], None);
     within_limit(&["thin_check", "-q", &out], None);
+    // thin_ls's exclusive counts and thin_trim's check of the free runs
+    // count the data blocks too.
+    let ls = dir.path().join("ls");
+    let fields = "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS";
+    within_limit(&["thin_ls", "--no-headers", "-o", fields, &md], Some(&ls));
+    let shared = BITMAPS.div_ceil(8) * 1_100;
+    let want = format!(
+        "0 {} {} {shared}\n1 {shared} 0 {shared}\n",
+        BITMAPS * 1_100,
+        BITMAPS * 1_100 - shared
+    );
+    let got = std::fs::read_to_string(&ls).unwrap();
+    let got: Vec<String> = got
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") + "\n")
+        .collect();
+    assert_eq!(got.concat(), want);
+    let data = dir.path().join("data");
+    File::create(&data)
+        .unwrap()
+        .set_len(nr_data * 128 * 512)
+        .unwrap();
+    let data = data.to_str().unwrap();
+    within_limit(
+        &["thin_trim", "--metadata-dev", &md, "--data-dev", data],
+        None,
+    );
     // What was written is what Debian's tools read.
     let theirs = oracle::run(Command::new(oracle::debian("thin_check")).arg(&md));
     assert!(

@@ -142,9 +142,8 @@ pub fn first_mapped_free(
         if found.is_some() {
             return Ok(found);
         }
-        match walk.next_window(r, &data)? {
-            Some(next) => data = next,
-            None => break,
+        if !walk.next_window(r, &mut data)? {
+            break;
         }
     }
     if let Some(s) = open {

@@ -143,14 +143,15 @@ impl MappingLeaves {
         Ok(())
     }
 
-    /// The counts of the window after `prev`'s (every leaf read again), or
-    /// None when `prev` reached the end of the data device.
-    pub fn next_window(&self, r: &impl BlockRead, prev: &RefCounts) -> Result<Option<RefCounts>> {
-        let from = prev.window_end();
+    /// Moves `data` to the window after its own (the old counts dropped
+    /// first, then every leaf read again); false, leaving it, when it
+    /// reached the end of the data device.
+    pub fn next_window(&self, r: &impl BlockRead, data: &mut RefCounts) -> Result<bool> {
+        let from = data.window_end();
         if from >= self.nr_data_blocks {
-            return Ok(None);
+            return Ok(false);
         }
-        let mut data = RefCounts::window(self.nr_data_blocks, from, self.budget)?;
+        *data = RefCounts::window(self.nr_data_blocks, from, self.budget)?;
         let mut kept = Vec::new();
         self.each_leaf(r, |_| true, &mut |_, blocks| {
             kept.clear();
@@ -159,6 +160,6 @@ impl MappingLeaves {
             data.inc_all(&kept[..n]);
             Ok(())
         })?;
-        Ok(Some(data))
+        Ok(true)
     }
 }

@@ -37,9 +37,8 @@ pub fn exclusive_mappings(
             *e = e.saturating_add(n as u8);
             Ok(())
         })?;
-        match walk.next_window(r, &data)? {
-            Some(next) => data = next,
-            None => break,
+        if !walk.next_window(r, &mut data)? {
+            break;
         }
     }
     roots
