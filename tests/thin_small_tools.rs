@@ -4,7 +4,6 @@
 //! and pools restored by Debian's thin_restore; errors end non-zero and
 //! never in a panic.
 
-use pdata::live::LiveMetadata;
 use std::collections::BTreeSet;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};

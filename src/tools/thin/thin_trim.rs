@@ -125,7 +125,10 @@ fn trim(o: &Options) -> Result<()> {
             free_ranges_until(tm, &sb.data_sm_root, nr_blocks, &mut |r| {
                 Ok(match discard_run(r) {
                     Ok(()) => ControlFlow::Continue(()),
-                    Err(e) => ControlFlow::Break(failed = Some(e)),
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
                 })
             })?;
             if let Some(e) = failed {
@@ -140,7 +143,7 @@ fn trim(o: &Options) -> Result<()> {
 /// of a held metadata snapshot) is known to point outside them: a space map
 /// that called a mapped block free would have its data discarded. The data
 /// blocks are counted window by window within `budget` bytes, and the runs
-/// kept within a quarter of it: None when there are more (all checked).
+/// kept within an eighth of it: None when there are more (all checked).
 fn checked_free_ranges(md: &ThinMetadata, budget: usize) -> Result<Option<Vec<Range<u64>>>> {
     let tm = md.transaction_manager();
     let sb = md.superblock();
@@ -155,7 +158,7 @@ fn checked_free_ranges(md: &ThinMetadata, budget: usize) -> Result<Option<Vec<Ra
                 .map(|(_, r)| r),
         );
     }
-    let max_kept = budget / 4 / std::mem::size_of::<Range<u64>>();
+    let max_kept = budget / 8 / std::mem::size_of::<Range<u64>>();
     let mut free = Some(Vec::new());
     let nr_metadata_blocks = tm.bm().nr_blocks();
     let mapped = first_mapped_free(

@@ -91,6 +91,9 @@ impl MappingLeaves {
         }
         let kids: Vec<u64> = (0..n.nr_entries()).map(|i| n.value_u64(i)).collect();
         drop(b);
+        // Read the children not seen yet together, in runs.
+        let new: Vec<u64> = kids.iter().copied().filter(|&k| !self.seen(k)).collect();
+        r.prefetch(&new, &NODE_VALIDATOR);
         for k in kids {
             self.discover(r, k, depth + 1, data, blocks)?;
         }
@@ -112,6 +115,10 @@ impl MappingLeaves {
             out.push(block);
         }
         Ok(())
+    }
+
+    fn seen(&self, loc: u64) -> bool {
+        self.refs.get(loc as usize).is_some_and(|&c| c > 0)
     }
 
     /// Whether `loc` was reached once (its parent may be shared still).
