@@ -79,8 +79,8 @@ fn pool(dir: &Path) -> std::path::PathBuf {
     for v in [5, 1000, 60_000, 120_000, 200_000, 240_000] {
         writeln!(script, "provision 10 {v}").unwrap();
     }
-    script += "remove_range 11 50000 60000\ncreate_snap 12 3\nprovision 12 30\n";
-    script += "reserve_metadata_snap\ndelete 2\nprovision 0 7\nremove_range 1 100 90000\ncommit\n";
+    script += "remove_range 11 50000 52000\ncreate_snap 12 3\nprovision 12 30\n";
+    script += "reserve_metadata_snap\ndelete 2\nprovision 0 7\nremove_range 1 100 9000\ncommit\n";
     let path = dir.join("script");
     std::fs::write(&path, script).unwrap();
     ok(pdt("thin_exec").arg(&md).arg(&path));
