@@ -9,56 +9,15 @@ mod common;
 
 use common::damage::{sb, Image, Role, Tree};
 use common::damage_cases::{get_count, set_count};
-use common::pool::debian_restore;
+use common::pool::{debian_restore, runs_xml, spread_pool_devices, CHUNK, SPREAD_NR_DATA};
 use common::tool::{file, ok, pdt, run, s};
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Output;
 
-/// Blocks per space map bitmap.
-const CHUNK: u64 = 16320;
-const NR_DATA: u64 = 24 * CHUNK;
+const NR_DATA: u64 = SPREAD_NR_DATA;
 
-/// Device 0 maps runs of 500 blocks with gaps of 300 over the whole data
-/// device (dense chunks); device 1 maps every other run of them again
-/// (counts of 2), device 2 every fourth (counts of 3: overflow entries);
-/// device 3 a few scattered blocks in the gaps (sparse chunks).
 fn pool_xml() -> String {
-    let mut x = format!(
-        "<superblock uuid=\"\" time=\"1\" transaction=\"1\" flags=\"0\" version=\"2\" \
-         data_block_size=\"128\" nr_data_blocks=\"{NR_DATA}\">\n"
-    );
-    let runs: Vec<u64> = (0..NR_DATA / 800).map(|k| k * 800).collect();
-    let devices: [(u64, Vec<(u64, u64)>); 4] = [
-        (0, runs.iter().map(|&b| (b, 500)).collect()),
-        (1, runs.iter().step_by(2).map(|&b| (b, 500)).collect()),
-        (2, runs.iter().step_by(4).map(|&b| (b, 500)).collect()),
-        (
-            3,
-            (0..NR_DATA / 7919).map(|k| (k * 7919 + 600, 1)).collect(),
-        ),
-    ];
-    for (dev, runs) in devices {
-        let mapped: u64 = runs.iter().map(|r| r.1).sum();
-        writeln!(
-            x,
-            "<device dev_id=\"{dev}\" mapped_blocks=\"{mapped}\" transaction=\"0\" \
-             creation_time=\"0\" snap_time=\"0\">"
-        )
-        .unwrap();
-        let mut origin = 0;
-        for (data, len) in runs {
-            writeln!(
-                x,
-                "<range_mapping origin_begin=\"{origin}\" data_begin=\"{data}\" length=\"{len}\" time=\"0\"/>"
-            )
-            .unwrap();
-            origin += len + 3;
-        }
-        x.push_str("</device>\n");
-    }
-    x.push_str("</superblock>\n");
-    x
+    runs_xml(NR_DATA, &spread_pool_devices())
 }
 
 /// The block of data space map bitmap `i`, from the index tree.

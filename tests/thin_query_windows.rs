@@ -7,7 +7,9 @@
 mod common;
 
 use common::oracle::debian_cmd;
-use common::pool::{debian_restore, free_in_space_map};
+use common::pool::{
+    debian_restore, free_in_space_map, runs_xml, spread_pool_devices, CHUNK, SPREAD_NR_DATA,
+};
 use common::tool::{new_file, ok, pdt, run, s};
 use std::fmt::Write as _;
 use std::os::unix::fs::FileExt;
@@ -16,57 +18,20 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-/// Blocks per space map bitmap.
-const CHUNK: u64 = 16320;
-const NR_DATA: u64 = 24 * CHUNK;
+const NR_DATA: u64 = SPREAD_NR_DATA;
 const BLOCK_BYTES: u64 = 128 * 512;
 /// A budget of one bitmap's blocks, and the default.
 const BUDGETS: [Option<&str>; 2] = [Some("1"), None];
 
-/// Device 0 maps runs of 500 blocks with gaps of 300 over the whole data
-/// device; device 1 every other run again (counts of 2), device 2 every
-/// fourth (counts of 3); devices 3 and 4 a few scattered blocks in the
-/// gaps (4's stay exclusive: no snapshot shares them).
+/// The spread pool of the harness, and device 4: a few scattered blocks in
+/// the gaps that stay exclusive (no snapshot shares them).
 fn pool_xml() -> String {
-    let mut x = format!(
-        "<superblock uuid=\"\" time=\"1\" transaction=\"1\" flags=\"0\" version=\"2\" \
-         data_block_size=\"128\" nr_data_blocks=\"{NR_DATA}\">\n"
-    );
-    let runs: Vec<u64> = (0..NR_DATA / 800).map(|k| k * 800).collect();
-    let devices: [(u64, Vec<(u64, u64)>); 5] = [
-        (0, runs.iter().map(|&b| (b, 500)).collect()),
-        (1, runs.iter().step_by(2).map(|&b| (b, 500)).collect()),
-        (2, runs.iter().step_by(4).map(|&b| (b, 500)).collect()),
-        (
-            3,
-            (0..NR_DATA / 7919).map(|k| (k * 7919 + 600, 1)).collect(),
-        ),
-        (
-            4,
-            (0..NR_DATA / 5600).map(|k| (k * 5600 + 700, 1)).collect(),
-        ),
-    ];
-    for (dev, runs) in devices {
-        let mapped: u64 = runs.iter().map(|r| r.1).sum();
-        writeln!(
-            x,
-            "<device dev_id=\"{dev}\" mapped_blocks=\"{mapped}\" transaction=\"0\" \
-             creation_time=\"0\" snap_time=\"0\">"
-        )
-        .unwrap();
-        let mut origin = 0;
-        for (data, len) in runs {
-            writeln!(
-                x,
-                "<range_mapping origin_begin=\"{origin}\" data_begin=\"{data}\" length=\"{len}\" time=\"0\"/>"
-            )
-            .unwrap();
-            origin += len + 3;
-        }
-        x.push_str("</device>\n");
-    }
-    x.push_str("</superblock>\n");
-    x
+    let mut devices = spread_pool_devices();
+    devices.push((
+        4,
+        (0..NR_DATA / 5600).map(|k| (k * 5600 + 700, 1)).collect(),
+    ));
+    runs_xml(NR_DATA, &devices)
 }
 
 /// The pool above, then snapshots that share sub-trees with their origins

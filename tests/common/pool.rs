@@ -72,3 +72,60 @@ pub fn free_in_space_map(meta: &Path, b: u64) {
     dev.write_block(loc, &block).unwrap();
     dev.flush().unwrap();
 }
+
+/// Blocks per data space map bitmap.
+pub const CHUNK: u64 = 16320;
+/// The data device of [`spread_pool_devices`]: 24 bitmaps.
+pub const SPREAD_NR_DATA: u64 = 24 * CHUNK;
+
+/// Devices over the whole of a data device of [`SPREAD_NR_DATA`] blocks,
+/// as `(id, [(data_begin, length)])`: device 0 maps runs of 500 blocks
+/// with gaps of 300 (dense chunks); device 1 maps every other run of them
+/// again (counts of 2), device 2 every fourth (counts of 3: overflow
+/// entries); device 3 a few scattered blocks in the gaps (sparse chunks).
+pub fn spread_pool_devices() -> Vec<(u64, Vec<(u64, u64)>)> {
+    let runs: Vec<u64> = (0..SPREAD_NR_DATA / 800).map(|k| k * 800).collect();
+    vec![
+        (0, runs.iter().map(|&b| (b, 500)).collect()),
+        (1, runs.iter().step_by(2).map(|&b| (b, 500)).collect()),
+        (2, runs.iter().step_by(4).map(|&b| (b, 500)).collect()),
+        (
+            3,
+            (0..SPREAD_NR_DATA / 7919)
+                .map(|k| (k * 7919 + 600, 1))
+                .collect(),
+        ),
+    ]
+}
+
+/// The thin_dump XML of a pool of `nr_data` blocks of 64 KiB whose devices
+/// map the runs given, each device's one after another in its thin blocks
+/// with gaps of 3.
+pub fn runs_xml(nr_data: u64, devices: &[(u64, Vec<(u64, u64)>)]) -> String {
+    use std::fmt::Write as _;
+    let mut x = format!(
+        "<superblock uuid=\"\" time=\"1\" transaction=\"1\" flags=\"0\" version=\"2\" \
+         data_block_size=\"128\" nr_data_blocks=\"{nr_data}\">\n"
+    );
+    for (dev, runs) in devices {
+        let mapped: u64 = runs.iter().map(|r| r.1).sum();
+        writeln!(
+            x,
+            "<device dev_id=\"{dev}\" mapped_blocks=\"{mapped}\" transaction=\"0\" \
+             creation_time=\"0\" snap_time=\"0\">"
+        )
+        .unwrap();
+        let mut origin = 0;
+        for (data, len) in runs {
+            writeln!(
+                x,
+                "<range_mapping origin_begin=\"{origin}\" data_begin=\"{data}\" length=\"{len}\" time=\"0\"/>"
+            )
+            .unwrap();
+            origin += len + 3;
+        }
+        x.push_str("</device>\n");
+    }
+    x.push_str("</superblock>\n");
+    x
+}
