@@ -22,20 +22,31 @@ const NR_DATA: u64 = 24 * CHUNK;
 /// Device 0 maps runs of 500 blocks with gaps of 300 over the whole data
 /// device (dense chunks); device 1 maps every other run of them again
 /// (counts of 2), device 2 every fourth (counts of 3: overflow entries);
-/// device 3 a few scattered blocks in the gaps (sparse chunks).
+/// device 3 a few scattered blocks in the gaps (sparse chunks); device 4
+/// maps blocks from the gaps of every third run, highest first, so that
+/// its leaves refer to blocks far apart and its first leaves to the last
+/// windows.
 fn pool_xml() -> String {
     let mut x = format!(
         "<superblock uuid=\"\" time=\"1\" transaction=\"1\" flags=\"0\" version=\"2\" \
          data_block_size=\"128\" nr_data_blocks=\"{NR_DATA}\">\n"
     );
     let runs: Vec<u64> = (0..NR_DATA / 800).map(|k| k * 800).collect();
-    let devices: [(u64, Vec<(u64, u64)>); 4] = [
+    let devices: [(u64, Vec<(u64, u64)>); 5] = [
         (0, runs.iter().map(|&b| (b, 500)).collect()),
         (1, runs.iter().step_by(2).map(|&b| (b, 500)).collect()),
         (2, runs.iter().step_by(4).map(|&b| (b, 500)).collect()),
         (
             3,
             (0..NR_DATA / 7919).map(|k| (k * 7919 + 600, 1)).collect(),
+        ),
+        (
+            4,
+            runs.iter()
+                .rev()
+                .step_by(3)
+                .map(|&b| (b + 500, 40))
+                .collect(),
         ),
     ];
     for (dev, runs) in devices {
