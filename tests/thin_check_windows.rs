@@ -9,15 +9,22 @@ mod common;
 
 use common::damage::{sb, Image, Role, Tree};
 use common::damage_cases::{get_count, set_count};
-use common::pool::{debian_restore, runs_xml, spread_pool_devices, CHUNK, SPREAD_NR_DATA};
+use common::pool::{
+    debian_restore, far_apart_runs, runs_xml, spread_pool_devices, CHUNK, SPREAD_NR_DATA,
+};
 use common::tool::{file, ok, pdt, run, s};
 use std::path::Path;
 use std::process::Output;
 
 const NR_DATA: u64 = SPREAD_NR_DATA;
 
+/// The harness's spread pool (tests/common/pool.rs), and device 4: blocks
+/// from the gaps of every third run, highest first, so that its leaves
+/// refer to blocks far apart and its first leaves to the last windows.
 fn pool_xml() -> String {
-    runs_xml(NR_DATA, &spread_pool_devices())
+    let mut devices = spread_pool_devices();
+    devices.push((4, far_apart_runs()));
+    runs_xml(NR_DATA, &devices)
 }
 
 /// The block of data space map bitmap `i`, from the index tree.

@@ -8,7 +8,8 @@ mod common;
 
 use common::oracle::debian_cmd;
 use common::pool::{
-    debian_restore, free_in_space_map, runs_xml, spread_pool_devices, CHUNK, SPREAD_NR_DATA,
+    debian_restore, far_apart_runs, free_in_space_map, runs_xml, spread_pool_devices, CHUNK,
+    SPREAD_NR_DATA,
 };
 use common::tool::{new_file, ok, pdt, run, s};
 use std::fmt::Write as _;
@@ -23,14 +24,16 @@ const BLOCK_BYTES: u64 = 128 * 512;
 /// A budget of one bitmap's blocks, and the default.
 const BUDGETS: [Option<&str>; 2] = [Some("1"), None];
 
-/// The spread pool of the harness, and device 4: a few scattered blocks in
-/// the gaps that stay exclusive (no snapshot shares them).
+/// The spread pool of the harness, device 4: a few scattered blocks in the
+/// gaps that stay exclusive (no snapshot shares them), and device 5 with
+/// leaves that refer to blocks far apart.
 fn pool_xml() -> String {
     let mut devices = spread_pool_devices();
     devices.push((
         4,
         (0..NR_DATA / 5600).map(|k| (k * 5600 + 700, 1)).collect(),
     ));
+    devices.push((5, far_apart_runs()));
     runs_xml(NR_DATA, &devices)
 }
 

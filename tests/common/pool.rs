@@ -98,6 +98,15 @@ pub fn spread_pool_devices() -> Vec<(u64, Vec<(u64, u64)>)> {
     ]
 }
 
+/// Runs of 40 blocks in the gaps of every third run of
+/// [`spread_pool_devices`]' device 0, highest first: a device's leaves
+/// then refer to blocks far apart, and its first leaves to the last
+/// windows.
+pub fn far_apart_runs() -> Vec<(u64, u64)> {
+    let runs = (0..SPREAD_NR_DATA / 800).map(|k| k * 800);
+    runs.rev().step_by(3).map(|b| (b + 500, 40)).collect()
+}
+
 /// The thin_dump XML of a pool of `nr_data` blocks of 64 KiB whose devices
 /// map the runs given, each device's one after another in its thin blocks
 /// with gaps of 3.

@@ -28,16 +28,7 @@ impl BlockSet {
 
     /// The blocks, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                (w != 0).then(|| {
-                    let b = w.trailing_zeros() as u64;
-                    w &= w - 1;
-                    i as u64 * 64 + b
-                })
-            })
-        })
+        crate::space_map::spans::ones(&self.words)
     }
 }
 

@@ -207,6 +207,15 @@ impl RefCounts {
         Ok(rc)
     }
 
+    /// This window, ended by `end` at the latest (a chunk boundary or
+    /// `nr_blocks`; at least one chunk is kept). Before counting.
+    pub fn ending_by(mut self, end: u64) -> Self {
+        debug_assert!(self.slots.is_empty());
+        let least = self.window_start().saturating_add(CHUNK as u64);
+        self.hi = self.hi.min(end.max(least));
+        self
+    }
+
     /// The first block counted.
     pub fn window_start(&self) -> u64 {
         (self.lo_chunk * CHUNK as u64).min(self.nr_blocks)

@@ -11,6 +11,7 @@ pub mod counts;
 pub mod disk;
 pub mod format;
 pub mod metadata;
+pub mod spans;
 
 pub use counts::RefCounts;
 pub use disk::DiskSpaceMap;

@@ -31,6 +31,7 @@ use pdata::check::space_map::{self as sm, BitmapRef, Map};
 use pdata::check::RefCounts;
 use pdata::io::BlockDevice;
 use pdata::space_map::format::nr_bitmaps;
+use pdata::space_map::spans::next_window_end;
 use std::sync::Arc;
 use trees::{root, Other, Thin, Tree, Walker};
 
@@ -59,13 +60,11 @@ pub struct CheckOptions {
 }
 
 /// The data counts' share of the check's memory: 40 MiB less the walk's
-/// own that grows with the metadata (about 5 bytes per metadata block in
+/// own that grows with the metadata (about 9 bytes per metadata block in
 /// use: the mapping leaves' entries, the internal nodes' children, the
-/// references to shared nodes), at least 8 MiB. Measured: a pool of 100M
-/// mappings is then counted in one pass in 46 MB, one of 300M in three in
-/// 54 MB, one of 800M (13 GB of metadata) in 62 MB.
+/// references to shared nodes, the leaves' spans), at least 8 MiB.
 pub fn default_budget(meta_in_use: u64) -> usize {
-    let walk = usize::try_from(meta_in_use.saturating_mul(5)).unwrap_or(usize::MAX);
+    let walk = usize::try_from(meta_in_use.saturating_mul(9)).unwrap_or(usize::MAX);
     (40usize << 20).saturating_sub(walk).max(8 << 20)
 }
 
@@ -139,7 +138,12 @@ pub fn check_with_progress(
         return report;
     };
     progress.set_total(msm.nr_allocated);
-    let mut w = Walker::new(dev, meta, Thin::new(data, dsm.nr_blocks), progress);
+    let mut w = Walker::new(
+        dev,
+        meta,
+        Thin::new(data, dsm.nr_blocks, meta_len),
+        progress,
+    );
     w.problems = std::mem::take(&mut report.log);
     w.reference_other(SUPERBLOCK_LOCATION, Other::Superblock, Section::Superblock);
 
@@ -237,12 +241,15 @@ pub fn check_with_progress(
     let nr_blocks = [msm.nr_blocks, dsm.nr_blocks];
     compare(&mut w, bitmaps, nr_blocks, &mut t);
     // The data blocks the budget left out, window by window.
+    // Each ended where the last one's density says, so that its pass
+    // reads few leaves beyond it (`LeafSpans`).
+    let mut start = 0;
     while whole && end < data_len {
         let Ok(data) = RefCounts::window(data_len, end, budget) else {
             break;
         };
-        w.client.data = data;
-        let start = end;
+        w.client.data = data.ending_by(next_window_end(end, end - start, data_len));
+        start = end;
         end = space_maps::recount(&mut w);
         let bitmaps = space_maps::data_bitmaps(&data_index, start..end).collect();
         compare(&mut w, bitmaps, nr_blocks, &mut t);

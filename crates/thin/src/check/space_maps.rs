@@ -77,14 +77,22 @@ pub fn recount(w: &mut Walker) -> u64 {
         snap: false,
     };
     let leaves = std::mem::take(&mut w.client.bottom_leaves);
-    w.revisit(&leaves, kind(Tree::Bottom), |w, r, b, shape| {
-        bottom_leaf(w, r, b, leaf_values(b, shape))
-    });
+    let wanted = |w: &Walker, loc| leaves.refers_into(loc, &w.client.data);
+    w.revisit(
+        leaves.leaves(),
+        kind(Tree::Bottom),
+        wanted,
+        |w, r, b, shape| bottom_leaf(w, r, b, leaf_values(b, shape)),
+    );
     w.client.bottom_leaves = leaves;
     let leaves = std::mem::take(&mut w.client.overflow_leaves);
-    w.revisit(&leaves, kind(Tree::DataOverflow), |w, _, b, shape| {
-        overflow_leaf(w, b, leaf_values(b, shape))
-    });
+    let wanted = |w: &Walker, loc| leaves.refers_into(loc, &w.client.data);
+    w.revisit(
+        leaves.leaves(),
+        kind(Tree::DataOverflow),
+        wanted,
+        |w, _, b, shape| overflow_leaf(w, b, leaf_values(b, shape)),
+    );
     w.client.overflow_leaves = leaves;
     w.client.data.window_end()
 }

@@ -11,8 +11,9 @@ use pdata::btree::node::Shape;
 use pdata::check::node::key;
 use pdata::check::space_map::overflow_entry;
 use pdata::check::walk::{self, leaf_values, EngineBlock, TreeKind};
-use pdata::check::{BlockSet, RefCounts};
+use pdata::check::RefCounts;
 use pdata::space_map::format::{IndexEntry, INDEX_ENTRY_SIZE};
+use pdata::space_map::spans::LeafSpans;
 use pdata::Block;
 use rustc_hash::FxHashMap;
 
@@ -144,10 +145,10 @@ pub struct Thin {
     pub data: RefCounts,
     /// Counting again for a later window: count, report nothing.
     pub recount: bool,
-    /// The mapping leaves and data overflow leaves, to count them again
-    /// for each later window.
-    pub bottom_leaves: BlockSet,
-    pub overflow_leaves: BlockSet,
+    /// The mapping leaves and data overflow leaves and the data blocks
+    /// they refer to, to count again those of each later window.
+    pub bottom_leaves: LeafSpans,
+    pub overflow_leaves: LeafSpans,
     /// Size of the data device.
     pub nr_data: u64,
     /// Follow the top level into the devices' mapping trees.
@@ -165,15 +166,16 @@ pub struct Thin {
 }
 
 impl Thin {
-    pub fn new(data: RefCounts, nr_data: u64) -> Self {
+    /// `meta_len`: the metadata blocks a leaf may be.
+    pub fn new(data: RefCounts, nr_data: u64, meta_len: u64) -> Self {
         // One entry per bitmap, reserved exactly: doubling would hold three
         // times as much at its peak on a large data device.
         let bitmaps = pdata::space_map::format::nr_bitmaps(data.nr_blocks());
         Thin {
             data,
             recount: false,
-            bottom_leaves: BlockSet::default(),
-            overflow_leaves: BlockSet::default(),
+            bottom_leaves: LeafSpans::new(nr_data, 0..meta_len),
+            overflow_leaves: LeafSpans::new(nr_data, 0..meta_len),
             nr_data,
             follow_bottom: true,
             compare_counts: true,
@@ -193,10 +195,7 @@ impl walk::Client for Thin {
         let values = leaf_values(b, shape);
         let nr = shape.nr;
         match r.kind.tree {
-            Tree::Bottom => {
-                w.client.bottom_leaves.insert(r.loc);
-                bottom_leaf(w, r, b, values)
-            }
+            Tree::Bottom => bottom_leaf(w, r, b, values),
             Tree::Top => {
                 let mut entries = Vec::with_capacity(nr);
                 for (i, v) in values.chunks_exact(8).enumerate() {
@@ -235,7 +234,8 @@ impl walk::Client for Thin {
                 }
             }
             Tree::DataOverflow => {
-                w.client.overflow_leaves.insert(r.loc);
+                let keys: Vec<u64> = (0..nr).map(|i| key(b, i)).collect();
+                w.client.overflow_leaves.record_all(r.loc, &keys);
                 overflow_leaf(w, b, values);
             }
             Tree::MetaOverflow => {
@@ -268,6 +268,9 @@ pub fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
     }
     let all = (values.len() / 8).min(blocks.len());
     if all == values.len() / 8 && highest < counted {
+        if !t.recount {
+            t.bottom_leaves.record_all(r.loc, &blocks[..all]);
+        }
         // Only a later window's pass (or a huge pool's first) filters.
         let d = &t.data;
         let n = if d.window_start() == 0 && highest < d.window_end() {
@@ -298,6 +301,11 @@ pub fn bottom_leaf(w: &mut Walker<'_>, r: &Ref, b: &Block, values: &[u8]) {
         }
     }
     t.data.inc_all(&blocks[..n]);
+    if !t.recount {
+        let valid = values.chunks_exact(8).map(|v| le64(v, 0) >> TIME_BITS);
+        let valid: Vec<u64> = valid.filter(|&b| b < counted).collect();
+        t.bottom_leaves.record_all(r.loc, &valid);
+    }
 }
 
 /// Compares an entry of the data overflow tree with the count found

@@ -15,6 +15,7 @@ use pdata::check::walk::leaf_values;
 use pdata::io::BlockDevice;
 use pdata::progress::NoProgress;
 use pdata::space_map::builder::{disk_sm_blocks, disk_sm_blocks_for, write_disk_sm_windows};
+use pdata::space_map::spans::{next_window_end, LeafSpans};
 use pdata::space_map::RefCounts;
 use std::ops::Range;
 
@@ -47,10 +48,15 @@ pub(super) fn finish(mut b: Build) -> Result<()> {
     let dev = b.frame.writer().device().clone();
     b.frame.writer().flush_batch()?;
     let (nr, budget) = (counts.nr_blocks(), b.budget);
-    // One window's counts at a time: the last one's dropped first.
+    // One window's counts at a time: the last one's dropped first. The
+    // first recount reads every node written and notes what each leaf
+    // refers to; the later ones read only the leaves of their window.
+    let mut spans = None;
     let data_sm_root = write_disk_sm_windows(b.frame.writer(), counts, |last, from| {
+        let len = last.window_end() - last.window_start();
         drop(last);
-        recount(dev.as_ref(), mappings.clone(), nr, from, budget)
+        let counts = RefCounts::window(nr, from, budget)?.ending_by(next_window_end(from, len, nr));
+        recount(dev.as_ref(), mappings.clone(), counts, &mut spans)
     })?;
 
     let pool = &b.pool;
@@ -76,25 +82,37 @@ pub(super) fn finish(mut b: Build) -> Result<()> {
     Ok(())
 }
 
-/// Nodes read back at a time.
-const PIECE: usize = 1 << 16;
+/// Nodes read back at a time: what a later window's pass reads past its
+/// end before it notices (16 MiB).
+const PIECE: usize = 1 << 12;
 
-/// The counts of the data window from `from`, from the mapping leaves among
-/// the `nodes` written.
+/// Counts the data window of `counts` from the mapping leaves among the
+/// `nodes` written: all of them the first time (`spans` None, then noted
+/// there), else those `spans` says refer into the window.
 fn recount(
     dev: &dyn BlockDevice,
     nodes: Range<u64>,
-    nr_blocks: u64,
-    from: u64,
-    budget: usize,
+    mut counts: RefCounts,
+    spans: &mut Option<LeafSpans>,
 ) -> pdata::Result<RefCounts> {
-    let mut counts = RefCounts::window(nr_blocks, from, budget)?;
+    let first = spans.is_none();
+    let spans = spans.get_or_insert_with(|| LeafSpans::new(counts.nr_blocks(), nodes.clone()));
     let mut buffers = Buffers::default();
     let mut bad = None;
     let mut start = nodes.start;
-    while start < nodes.end {
-        let locs: Vec<u64> = (start..nodes.end).take(PIECE).collect();
-        start += locs.len() as u64;
+    loop {
+        let locs: Vec<u64> = if first {
+            (start..nodes.end).take(PIECE).collect()
+        } else {
+            let wanted = |&l: &u64| spans.refers_into(l, &counts);
+            spans
+                .leaves_from(start)
+                .filter(wanted)
+                .take(PIECE)
+                .collect()
+        };
+        let Some(&last) = locs.last() else { break };
+        start = last + 1;
         pipeline::run(
             dev,
             &NoProgress,
@@ -107,10 +125,14 @@ fn recount(
                     // A leaf holds at most (4096 - 32) / 16 entries.
                     let mut blocks = [0u64; 256];
                     let values = leaf_values(b, &shape);
+                    let nr = shape.nr.min(256);
                     for (k, v) in values.chunks_exact(8).take(256).enumerate() {
                         blocks[k] = le64(v, 0) >> TIME_BITS;
                     }
-                    let n = counts.keep_window(&mut blocks[..shape.nr.min(256)]);
+                    if first {
+                        spans.record_all(l, &blocks[..nr]);
+                    }
+                    let n = counts.keep_window(&mut blocks[..nr]);
                     counts.inc_all(&blocks[..n]);
                 }
                 (Some(_), Some(Ok(_))) => {}

@@ -28,6 +28,9 @@ pub const MAX_DEPTH: usize = 64;
 /// gathers (or references to nodes met before) before its parent level's
 /// piece stops: about 2 MB of them (56 bytes each for thin).
 const LEVEL_MAX: usize = 1 << 15;
+/// Leaves read again at a time: what a pass reads past the end of its
+/// window before it notices (16 MiB).
+const REVISIT_PIECE: usize = 1 << 12;
 
 /// Which tree a reference leads into, and whatever else the client's
 /// messages need (a device, a snapshot...).
@@ -344,23 +347,26 @@ impl<'a, C: Client> Walker<'a, C> {
         }
     }
 
-    /// Reads again the leaves of `set` (leaves of `kind`'s tree that the
-    /// walk visited), in block order, and hands each one that still passes
-    /// to `f`; nothing is counted or reported, and no progress told. For a
+    /// Reads again the leaves `locs` (ascending, leaves of `kind`'s tree
+    /// that the walk visited) that `wanted` still wants when their piece
+    /// is read, in block order, and hands each one that still passes to
+    /// `f`; nothing is counted or reported, and no progress told. For a
     /// client that counts what its leaves refer to in several passes.
     pub fn revisit(
         &mut self,
-        set: &BlockSet,
+        locs: impl Iterator<Item = u64>,
         kind: KindOf<C>,
+        wanted: impl Fn(&Self, u64) -> bool,
         mut f: impl FnMut(&mut Self, &Ref<KindOf<C>>, &Block, &Shape),
     ) {
         let dev = self.dev;
         let mut buffers = std::mem::take(&mut self.buffers);
-        let mut locs = set.iter().peekable();
+        let mut locs = locs.peekable();
         while locs.peek().is_some() {
             let piece: Vec<Ref<KindOf<C>>> = locs
                 .by_ref()
-                .take(LEVEL_MAX)
+                .filter(|&loc| wanted(self, loc))
+                .take(REVISIT_PIECE)
                 .map(|loc| Ref {
                     root: false,
                     ..Ref::root(loc, kind)
