@@ -1,10 +1,11 @@
 //! The mapping leaves of some trees and the data blocks they point at,
 //! counted window by window within a memory budget
 //! ([`RefCounts::window`]): the first window while the trees are walked,
-//! each later one in a pass over the leaves that walk found, read again in
-//! block order. Memory then follows the budget and the metadata device (a
-//! byte and a bit per metadata block), never the size of the data device
-//! nor the number of data blocks in use.
+//! each later one in a pass over the leaves that walk found that refer
+//! into it ([`LeafSpans`]), read again in block order. Memory then follows
+//! the budget and the metadata device (a byte and a bit per metadata
+//! block, four bytes per leaf), never the size of the data device nor the
+//! number of data blocks in use.
 
 use super::{read_mapping_node, too_deep, MAX_TREE_DEPTH};
 use crate::format::block_time::BlockTime;
@@ -13,6 +14,7 @@ use pdata::block_manager::BlockRead;
 use pdata::btree::node::{Node, NODE_VALIDATOR};
 use pdata::check::BlockSet;
 use pdata::space_map::format::MAX_METADATA_BLOCKS;
+use pdata::space_map::spans::{next_window_end, LeafSpans};
 use pdata::space_map::RefCounts;
 
 /// Leaves read ahead at a time when a later window reads them again.
@@ -25,6 +27,8 @@ pub struct MappingLeaves {
     pub refs: Vec<u8>,
     /// The leaves, once each.
     pub leaves: BlockSet,
+    /// Where each leaf's data blocks lie, roughly.
+    spans: LeafSpans,
     nr_data_blocks: u64,
     budget: usize,
 }
@@ -42,10 +46,12 @@ impl MappingLeaves {
         nr_data_blocks: u64,
         budget: usize,
     ) -> Result<(Self, RefCounts)> {
+        // Nodes lie within what a metadata space map can describe.
+        let nr_metadata_blocks = nr_metadata_blocks.min(MAX_METADATA_BLOCKS);
         let mut w = MappingLeaves {
-            // Nodes lie within what a metadata space map can describe.
-            refs: vec![0; nr_metadata_blocks.min(MAX_METADATA_BLOCKS) as usize],
+            refs: vec![0; nr_metadata_blocks as usize],
             leaves: BlockSet::default(),
+            spans: LeafSpans::new(nr_data_blocks, 0..nr_metadata_blocks),
             nr_data_blocks,
             budget,
         };
@@ -87,6 +93,7 @@ impl MappingLeaves {
             self.leaf_blocks(&n, blocks)?;
             data.inc_all(blocks);
             self.leaves.insert(loc);
+            self.spans.record_all(loc, blocks);
             return Ok(());
         }
         let kids: Vec<u64> = (0..n.nr_entries()).map(|i| n.value_u64(i)).collect();
@@ -126,17 +133,23 @@ impl MappingLeaves {
         self.refs.get(loc as usize) == Some(&1)
     }
 
-    /// Calls `f` with each leaf (ascending) and its data blocks, the leaves
-    /// read ahead in batches; only the leaves `want` keeps are read.
+    /// Calls `f` with each leaf (ascending) that may refer into `data`'s
+    /// window and `want` keeps, and its data blocks; the leaves are read
+    /// ahead in batches.
     pub fn each_leaf(
         &self,
         r: &impl BlockRead,
+        data: &RefCounts,
         want: impl Fn(u64) -> bool,
         f: &mut dyn FnMut(u64, &[u64]) -> Result<()>,
     ) -> Result<()> {
         let mut batch = Vec::with_capacity(PREFETCH);
         let mut blocks = Vec::new();
-        let mut leaves = self.leaves.iter().filter(|&l| want(l)).peekable();
+        let mut leaves = self
+            .spans
+            .leaves()
+            .filter(|&l| self.spans.refers_into(l, data) && want(l))
+            .peekable();
         while leaves.peek().is_some() {
             batch.clear();
             batch.extend(leaves.by_ref().take(PREFETCH));
@@ -151,22 +164,33 @@ impl MappingLeaves {
     }
 
     /// Moves `data` to the window after its own (the old counts dropped
-    /// first, then every leaf read again); false, leaving it, when it
-    /// reached the end of the data device.
+    /// first, then the leaves that refer into the new one read again):
+    /// as long as the last one and half again, or less if the budget says
+    /// so. False, leaving it, when it reached the end of the data device.
     pub fn next_window(&self, r: &impl BlockRead, data: &mut RefCounts) -> Result<bool> {
-        let from = data.window_end();
-        if from >= self.nr_data_blocks {
+        let (from, len) = (data.window_end(), data.window_end() - data.window_start());
+        let nr = self.nr_data_blocks;
+        if from >= nr {
             return Ok(false);
         }
-        *data = RefCounts::window(self.nr_data_blocks, from, self.budget)?;
-        let mut kept = Vec::new();
-        self.each_leaf(r, |_| true, &mut |_, blocks| {
-            kept.clear();
-            kept.extend_from_slice(blocks);
-            let n = data.keep_window(&mut kept);
-            data.inc_all(&kept[..n]);
-            Ok(())
-        })?;
+        *data = RefCounts::window(nr, from, self.budget)?.ending_by(next_window_end(from, len, nr));
+        let mut batch = Vec::with_capacity(PREFETCH);
+        let (mut blocks, mut start) = (Vec::new(), 0);
+        loop {
+            // The window may end earlier as it fills: chosen batch by batch.
+            batch.clear();
+            let wanted = |&l: &u64| self.spans.refers_into(l, data);
+            batch.extend(self.spans.leaves_from(start).filter(wanted).take(PREFETCH));
+            let Some(&last) = batch.last() else { break };
+            start = last + 1;
+            r.prefetch(&batch, &NODE_VALIDATOR);
+            for &leaf in &batch {
+                let b = read_mapping_node(r, leaf)?;
+                self.leaf_blocks(&Node(&b), &mut blocks)?;
+                let n = data.keep_window(&mut blocks);
+                data.inc_all(&blocks[..n]);
+            }
+        }
         Ok(true)
     }
 }

@@ -31,7 +31,7 @@ pub fn exclusive_mappings(
     // Each unshared leaf's exclusive entries (at most a leaf's 254).
     let mut exclusive = vec![0u8; walk.refs.len()];
     loop {
-        walk.each_leaf(r, |l| walk.once(l), &mut |leaf, blocks| {
+        walk.each_leaf(r, &data, |l| walk.once(l), &mut |leaf, blocks| {
             let n = blocks.iter().filter(|&&b| data.get(b) == Some(1)).count();
             let e = &mut exclusive[leaf as usize];
             *e = e.saturating_add(n as u8);
