@@ -192,8 +192,8 @@ fn torture_main(args: &[String], out: &mut dyn Write) -> u8 {
     if let Some(s) = &report.serve {
         let _ = writeln!(
             out,
-            "serve: metadata write/flush, data write/flush: {:?} points of {:?} reachable, {:?} violations ({} by reading back)",
-            s.points, s.reachable, s.violations, s.readback_violations
+            "serve: metadata write/flush, data write/flush: {:?} points of {:?} reachable, {:?} violations ({} by reading back, at {:?} points)",
+            s.points, s.reachable, s.violations, s.readback_violations, s.caught_by_reading
         );
     }
     if report.violations > 0 {
@@ -292,6 +292,19 @@ mod tests {
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("self-test passed"), "{out}");
         assert!(!last_line(&out).ends_with("violations: 0"), "{out}");
+    }
+
+    #[test]
+    fn serve_self_test_finds_both_bugs() {
+        let (code, out) = run_args(&[
+            "--self-test",
+            "--workload=serve",
+            "--ops=6",
+            "--transactions=10",
+            "--max-states=200",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("self-test passed"), "{out}");
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct ServeInjectReport {
     /// Of the violations, those found by reading volumes back (crash
     /// images, the devices as they stand, the failed pool's reads).
     pub readback_violations: u64,
+    /// Points where reading back found a violation, per target.
+    pub caught_by_reading: [u64; 4],
     pub crash_images: u64,
     /// The reference run's I/O on the metadata and the data device.
     pub reference_ios: [pdata::io::IoCounts; 2],
@@ -169,6 +171,7 @@ pub fn inject_serve(
     let by_target: [AtomicU64; 4] = Default::default();
     let ran: [AtomicU64; 4] = Default::default();
     let readback = AtomicU64::new(0);
+    let caught: [AtomicU64; 4] = Default::default();
     let images = AtomicU64::new(0);
     for_each_parallel(
         &points,
@@ -179,11 +182,13 @@ pub fn inject_serve(
         |&(t, k)| {
             let i = Target::ALL.iter().position(|x| *x == t).unwrap_or(0);
             let fault = format!("{} #{k}", t.name());
+            let read_found = std::sync::atomic::AtomicBool::new(false);
             let viol = |found_by_reading: bool, what: String| {
                 findings.add(format!("{fault}: {what}"));
                 by_target[i].fetch_add(1, Ordering::Relaxed);
                 if found_by_reading {
                     readback.fetch_add(1, Ordering::Relaxed);
+                    read_found.store(true, Ordering::Relaxed);
                 }
             };
             let p = Point {
@@ -198,11 +203,15 @@ pub fn inject_serve(
                 ran[i].fetch_add(1, Ordering::Relaxed);
                 images.fetch_add(n, Ordering::Relaxed);
             }
+            if read_found.into_inner() {
+                caught[i].fetch_add(1, Ordering::Relaxed);
+            }
         },
     );
     rep.points = ran.map(|x| x.into_inner());
     rep.violations = by_target.map(|x| x.into_inner());
     rep.readback_violations = readback.into_inner();
+    rep.caught_by_reading = caught.map(|x| x.into_inner());
     rep.crash_images = images.into_inner();
     rep
 }
@@ -273,10 +282,27 @@ impl Point {
         let logs = rig.logs();
         let end = rig.now();
         let mut rng = Rng::new(self.seed).fork(self.k * 4 + self.target as u64);
+        // Where an error ignored would show: when the pool said a FLUSH
+        // was done, and just after the devices' flushes, soonest after the
+        // fault first; then anywhere after it.
+        let mut promised: Vec<usize> = logs
+            .iter()
+            .flat_map(|(ticks, events)| ticks.iter().zip(events))
+            .filter(|(_, e)| matches!(e, pdata::io::Event::Flush))
+            .map(|(&t, _)| t as usize + 1)
+            .chain(d.m.flush_times())
+            .filter(|&t| t > at)
+            .collect();
+        promised.sort_unstable();
+        promised.dedup();
+        promised.truncate(4);
         for j in 0..self.images_per_point {
             let p = match j {
                 0 => at,
                 1 => end,
+                _ if j % 2 == 1 && !promised.is_empty() => {
+                    promised[rng.below(promised.len() as u64) as usize]
+                }
                 _ => rng.range(at as u64, end as u64 + 1) as usize,
             };
             let [meta, data] = rig.crash_images(&logs, p, &mut rng);
@@ -330,19 +356,25 @@ impl Point {
     }
 }
 
-/// The pool on these images opens writable and commits a write.
+/// The pool on these images opens writable, takes a write (or is out of
+/// space for it) and a message, and commits.
 fn reopen_and_commit(meta: Vec<u8>, data: Vec<u8>) -> Result<(), String> {
     let meta: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(meta));
     let data: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::from_image(data));
     let pool = Pool::open(meta, data, true).map_err(|e| format!("open: {e}"))?;
     let block = vec![0x5a; pool.block_bytes() as usize];
-    pool.write(0, 0, &block, false)
-        .map_err(|e| format!("write: {e}"))?;
+    let written = match pool.write(0, 0, &block, false) {
+        Ok(()) => true,
+        Err(thin::pool::PoolError::NoSpace) => false,
+        Err(e) => return Err(format!("write: {e}")),
+    };
+    pool.message(&Message::CreateThin(1 << 20))
+        .map_err(|e| format!("create_thin: {e}"))?;
     pool.flush().map_err(|e| format!("flush: {e}"))?;
     let mut back = vec![0; block.len()];
     pool.read(0, 0, &mut back)
         .map_err(|e| format!("read: {e}"))?;
-    if back != block {
+    if written && back != block {
         return Err("the block written does not read back".into());
     }
     Ok(())
@@ -361,12 +393,13 @@ mod tests {
         let f = Findings::new(10);
         let r = inject_serve(seed, steps, max_points, 4, swallow, 2, &f, &|_, _, _| {});
         eprintln!(
-            "seed {seed}{}: reachable {:?}, points {:?}, violations {:?} ({} by reading back), {} crash images; first {:?}",
+            "seed {seed}{}: reachable {:?}, points {:?}, violations {:?} ({} by reading back, at {:?} points), {} crash images; first {:?}",
             if swallow { " (self-test)" } else { "" },
             r.reachable,
             r.points,
             r.violations,
             r.readback_violations,
+            r.caught_by_reading,
             r.crash_images,
             f.details().first()
         );
@@ -391,6 +424,11 @@ mod tests {
     #[test]
     fn ignoring_data_errors_is_caught() {
         let (r, _) = run(1, 120, 160, true);
-        assert!(r.readback_violations > 0, "{r:?}");
+        // Both broken answers show in what reads back, not only in the
+        // request that should have failed.
+        assert!(
+            r.caught_by_reading[2] > 0 && r.caught_by_reading[3] > 0,
+            "{r:?}"
+        );
     }
 }

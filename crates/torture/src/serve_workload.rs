@@ -113,6 +113,11 @@ impl Model {
         self.flushes.push((pos, idx));
     }
 
+    /// When each completed flush was, on the clock.
+    pub(crate) fn flush_times(&self) -> impl Iterator<Item = usize> + '_ {
+        self.flushes.iter().map(|(at, _)| *at)
+    }
+
     /// Sectors from `first` took `values`; unless `acked`, only maybe.
     fn set(&mut self, dev: u64, first: u64, values: impl Iterator<Item = u64>, acked: bool) {
         let vol = self.vols.get_mut(&dev).expect("a live volume");
