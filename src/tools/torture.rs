@@ -192,7 +192,7 @@ fn torture_main(args: &[String], out: &mut dyn Write) -> u8 {
     if let Some(s) = &report.serve {
         let _ = writeln!(
             out,
-            "serve: metadata write/flush, data write/flush: {:?} points of {:?} reachable, {:?} violations ({} by reading back, at {:?} points)",
+            "serve (metadata write, flush, data write, flush, metadata read, data read): {:?} points of {:?} reachable, {:?} violations ({} by reading back, at {:?} points)",
             s.points, s.reachable, s.violations, s.readback_violations, s.caught_by_reading
         );
     }

@@ -252,13 +252,13 @@ fn run_serve_workload(config: &Config, progress: &ProgressFn<'_>) -> Report {
             &findings,
             progress,
         );
-        let [(mw, mf, dw, df), (vmw, vmf, vdw, vdf)] =
-            [s.points, s.violations].map(|x| (x[0], x[1], x[2], x[3]));
+        // Failed I/O (writes and reads), failed flushes; none dropped.
+        let modes = |x: [u64; 6]| [x[0] + x[2] + x[4] + x[5], x[1] + x[3], 0];
         report.injection = inject::InjectSummary {
-            points: mw + mf + dw + df,
+            points: s.points.iter().sum(),
             crash_states: s.crash_images,
-            points_by_mode: [mw + dw, mf + df, 0],
-            violations_by_mode: [vmw + vdw, vmf + vdf, 0],
+            points_by_mode: modes(s.points),
+            violations_by_mode: modes(s.violations),
         };
         report.io_error_points = report.injection.points;
         report.crash_states += s.crash_images;

@@ -39,20 +39,34 @@ pub enum Target {
     MetaFlush,
     DataWrite,
     DataFlush,
+    MetaRead,
+    DataRead,
+}
+
+/// What the pool must do after the request that met the fault failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    GoOn,
+    Fail,
+    /// Either (a metadata read error: dm-thin fails a lookup's request
+    /// only, but the pool when a change could not finish).
+    Either,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 6] = [
         Target::MetaWrite,
         Target::MetaFlush,
         Target::DataWrite,
         Target::DataFlush,
+        Target::MetaRead,
+        Target::DataRead,
     ];
 
     /// The rig's device: 0 metadata, 1 data.
     fn dev(self) -> usize {
         match self {
-            Target::MetaWrite | Target::MetaFlush => 0,
+            Target::MetaWrite | Target::MetaFlush | Target::MetaRead => 0,
             _ => 1,
         }
     }
@@ -60,7 +74,16 @@ impl Target {
     fn kinds(self) -> IoKinds {
         match self {
             Target::MetaWrite | Target::DataWrite => IoKinds::WRITE,
+            Target::MetaRead | Target::DataRead => IoKinds::READ,
             _ => IoKinds::FLUSH,
+        }
+    }
+
+    fn after(self) -> After {
+        match self {
+            Target::DataWrite | Target::DataRead => After::GoOn,
+            Target::MetaRead => After::Either,
+            _ => After::Fail,
         }
     }
 
@@ -70,6 +93,8 @@ impl Target {
             Target::MetaFlush => "metadata flush",
             Target::DataWrite => "data write",
             Target::DataFlush => "data flush",
+            Target::MetaRead => "metadata read",
+            Target::DataRead => "data read",
         }
     }
 }
@@ -79,15 +104,15 @@ impl Target {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ServeInjectReport {
     /// I/Os of each target in the reference run.
-    pub reachable: [u64; 4],
+    pub reachable: [u64; 6],
     /// Fault points run (all reachable ones, or an even sample).
-    pub points: [u64; 4],
-    pub violations: [u64; 4],
+    pub points: [u64; 6],
+    pub violations: [u64; 6],
     /// Of the violations, those found by reading volumes back (crash
     /// images, the devices as they stand, the failed pool's reads).
     pub readback_violations: u64,
     /// Points where reading back found a violation, per target.
-    pub caught_by_reading: [u64; 4],
+    pub caught_by_reading: [u64; 6],
     pub crash_images: u64,
     /// The reference run's I/O on the metadata and the data device.
     pub reference_ios: [pdata::io::IoCounts; 2],
@@ -118,7 +143,7 @@ impl BlockDevice for Swallow {
 
 /// The points to run: every k of each target, or `max_points` in all
 /// spread evenly over each target's range.
-fn sample(reachable: [u64; 4], max_points: u64) -> Vec<(Target, u64)> {
+fn sample(reachable: [u64; 6], max_points: u64) -> Vec<(Target, u64)> {
     let total: u64 = reachable.iter().sum();
     let mut out = Vec::new();
     for (t, &n) in Target::ALL.iter().zip(&reachable) {
@@ -145,9 +170,16 @@ pub fn inject_serve(
     progress: &ProgressFn<'_>,
 ) -> ServeInjectReport {
     let mut rep = ServeInjectReport::default();
-    // The reference run counts each device's writes and flushes.
+    // The reference run counts each device's reads, writes and flushes.
     let rig = Rig::new();
-    let pool = rig.open(None);
+    let pool = match rig.open(None) {
+        Ok(p) => p,
+        Err(e) => {
+            findings.add(format!("reference run, opening the pool: {e}"));
+            rep.violations[0] += 1;
+            return rep;
+        }
+    };
     let mut d = Driver::new(seed);
     for step in 0..steps {
         if let Err(e) = d.step(&pool, &|| rig.now()) {
@@ -161,17 +193,17 @@ pub fn inject_serve(
     rep.reference_ios = counts;
     rep.reachable = Target::ALL.map(|t| {
         let c = counts[t.dev()];
-        if t.kinds() == IoKinds::WRITE {
-            c.writes
-        } else {
-            c.flushes
+        match t.kinds() {
+            IoKinds::WRITE => c.writes,
+            IoKinds::READ => c.reads,
+            _ => c.flushes,
         }
     });
     let points = sample(rep.reachable, max_points);
-    let by_target: [AtomicU64; 4] = Default::default();
-    let ran: [AtomicU64; 4] = Default::default();
+    let by_target: [AtomicU64; 6] = Default::default();
+    let ran: [AtomicU64; 6] = Default::default();
     let readback = AtomicU64::new(0);
-    let caught: [AtomicU64; 4] = Default::default();
+    let caught: [AtomicU64; 6] = Default::default();
     let images = AtomicU64::new(0);
     for_each_parallel(
         &points,
@@ -245,10 +277,26 @@ impl Point {
             let d: Arc<dyn BlockDevice> = Arc::new(Swallow(rig.fl[1].clone()));
             d
         });
-        let pool = rig.open(data);
+        let pool = match rig.open(data) {
+            Ok(p) => p,
+            Err(e) if fl.nr_injected() == 0 => {
+                viol(false, format!("opening the pool: {e}"));
+                return Some(0);
+            }
+            // Reading the metadata failed: opening must fail, and only it.
+            Err(_) => {
+                let [meta, data] = rig.images();
+                if let Err(e) = reopen_and_commit(meta, data) {
+                    viol(false, format!("opening again: {e}"));
+                }
+                return Some(0);
+            }
+        };
         let mut d = Driver::new(self.seed);
         let now = || rig.now();
         let mut failed_at = None;
+        // Whether the pool must (or chose to) go on after the fault.
+        let mut goes_on = self.target.after() == After::GoOn;
         for step in 0..self.steps {
             let before = fl.nr_injected();
             let r = d.step(&pool, &now);
@@ -258,7 +306,13 @@ impl Point {
                 Ok(()) => {}
                 Err(_) if hit && failed_at.is_none() => {
                     failed_at = Some(step);
-                    if self.target != Target::DataWrite {
+                    if self.target.after() == After::Either {
+                        goes_on = pool.flush().is_ok();
+                        if goes_on {
+                            d.m.flushed(now());
+                        }
+                    }
+                    if !goes_on {
                         break;
                     }
                 }
@@ -275,13 +329,13 @@ impl Point {
         }
         let at = (*fault_tick.lock().unwrap_or_else(|p| p.into_inner()))?;
         if failed_at.is_some() {
-            self.after_failure(&pool, &mut d, &now, viol);
+            self.after_failure(&pool, &mut d, goes_on, &now, viol);
         }
         drop(pool);
         let mut n = 0;
         let logs = rig.logs();
         let end = rig.now();
-        let mut rng = Rng::new(self.seed).fork(self.k * 4 + self.target as u64);
+        let mut rng = Rng::new(self.seed).fork(self.k * 8 + self.target as u64);
         // Where an error ignored would show: when the pool said a FLUSH
         // was done, and just after the devices' flushes, soonest after the
         // fault first; then anywhere after it.
@@ -323,21 +377,22 @@ impl Point {
         Some(n)
     }
 
-    /// After the request that met the fault failed: a failed data write
-    /// leaves the pool working (a FLUSH succeeds and every volume reads
-    /// back as the model says); any other fault fails the pool (writes,
-    /// FLUSHes, messages refused; reads as of the last commit).
+    /// After the request that met the fault failed: a pool that goes on
+    /// (after a data write or read error) takes a FLUSH, and every volume
+    /// reads back as the model says; a failed one (any other fault) refuses
+    /// writes, FLUSHes and messages, and reads as of the last commit.
     fn after_failure(
         &self,
         pool: &Pool,
         d: &mut Driver,
+        goes_on: bool,
         now: &dyn Fn() -> usize,
         viol: &dyn Fn(bool, String),
     ) {
-        if self.target == Target::DataWrite {
+        if goes_on {
             match pool.flush() {
                 Ok(()) => d.m.flushed(now()),
-                Err(e) => viol(false, format!("a FLUSH after the failed write failed: {e}")),
+                Err(e) => viol(false, format!("a FLUSH after the fault failed: {e}")),
             }
         } else {
             if pool.write(0, 0, &[0u8; 512], false).is_ok() {
@@ -408,10 +463,10 @@ mod tests {
 
     #[test]
     fn sampling_is_even_and_bounded() {
-        let s = sample([100, 10, 50, 40], 40);
+        let s = sample([100, 10, 50, 40, 0, 0], 40);
         assert!(s.len() <= 40 && s.len() >= 36, "{}", s.len());
         assert!(s.contains(&(Target::MetaFlush, 0)));
-        assert_eq!(sample([3, 1, 0, 2], 10).len(), 6);
+        assert_eq!(sample([3, 1, 0, 2, 0, 1], 10).len(), 7);
     }
 
     #[test]

@@ -196,9 +196,9 @@ impl Rig {
 
     /// The pool over the rig; `data` stands in for the data device when
     /// given (a layer over `fl[1]`).
-    pub(crate) fn open(&self, data: Option<Arc<dyn BlockDevice>>) -> Pool {
+    pub(crate) fn open(&self, data: Option<Arc<dyn BlockDevice>>) -> Result<Pool, PoolError> {
         let data = data.unwrap_or_else(|| self.fl[1].clone());
-        Pool::open(self.fl[0].clone(), data, true).expect("open the pool")
+        Pool::open(self.fl[0].clone(), data, true)
     }
 
     /// Events logged so far on the clock.
@@ -392,7 +392,7 @@ impl Driver {
 /// `crashes` crash images; with `mutation`, commits skip the data flush.
 pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> ServeReport {
     let rig = Rig::new();
-    let pool = rig.open(None);
+    let pool = rig.open(None).expect("open the pool");
     if mutation {
         pool.enable_mutation();
     }
