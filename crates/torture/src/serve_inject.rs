@@ -25,7 +25,7 @@
 use crate::rng::Rng;
 use crate::serve_workload::{check_image, check_volumes, Driver, Rig};
 use crate::{for_each_parallel, Findings, ProgressFn};
-use pdata::io::{BlockDevice, IoKinds, MemoryDevice, Rule, Trigger};
+use pdata::io::{BlockDevice, FlakeyDevice, IoKinds, MemoryDevice, Rule, Trigger};
 use pdata::Block;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,6 +141,56 @@ impl BlockDevice for Swallow {
     }
 }
 
+/// A device whose writes land and then get the answer `judge` (a fault
+/// injector over a [`Sink`]) gives them.
+struct Landing {
+    inner: Arc<dyn BlockDevice>,
+    judge: Arc<FlakeyDevice>,
+}
+
+impl BlockDevice for Landing {
+    fn nr_blocks(&self) -> u64 {
+        self.inner.nr_blocks()
+    }
+
+    fn read_blocks(&self, first: u64, bufs: &mut [&mut Block]) -> io::Result<()> {
+        self.inner.read_blocks(first, bufs)
+    }
+
+    fn write_blocks(&self, first: u64, bufs: &[&Block]) -> io::Result<()> {
+        self.inner.write_blocks(first, bufs)?;
+        self.judge.write_blocks(first, bufs)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A device that keeps nothing: reads zeros, takes every write.
+struct Sink(u64);
+
+impl BlockDevice for Sink {
+    fn nr_blocks(&self) -> u64 {
+        self.0
+    }
+
+    fn read_blocks(&self, _: u64, bufs: &mut [&mut Block]) -> io::Result<()> {
+        for b in bufs {
+            b.fill(0);
+        }
+        Ok(())
+    }
+
+    fn write_blocks(&self, _: u64, _: &[&Block]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The points to run: every k of each target, or `max_points` in all
 /// spread evenly over each target's range.
 fn sample(reachable: [u64; 6], max_points: u64) -> Vec<(Target, u64)> {
@@ -172,7 +222,7 @@ pub fn inject_serve(
     let mut rep = ServeInjectReport::default();
     // The reference run counts each device's reads, writes and flushes.
     let rig = Rig::new();
-    let pool = match rig.open(None) {
+    let pool = match rig.open(rig.devices()) {
         Ok(p) => p,
         Err(e) => {
             findings.add(format!("reference run, opening the pool: {e}"));
@@ -265,7 +315,20 @@ impl Point {
     /// k-th I/O.
     fn run(&self, viol: &dyn Fn(bool, String)) -> Option<u64> {
         let rig = Rig::new();
-        let fl = rig.fl[self.target.dev()].clone();
+        let dev = self.target.dev();
+        let mut devs = rig.devices();
+        // For odd k a failed write lands all the same (the device wrote it,
+        // then reported an error): whatever a failed request did may show.
+        let fl = if self.target.kinds() == IoKinds::WRITE && self.k % 2 == 1 {
+            let judge = Arc::new(FlakeyDevice::new(Arc::new(Sink(devs[dev].nr_blocks()))));
+            devs[dev] = Arc::new(Landing {
+                inner: devs[dev].clone(),
+                judge: judge.clone(),
+            });
+            judge
+        } else {
+            rig.fl[dev].clone()
+        };
         fl.add_rule(Rule::fail(self.target.kinds(), Trigger::Nth(self.k)));
         let fault_tick = Arc::new(Mutex::new(None));
         let (ft, clock) = (fault_tick.clone(), rig.clock.clone());
@@ -273,11 +336,10 @@ impl Point {
             let mut t = ft.lock().unwrap_or_else(|p| p.into_inner());
             t.get_or_insert(clock.load(Ordering::SeqCst) as usize);
         })));
-        let data = self.swallow.then(|| {
-            let d: Arc<dyn BlockDevice> = Arc::new(Swallow(rig.fl[1].clone()));
-            d
-        });
-        let pool = match rig.open(data) {
+        if self.swallow {
+            devs[1] = Arc::new(Swallow(devs[1].clone()));
+        }
+        let pool = match rig.open(devs) {
             Ok(p) => p,
             Err(e) if fl.nr_injected() == 0 => {
                 viol(false, format!("opening the pool: {e}"));

@@ -194,11 +194,19 @@ impl Rig {
         }
     }
 
-    /// The pool over the rig; `data` stands in for the data device when
-    /// given (a layer over `fl[1]`).
-    pub(crate) fn open(&self, data: Option<Arc<dyn BlockDevice>>) -> Result<Pool, PoolError> {
-        let data = data.unwrap_or_else(|| self.fl[1].clone());
-        Pool::open(self.fl[0].clone(), data, true)
+    /// The devices a pool opens: the fault injectors, over which a harness
+    /// may put layers of its own.
+    pub(crate) fn devices(&self) -> [Arc<dyn BlockDevice>; 2] {
+        self.fl.clone().map(|f| {
+            let d: Arc<dyn BlockDevice> = f;
+            d
+        })
+    }
+
+    /// The pool on `devs` (metadata, data), layers over the rig's devices.
+    pub(crate) fn open(&self, devs: [Arc<dyn BlockDevice>; 2]) -> Result<Pool, PoolError> {
+        let [meta, data] = devs;
+        Pool::open(meta, data, true)
     }
 
     /// Events logged so far on the clock.
@@ -392,7 +400,7 @@ impl Driver {
 /// `crashes` crash images; with `mutation`, commits skip the data flush.
 pub fn run_serve(seed: u64, steps: usize, crashes: usize, mutation: bool) -> ServeReport {
     let rig = Rig::new();
-    let pool = rig.open(None).expect("open the pool");
+    let pool = rig.open(rig.devices()).expect("open the pool");
     if mutation {
         pool.enable_mutation();
     }
