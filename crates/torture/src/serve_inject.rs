@@ -1,12 +1,18 @@
 //! I/O errors under a served pool: for each k (sampled evenly when there
 //! are too many), the serve workload ([`crate::serve_workload`]) runs again
-//! with the k-th write, or the k-th flush, of the metadata or the data
-//! device failing. The pool must do what dm-thin does:
+//! with the k-th read, write or flush of the metadata or the data device
+//! failing (for odd k a failed write lands all the same, as on a device
+//! that wrote it and then reported an error). The pool must do what
+//! dm-thin does:
 //! * the request that met the error fails (an error is never swallowed);
-//! * a failed data write fails only its request: dm-thin errors the bio and
-//!   keeps its mode, and nothing is mapped to a block whose write failed.
-//!   The workload goes on; the failed write's content may show, never
-//!   must, and later FLUSHes succeed (they promise what was acknowledged);
+//! * a failed data write or read fails only its request: dm-thin errors
+//!   the bio and keeps its mode, and nothing is mapped to a block whose
+//!   fill failed. The workload goes on; the failed write's content may
+//!   show, never must, and later FLUSHes succeed (they promise what was
+//!   acknowledged);
+//! * a failed metadata read fails its request, and the pool too when it
+//!   could not finish a change (either is accepted; the pool must then act
+//!   on its choice);
 //! * a failed metadata write or flush, or data flush, fails the pool
 //!   (dm-thin's `metadata_operation_failed`: the transaction is aborted and
 //!   no commit, so no FLUSH, succeeds again). Writes, FLUSHes and messages
