@@ -167,7 +167,7 @@ fn read_requests<R: Read, W: Write>(
     let pool = e.dev.pool();
     let mut buf = Vec::new();
     let mut unflushed = false;
-    let mut flush_before_wait = |s: &BufReader<R>, need: usize, unflushed: &mut bool| {
+    let flush_before_wait = |s: &BufReader<R>, need: usize, unflushed: &mut bool| {
         if *unflushed && s.buffer().len() < need {
             *unflushed = false;
             return lock(w).flush();
