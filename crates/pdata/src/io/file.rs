@@ -338,7 +338,10 @@ mod tests {
             assert!(buf[BLOCK_SIZE..].iter().all(|&b| b == 6));
         }
         assert!(dev.read_cached(7, &mut buf).is_err(), "beyond the end");
-        assert!(dev.read_cached(0, &mut buf[..100]).is_err(), "part of a block");
+        assert!(
+            dev.read_cached(0, &mut buf[..100]).is_err(),
+            "part of a block"
+        );
     }
 
     #[test]

@@ -123,4 +123,18 @@ mod tests {
         t.join().unwrap();
         assert!(c.table().held.is_empty());
     }
+
+    #[test]
+    fn try_shared_declines_only_a_written_cell() {
+        let c = Cells::default();
+        let w = c.exclusive(1, 2);
+        assert!(c.try_shared(1, 2).is_none());
+        let r = c.try_shared(1, 3).expect("a free cell");
+        let r2 = c.try_shared(1, 3).expect("readers share");
+        drop(w);
+        assert!(c.try_shared(1, 2).is_some());
+        drop((r, r2));
+        let t = c.table();
+        assert!(t.held.is_empty() && t.waiters == 0);
+    }
 }
