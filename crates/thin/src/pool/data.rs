@@ -75,22 +75,30 @@ impl Pool {
         Ok(())
     }
 
-    /// `read`, but only if it can be done at once: the request lies in one
-    /// data block and is 4 KiB aligned, no writer holds its cell, the
-    /// metadata lock is free and the data is in the page cache. Ok(false)
-    /// when any of that fails (nothing is held then, `buf` unspecified):
-    /// a server answers the cached reads itself and hands the rest to a
-    /// worker that may wait.
+    /// `read`, but only if it can be done at once: the request is 4 KiB
+    /// aligned and, for each data block it covers, no writer holds the
+    /// block's cell, the metadata lock is free and the data is in the page
+    /// cache. Ok(false) when any of that fails (nothing is held then, `buf`
+    /// unspecified): a server answers the cached reads itself and hands the
+    /// rest to a worker that may wait.
     pub fn read_now(&self, dev: u64, offset: u64, buf: &mut [u8]) -> Result<bool> {
         let len = buf.len() as u64;
-        let (vb, start) = (offset / self.block_bytes, offset % self.block_bytes);
-        if len == 0
-            || start + len > self.block_bytes
-            || !start.is_multiple_of(BS)
-            || !len.is_multiple_of(BS)
-        {
+        if len == 0 || !offset.is_multiple_of(BS) || !len.is_multiple_of(BS) {
             return Ok(false);
         }
+        let mut done = 0usize;
+        for (vb, start, n) in self.pieces(offset, len)? {
+            let out = &mut buf[done..done + n as usize];
+            if !self.read_piece_now(dev, vb, start, out)? {
+                return Ok(false);
+            }
+            done += n as usize;
+        }
+        Ok(true)
+    }
+
+    /// One data block's part of `read_now` (4 KiB aligned).
+    fn read_piece_now(&self, dev: u64, vb: u64, start: u64, out: &mut [u8]) -> Result<bool> {
         let Some(_cell) = self.cells.try_shared(dev, vb) else {
             return Ok(false);
         };
@@ -101,10 +109,10 @@ impl Pool {
         };
         match mapped {
             None => {
-                buf.fill(0);
+                out.fill(0);
                 Ok(true)
             }
-            Some((d, _)) => Ok(self.data.read_cached(self.base(d) + start / BS, buf)?),
+            Some((d, _)) => Ok(self.data.read_cached(self.base(d) + start / BS, out)?),
         }
     }
 
