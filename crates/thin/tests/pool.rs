@@ -178,3 +178,43 @@ fn data_device_errors() {
     let report = thin::check::check(meta).unwrap();
     assert!(report.errors.is_empty() && report.leaks.is_empty());
 }
+
+/// `read_now` (the server's read without waiting) reads what `read` does,
+/// or declines: unmapped blocks read as zeros, cached data as written, also
+/// across data blocks; a request not 4 KiB aligned is declined.
+#[test]
+fn read_now_reads_as_read_does_or_declines() {
+    use pdata::io::FileDevice;
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, _) = formatted(256, 8);
+    let data: Arc<dyn BlockDevice> =
+        Arc::new(FileDevice::create(&dir.path().join("data"), 8 * 16).unwrap());
+    let pool = Pool::open(meta, data, true).unwrap();
+    let block = pool.block_bytes();
+    for (i, at) in [0, 3 * PAGE as u64, block + 5 * PAGE as u64]
+        .into_iter()
+        .enumerate()
+    {
+        pool.write(0, at, &[i as u8 + 1; PAGE], false).unwrap();
+    }
+    let mut answered = 0;
+    for at in (0..3 * block).step_by(PAGE) {
+        let (mut now, mut want) = (vec![0xaau8; PAGE], vec![0u8; PAGE]);
+        pool.read(0, at, &mut want).unwrap();
+        if pool.read_now(0, at, &mut now).unwrap() {
+            assert!(now == want, "at {at}");
+            answered += 1;
+        }
+    }
+    // The unmapped block at least (data just written is cached too, where
+    // the filesystem has RWF_NOWAIT).
+    assert!(answered >= 16);
+    let mut all = vec![0u8; 3 * block as usize];
+    pool.read(0, 0, &mut all).unwrap();
+    let mut now = vec![0xaau8; 3 * block as usize];
+    if pool.read_now(0, 0, &mut now).unwrap() {
+        assert!(now == all, "across data blocks");
+    }
+    assert!(!pool.read_now(0, 512, &mut now[..PAGE]).unwrap());
+    assert!(!pool.read_now(0, 0, &mut now[..100]).unwrap());
+}

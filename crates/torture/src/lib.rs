@@ -22,6 +22,7 @@ pub mod image;
 pub mod inject;
 pub mod rng;
 pub mod script;
+pub mod serve_inject;
 pub mod serve_workload;
 pub mod thin_workload;
 pub mod workload;
@@ -177,6 +178,8 @@ pub struct Report {
     pub coverage: crash::Coverage,
     pub injection: inject::InjectSummary,
     pub reference_ios: pdata::io::IoCounts,
+    /// The served-pool workload's I/O-error figures, per device and kind.
+    pub serve: Option<serve_inject::ServeInjectReport>,
     pub elapsed: Duration,
 }
 
@@ -211,10 +214,16 @@ impl Report {
     }
 }
 
+/// Most I/O-error points the served-pool workload runs (sampled evenly
+/// above): the default workload reaches about 400.
+const SERVE_MAX_POINTS: u64 = 4000;
+
 /// The served-pool workload: its own crash enumeration over two devices
-/// (no I/O-error injection yet); `ops · transactions` requests, at most
-/// 4000 crash images.
-fn run_serve_workload(config: &Config) -> Report {
+/// (`ops · transactions` requests, at most 4000 crash images), then I/O
+/// errors on either device ([`serve_inject`]). The self-test's mutations:
+/// commits skip the data flush (crash states), and data write and flush
+/// errors are ignored (I/O errors).
+fn run_serve_workload(config: &Config, progress: &ProgressFn<'_>) -> Report {
     let start = Instant::now();
     let steps = config.ops * config.transactions;
     let r = serve_workload::run_serve(
@@ -224,15 +233,49 @@ fn run_serve_workload(config: &Config) -> Report {
         config.mutation,
     );
     let n = r.violations.len() as u64;
-    Report {
+    let mut report = Report {
         crash_states: r.crash_images as u64,
-        violations: n,
         crash_violations: n,
         details: r.violations.into_iter().take(config.keep_details).collect(),
         steps,
-        elapsed: start.elapsed(),
         ..Report::default()
+    };
+    if config.io_errors {
+        let findings = Findings::new(config.keep_details);
+        let s = serve_inject::inject_serve(
+            config.seed,
+            steps,
+            SERVE_MAX_POINTS,
+            config.post_fault_states,
+            config.mutation,
+            config.threads,
+            &findings,
+            progress,
+        );
+        // Failed I/O (writes and reads), failed flushes; none dropped.
+        let modes = |x: [u64; 6]| [x[0] + x[2] + x[4] + x[5], x[1] + x[3], 0];
+        report.injection = inject::InjectSummary {
+            points: s.points.iter().sum(),
+            crash_states: s.crash_images,
+            points_by_mode: modes(s.points),
+            violations_by_mode: modes(s.violations),
+        };
+        report.io_error_points = report.injection.points;
+        report.crash_states += s.crash_images;
+        report.io_violations = findings.count();
+        report.details.extend(findings.details());
+        let [m, d] = s.reference_ios;
+        report.reference_ios = pdata::io::IoCounts {
+            ios: m.ios + d.ios,
+            reads: m.reads + d.reads,
+            writes: m.writes + d.writes,
+            flushes: m.flushes + d.flushes,
+        };
+        report.serve = Some(s);
     }
+    report.violations = report.crash_violations + report.io_violations;
+    report.elapsed = start.elapsed();
+    report
 }
 
 /// Runs the harnesses the config asks for over its workload.
@@ -276,7 +319,7 @@ pub fn run(config: &Config, progress: &ProgressFn<'_>) -> Report {
             }
             report
         }
-        WorkloadKind::Serve => run_serve_workload(config),
+        WorkloadKind::Serve => run_serve_workload(config, progress),
         WorkloadKind::Era => run_workload(
             &Scripted::new(
                 era_workload::Era,

@@ -32,6 +32,9 @@ pub fn lookup(
     for (level, &key) in keys.iter().enumerate() {
         let last = level + 1 == keys.len();
         let mut depth = 0;
+        // The keys the node at `loc` holds, from its parent: a hint for
+        // the search (the node's first and last keys need not be read).
+        let mut span: Option<(u64, u64)> = None;
         loop {
             depth += 1;
             if depth > MAX_DEPTH {
@@ -39,10 +42,16 @@ pub fn lookup(
             }
             let b = r.read_lock(loc, &NODE_VALIDATOR)?;
             let n = Node(&b);
-            let Some(i) = n.lower_bound(key) else {
+            let Some(i) = n.lower_bound_within(key, span) else {
                 return Ok(false);
             };
             if n.is_internal() {
+                let upper = if i + 1 < n.nr_entries() {
+                    Some(n.key(i + 1))
+                } else {
+                    span.map(|(_, hi)| hi)
+                };
+                span = upper.map(|hi| (n.key(i), hi));
                 loc = n.value_u64(i);
                 continue;
             }

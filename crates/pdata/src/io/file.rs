@@ -187,6 +187,41 @@ impl BlockDevice for FileDevice {
         }
     }
 
+    fn read_cached(&self, first: u64, buf: &mut [u8]) -> io::Result<bool> {
+        if !buf.len().is_multiple_of(BLOCK_SIZE) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a read of part of a block",
+            ));
+        }
+        self.check_range(first, buf.len() / BLOCK_SIZE)?;
+        let iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        loop {
+            // SAFETY: the iovec points into `buf`, live and exclusively borrowed.
+            let n = unsafe {
+                libc::preadv2(
+                    self.file.as_raw_fd(),
+                    &iov,
+                    1,
+                    (first * BLOCK_SIZE as u64) as libc::off_t,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            if n >= 0 {
+                // Short: part of it is not cached (or the file ended).
+                return Ok(n as usize == buf.len());
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // EAGAIN: not cached; others: no RWF_NOWAIT here.
+                _ => return Ok(false),
+            }
+        }
+    }
+
     fn will_need(&self, first: u64, count: u64) {
         let bs = BLOCK_SIZE as u64;
         // SAFETY: a plain syscall on our own descriptor; only a hint.
@@ -288,6 +323,25 @@ mod tests {
         assert!(dev.read_block(8, &mut x).is_err());
         let dev = FileDevice::open(&path, false).unwrap();
         assert_eq!(dev.nr_blocks(), 8);
+    }
+
+    #[test]
+    fn read_cached_reads_what_is_in_the_page_cache_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = FileDevice::create(&dir.path().join("dev"), 8).unwrap();
+        dev.write_blocks(2, &[&[5u8; BLOCK_SIZE], &[6u8; BLOCK_SIZE]])
+            .unwrap();
+        let mut buf = vec![0u8; 2 * BLOCK_SIZE];
+        // Just written, so cached, unless this filesystem has no RWF_NOWAIT.
+        if dev.read_cached(2, &mut buf).unwrap() {
+            assert!(buf[..BLOCK_SIZE].iter().all(|&b| b == 5));
+            assert!(buf[BLOCK_SIZE..].iter().all(|&b| b == 6));
+        }
+        assert!(dev.read_cached(7, &mut buf).is_err(), "beyond the end");
+        assert!(
+            dev.read_cached(0, &mut buf[..100]).is_err(),
+            "part of a block"
+        );
     }
 
     #[test]

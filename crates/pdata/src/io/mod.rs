@@ -73,6 +73,16 @@ pub trait BlockDevice: Send + Sync {
         from
     }
 
+    /// Reads `buf.len() / BLOCK_SIZE` blocks from `first` only if that
+    /// needs no wait for the device (they are in the page cache): Ok(false)
+    /// when it would wait, and `buf` is then unspecified. Lets a server
+    /// answer cached reads on the spot and hand the others to a worker.
+    /// By default every read would wait.
+    fn read_cached(&self, first: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let _ = (first, buf);
+        Ok(false)
+    }
+
     fn read_block(&self, loc: u64, buf: &mut Block) -> io::Result<()> {
         self.read_blocks(loc, &mut [buf])
     }
@@ -106,6 +116,9 @@ impl<T: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<T> {
     }
     fn next_data(&self, from: u64) -> u64 {
         (**self).next_data(from)
+    }
+    fn read_cached(&self, first: u64, buf: &mut [u8]) -> io::Result<bool> {
+        (**self).read_cached(first, buf)
     }
 }
 

@@ -13,9 +13,17 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 type Key = (u64, u64);
 
 #[derive(Default)]
-pub(crate) struct Cells {
+struct Table {
     /// Holders per key: a positive count of readers, or -1 for a writer.
-    held: Mutex<HashMap<Key, i64>>,
+    held: HashMap<Key, i64>,
+    /// Threads waiting for a cell: a release wakes them only if there are
+    /// any (a wake is a syscall, and almost every release has none).
+    waiters: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Cells {
+    table: Mutex<Table>,
     released: Condvar,
 }
 
@@ -26,29 +34,51 @@ pub(crate) struct Cell<'a> {
 }
 
 impl Cells {
-    fn table(&self) -> MutexGuard<'_, HashMap<Key, i64>> {
+    fn table(&self) -> MutexGuard<'_, Table> {
         // A panic elsewhere cannot leave the table half-updated: every
         // change is one insert or remove.
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `busy` is false for the table.
+    fn wait_while<'a>(
+        &'a self,
+        mut t: MutexGuard<'a, Table>,
+        busy: impl Fn(&Table) -> bool,
+    ) -> MutexGuard<'a, Table> {
+        while busy(&t) {
+            t.waiters += 1;
+            t = self.released.wait(t).unwrap_or_else(|p| p.into_inner());
+            t.waiters -= 1;
+        }
+        t
     }
 
     pub(crate) fn shared(&self, dev: u64, vblock: u64) -> Cell<'_> {
         let key = (dev, vblock);
-        let mut t = self.table();
-        while t.get(&key).is_some_and(|&n| n < 0) {
-            t = self.released.wait(t).unwrap_or_else(|p| p.into_inner());
-        }
-        *t.entry(key).or_insert(0) += 1;
+        let t = self.table();
+        let mut t = self.wait_while(t, |t| t.held.get(&key).is_some_and(|&n| n < 0));
+        *t.held.entry(key).or_insert(0) += 1;
         Cell { cells: self, key }
+    }
+
+    /// As `shared`, but None at once if a writer holds the cell.
+    pub(crate) fn try_shared(&self, dev: u64, vblock: u64) -> Option<Cell<'_>> {
+        let key = (dev, vblock);
+        let mut t = self.table();
+        let n = t.held.entry(key).or_insert(0);
+        if *n < 0 {
+            return None;
+        }
+        *n += 1;
+        Some(Cell { cells: self, key })
     }
 
     pub(crate) fn exclusive(&self, dev: u64, vblock: u64) -> Cell<'_> {
         let key = (dev, vblock);
-        let mut t = self.table();
-        while t.contains_key(&key) {
-            t = self.released.wait(t).unwrap_or_else(|p| p.into_inner());
-        }
-        t.insert(key, -1);
+        let t = self.table();
+        let mut t = self.wait_while(t, |t| t.held.contains_key(&key));
+        t.held.insert(key, -1);
         Cell { cells: self, key }
     }
 }
@@ -56,14 +86,17 @@ impl Cells {
 impl Drop for Cell<'_> {
     fn drop(&mut self) {
         let mut t = self.cells.table();
-        match t.get_mut(&self.key) {
+        match t.held.get_mut(&self.key) {
             Some(n) if *n > 1 => *n -= 1,
             _ => {
-                t.remove(&self.key);
+                t.held.remove(&self.key);
             }
         }
+        let wake = t.waiters > 0;
         drop(t);
-        self.cells.released.notify_all();
+        if wake {
+            self.cells.released.notify_all();
+        }
     }
 }
 
@@ -88,6 +121,20 @@ mod tests {
         assert!(!t.is_finished());
         drop(w);
         t.join().unwrap();
-        assert!(c.table().is_empty());
+        assert!(c.table().held.is_empty());
+    }
+
+    #[test]
+    fn try_shared_declines_only_a_written_cell() {
+        let c = Cells::default();
+        let w = c.exclusive(1, 2);
+        assert!(c.try_shared(1, 2).is_none());
+        let r = c.try_shared(1, 3).expect("a free cell");
+        let r2 = c.try_shared(1, 3).expect("readers share");
+        drop(w);
+        assert!(c.try_shared(1, 2).is_some());
+        drop((r, r2));
+        let t = c.table();
+        assert!(t.held.is_empty() && t.waiters == 0);
     }
 }

@@ -75,6 +75,47 @@ impl Pool {
         Ok(())
     }
 
+    /// `read`, but only if it can be done at once: the request is 4 KiB
+    /// aligned and, for each data block it covers, no writer holds the
+    /// block's cell, the metadata lock is free and the data is in the page
+    /// cache. Ok(false) when any of that fails (nothing is held then, `buf`
+    /// unspecified): a server answers the cached reads itself and hands the
+    /// rest to a worker that may wait.
+    pub fn read_now(&self, dev: u64, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        let len = buf.len() as u64;
+        if len == 0 || !offset.is_multiple_of(BS) || !len.is_multiple_of(BS) {
+            return Ok(false);
+        }
+        let mut done = 0usize;
+        for (vb, start, n) in self.pieces(offset, len)? {
+            let out = &mut buf[done..done + n as usize];
+            if !self.read_piece_now(dev, vb, start, out)? {
+                return Ok(false);
+            }
+            done += n as usize;
+        }
+        Ok(true)
+    }
+
+    /// One data block's part of `read_now` (4 KiB aligned).
+    fn read_piece_now(&self, dev: u64, vb: u64, start: u64, out: &mut [u8]) -> Result<bool> {
+        let Some(_cell) = self.cells.try_shared(dev, vb) else {
+            return Ok(false);
+        };
+        let mapped = match self.state.try_lock() {
+            Ok(mut st) => st.md.lookup(dev, vb)?,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().md.lookup(dev, vb)?,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        match mapped {
+            None => {
+                out.fill(0);
+                Ok(true)
+            }
+            Some((d, _)) => Ok(self.data.read_cached(self.base(d) + start / BS, out)?),
+        }
+    }
+
     /// Reads bytes `start..start + out.len()` of data block `d`.
     fn read_data(&self, d: u64, start: u64, out: &mut [u8]) -> Result<()> {
         let first = self.base(d) + start / BS;

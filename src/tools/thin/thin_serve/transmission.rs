@@ -2,7 +2,10 @@
 //! write payloads) in order and hands them to a few workers, which run them
 //! on the pool and send simple replies, in whatever order they finish (as
 //! NBD allows): a slow flush or a write that allocates does not hold up the
-//! reads queued behind it. A request the server can answer (bad range, too
+//! reads queued behind it. A read that can be answered at once (its data
+//! in the page cache, nothing holding its block) the connection's thread
+//! answers itself: no hand-off, no thread woken, and its replies go out
+//! together when it has read every request the client sent. A request the server can answer (bad range, too
 //! long, unknown command, pool error) gets an error reply and the
 //! connection goes on; one it cannot follow (bad magic, a closed stream)
 //! ends it once the requests already taken are done. Either way the pool
@@ -10,7 +13,7 @@
 
 use super::exports::Export;
 use super::proto::*;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Mutex;
 use thin::pool::{Pool, PoolError};
@@ -47,12 +50,22 @@ fn in_range(e: &Export, offset: u64, len: u64) -> bool {
 
 /// Sends one reply (header, and a read's data) whole, under the lock.
 fn reply<W: Write>(w: &Mutex<W>, error: u32, handle: u64, data: &[u8]) -> io::Result<()> {
-    let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+    let mut w = lock(w);
+    queue_reply(&mut *w, error, handle, data)?;
+    w.flush()
+}
+
+fn lock<W>(w: &Mutex<W>) -> std::sync::MutexGuard<'_, W> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes one reply into the (buffered) stream; the caller flushes.
+fn queue_reply(w: &mut impl Write, error: u32, handle: u64, data: &[u8]) -> io::Result<()> {
     w.write_all(&simple_reply(error, handle))?;
     if error == 0 && !data.is_empty() {
         w.write_all(data)?;
     }
-    w.flush()
+    Ok(())
 }
 
 /// Reads and drops `len` bytes of a payload the server refuses.
@@ -109,7 +122,7 @@ fn worker<W: Write>(pool: &Pool, e: &Export, jobs: &Mutex<Receiver<Job>>, w: &Mu
 
 /// Serves requests until the client disconnects.
 pub fn serve<R: Read, W: Write + Send>(
-    r: &mut R,
+    r: &mut BufReader<R>,
     w: W,
     e: &Export,
     read_only: bool,
@@ -137,16 +150,32 @@ pub fn serve<R: Read, W: Write + Send>(
     Ok(())
 }
 
-/// Reads requests in order, answering at once those it refuses and
-/// passing on the others, until DISC (Ok) or a stream it cannot follow.
+/// Bytes of a request on the wire.
+const REQUEST_BYTES: usize = 28;
+
+/// Reads requests in order, answering at once those it refuses and the
+/// reads it can do without waiting, and passing on the others, until DISC
+/// (Ok) or a stream it cannot follow. Its own replies are flushed before
+/// it may wait for the client.
 fn read_requests<R: Read, W: Write>(
-    s: &mut R,
+    s: &mut BufReader<R>,
     w: &Mutex<W>,
     e: &Export,
     read_only: bool,
     mut pass: impl FnMut(Job),
 ) -> io::Result<()> {
+    let pool = e.dev.pool();
+    let mut buf = Vec::new();
+    let mut unflushed = false;
+    let flush_before_wait = |s: &BufReader<R>, need: usize, unflushed: &mut bool| {
+        if *unflushed && s.buffer().len() < need {
+            *unflushed = false;
+            return lock(w).flush();
+        }
+        Ok(())
+    };
     loop {
+        flush_before_wait(s, REQUEST_BYTES, &mut unflushed)?;
         let r = Request::read(s)?;
         if r.magic != REQUEST_MAGIC {
             return Err(io::Error::new(
@@ -158,8 +187,21 @@ fn read_requests<R: Read, W: Write>(
         let refused = match r.kind {
             CMD_DISC => return Ok(()),
             CMD_READ if r.length > MAX_PAYLOAD || !in_range(e, off, len) => Some(EINVAL),
-            CMD_READ | CMD_FLUSH => None,
+            CMD_READ => {
+                buf.resize(r.length as usize, 0);
+                match pool.read_now(e.dev.id(), off, &mut buf) {
+                    Ok(true) => {
+                        queue_reply(&mut *lock(w), 0, r.handle, &buf)?;
+                        unflushed = true;
+                        continue;
+                    }
+                    // A pool error: the worker meets it again and reports it.
+                    Ok(false) | Err(_) => None,
+                }
+            }
+            CMD_FLUSH => None,
             CMD_WRITE => {
+                flush_before_wait(s, len as usize, &mut unflushed)?;
                 if r.length > MAX_PAYLOAD {
                     skip(s, len)?;
                     Some(EINVAL)
@@ -182,7 +224,10 @@ fn read_requests<R: Read, W: Write>(
             _ => Some(EINVAL),
         };
         match refused {
-            Some(error) => reply(w, error, r.handle, &[])?,
+            Some(error) => {
+                queue_reply(&mut *lock(w), error, r.handle, &[])?;
+                unflushed = true;
+            }
             None => pass(Job {
                 r,
                 payload: Vec::new(),
