@@ -159,14 +159,6 @@ impl LeafSpans {
             .filter(|(_, &s)| s != 0)
             .map(move |(i, _)| base + i as u64)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.iter().all(|&s| s == 0)
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.spans.capacity() * 4
-    }
 }
 
 /// The end to give the window after one of `prev_len` blocks: the same
