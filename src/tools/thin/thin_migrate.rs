@@ -32,7 +32,7 @@ use super::live_pool::{self, HeldSnapshot};
 use super::migrate_copy::{Copier, Out};
 use crate::tools::cli::{
     catch_interrupts, exit_status, number, open_data, open_reader, same_file, size_of, GetOpt,
-    HasArg, Opt, Progress, HELP, QUIET, VERSION,
+    HasArg, Opt, Progress, DATA_DEV, HELP, METADATA_DEV, QUIET, VERSION,
 };
 use anyhow::{bail, Context, Result};
 use pdata::io::check_file_or_block_device;
@@ -67,8 +67,8 @@ const OPTS: &[Opt] = &[
     HELP,
     VERSION,
     QUIET,
-    Opt::long("metadata-dev", HasArg::Required, "metadata-dev"),
-    Opt::long("data-dev", HasArg::Required, "data-dev"),
+    METADATA_DEV,
+    DATA_DEV,
     Opt::long("dev-id", HasArg::Required, "dev-id"),
     Opt::long("delta-id", HasArg::Required, "delta-id"),
     Opt::long("source-dev", HasArg::Required, "source-dev"),
@@ -112,8 +112,8 @@ fn parse(args: &[String]) -> Result<Options, ExitCode> {
         let v = value.unwrap_or_default();
         let path = Some(PathBuf::from(&v));
         let r: Result<(), String> = match id {
-            "metadata-dev" => set(&mut metadata, path),
-            "data-dev" => set(&mut data, path),
+            "metadata" => set(&mut metadata, path),
+            "data" => set(&mut data, path),
             "source-dev" => set(&mut source, path),
             "dest-dev" | "dest-file" if dest.is_some() => {
                 Err("give one destination: --dest-dev or --dest-file".into())

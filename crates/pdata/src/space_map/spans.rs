@@ -143,6 +143,27 @@ impl LeafSpans {
         meets(a, b) || meets(c, d)
     }
 
+    /// Whether leaf `loc` was recorded (it refers to some data block).
+    pub fn contains(&self, loc: u64) -> bool {
+        self.intervals(loc).is_some()
+    }
+
+    /// The next at most `max` leaves from `*from` on that may refer into
+    /// `counts`' window, ascending; `*from` moves past them. Taken a piece
+    /// at a time, so that a window the budget ends early skips the leaves
+    /// beyond it.
+    pub fn next_piece(&self, from: &mut u64, counts: &RefCounts, max: usize) -> Vec<u64> {
+        let piece: Vec<u64> = self
+            .leaves_from(*from)
+            .filter(|&l| self.refers_into(l, counts))
+            .take(max)
+            .collect();
+        if let Some(&last) = piece.last() {
+            *from = last + 1;
+        }
+        piece
+    }
+
     /// The leaves recorded, ascending.
     pub fn leaves(&self) -> impl Iterator<Item = u64> + '_ {
         self.leaves_from(self.base)
@@ -190,6 +211,7 @@ mod tests {
         s.record_all(103, &[]);
         assert_eq!(s.leaves().collect::<Vec<_>>(), vec![100, 102]);
         assert_eq!(s.leaves_from(101).collect::<Vec<_>>(), vec![102]);
+        assert!(s.contains(100) && !s.contains(101) && !s.contains(103));
         let c = CHUNK as u64;
         let w = |from: u64, to| {
             let from = from / c * c;

@@ -4,12 +4,13 @@
 
 use super::repair;
 use super::report::Section;
-use super::trees::{bottom_leaf, overflow_leaf, IndexSlot, Kind, Tree, Walker};
+use super::trees::{bottom_leaf, overflow_leaf, IndexSlot, Kind, Thin, Tree, Walker};
 use pdata::check::space_map::{BitmapRef, Map};
 use pdata::check::walk::{leaf_values, EngineBlock};
 use pdata::check::RefCounts;
 use pdata::space_map::counts::CHUNK;
 use pdata::space_map::format::nr_bitmaps;
+use pdata::space_map::spans::LeafSpans;
 use std::ops::Range;
 
 /// Checks that the data space map index holds bitmaps 0..n for `nr_blocks`
@@ -76,25 +77,27 @@ pub fn recount(w: &mut Walker) -> u64 {
         dev: 0,
         snap: false,
     };
-    let leaves = std::mem::take(&mut w.client.bottom_leaves);
-    let wanted = |w: &Walker, loc| leaves.refers_into(loc, &w.client.data);
-    w.revisit(
-        leaves.leaves(),
-        kind(Tree::Bottom),
-        wanted,
-        |w, r, b, shape| bottom_leaf(w, r, b, leaf_values(b, shape)),
-    );
-    w.client.bottom_leaves = leaves;
-    let leaves = std::mem::take(&mut w.client.overflow_leaves);
-    let wanted = |w: &Walker, loc| leaves.refers_into(loc, &w.client.data);
-    w.revisit(
-        leaves.leaves(),
-        kind(Tree::DataOverflow),
-        wanted,
-        |w, _, b, shape| overflow_leaf(w, b, leaf_values(b, shape)),
-    );
-    w.client.overflow_leaves = leaves;
+    for tree in [Tree::Bottom, Tree::DataOverflow] {
+        let leaves = std::mem::take(spans(&mut w.client, tree));
+        let wanted = |w: &Walker, loc| leaves.refers_into(loc, &w.client.data);
+        w.revisit(leaves.leaves(), kind(tree), wanted, |w, r, b, shape| {
+            let values = leaf_values(b, shape);
+            match tree {
+                Tree::Bottom => bottom_leaf(w, r, b, values),
+                _ => overflow_leaf(w, b, values),
+            }
+        });
+        *spans(&mut w.client, tree) = leaves;
+    }
     w.client.data.window_end()
+}
+
+/// The leaves of `tree` (mapping or data overflow) and their spans.
+fn spans(t: &mut Thin, tree: Tree) -> &mut LeafSpans {
+    match tree {
+        Tree::Bottom => &mut t.bottom_leaves,
+        _ => &mut t.overflow_leaves,
+    }
 }
 
 /// Sets free the data leaks of the `leaky` bitmaps before the window at

@@ -12,7 +12,6 @@ use crate::format::block_time::BlockTime;
 use crate::{Result, ThinError};
 use pdata::block_manager::BlockRead;
 use pdata::btree::node::{Node, NODE_VALIDATOR};
-use pdata::check::BlockSet;
 use pdata::space_map::format::MAX_METADATA_BLOCKS;
 use pdata::space_map::spans::{next_window_end, LeafSpans};
 use pdata::space_map::RefCounts;
@@ -25,8 +24,6 @@ pub struct MappingLeaves {
     /// References to each metadata block from the roots and the nodes
     /// walked (saturating): 1 for a node reached once.
     pub refs: Vec<u8>,
-    /// The leaves, once each.
-    pub leaves: BlockSet,
     /// Where each leaf's data blocks lie, roughly.
     spans: LeafSpans,
     nr_data_blocks: u64,
@@ -50,7 +47,6 @@ impl MappingLeaves {
         let nr_metadata_blocks = nr_metadata_blocks.min(MAX_METADATA_BLOCKS);
         let mut w = MappingLeaves {
             refs: vec![0; nr_metadata_blocks as usize],
-            leaves: BlockSet::default(),
             spans: LeafSpans::new(nr_data_blocks, 0..nr_metadata_blocks),
             nr_data_blocks,
             budget,
@@ -92,7 +88,6 @@ impl MappingLeaves {
         if n.is_leaf() {
             self.leaf_blocks(&n, blocks)?;
             data.inc_all(blocks);
-            self.leaves.insert(loc);
             self.spans.record_all(loc, blocks);
             return Ok(());
         }
@@ -126,6 +121,11 @@ impl MappingLeaves {
 
     fn seen(&self, loc: u64) -> bool {
         self.refs.get(loc as usize).is_some_and(|&c| c > 0)
+    }
+
+    /// Whether `loc` is a leaf that refers to data blocks.
+    pub fn is_leaf(&self, loc: u64) -> bool {
+        self.spans.contains(loc)
     }
 
     /// Whether `loc` was reached once (its parent may be shared still).
@@ -174,15 +174,13 @@ impl MappingLeaves {
             return Ok(false);
         }
         *data = RefCounts::window(nr, from, self.budget)?.ending_by(next_window_end(from, len, nr));
-        let mut batch = Vec::with_capacity(PREFETCH);
         let (mut blocks, mut start) = (Vec::new(), 0);
         loop {
             // The window may end earlier as it fills: chosen batch by batch.
-            batch.clear();
-            let wanted = |&l: &u64| self.spans.refers_into(l, data);
-            batch.extend(self.spans.leaves_from(start).filter(wanted).take(PREFETCH));
-            let Some(&last) = batch.last() else { break };
-            start = last + 1;
+            let batch = self.spans.next_piece(&mut start, data, PREFETCH);
+            if batch.is_empty() {
+                break;
+            }
             r.prefetch(&batch, &NODE_VALIDATOR);
             for &leaf in &batch {
                 let b = read_mapping_node(r, leaf)?;

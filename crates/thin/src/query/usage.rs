@@ -59,7 +59,8 @@ fn sum_exclusive(
     if !walk.once(loc) {
         return Ok(0);
     }
-    if walk.leaves.contains(loc) {
+    // An empty leaf is not recorded: read, it gives nothing.
+    if walk.is_leaf(loc) {
         return Ok(u64::from(exclusive[loc as usize]));
     }
     if depth > MAX_TREE_DEPTH {

@@ -102,17 +102,15 @@ fn recount(
     let mut start = nodes.start;
     loop {
         let locs: Vec<u64> = if first {
-            (start..nodes.end).take(PIECE).collect()
+            let piece: Vec<u64> = (start..nodes.end).take(PIECE).collect();
+            start += piece.len() as u64;
+            piece
         } else {
-            let wanted = |&l: &u64| spans.refers_into(l, &counts);
-            spans
-                .leaves_from(start)
-                .filter(wanted)
-                .take(PIECE)
-                .collect()
+            spans.next_piece(&mut start, &counts, PIECE)
         };
-        let Some(&last) = locs.last() else { break };
-        start = last + 1;
+        if locs.is_empty() {
+            break;
+        }
         pipeline::run(
             dev,
             &NoProgress,
